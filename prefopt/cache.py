@@ -1,0 +1,83 @@
+"""Content-hash keys and atomic, crash-safe output directories.
+
+Every stage writes into a temporary sibling directory and renames it into place only when complete,
+with a ``_prefopt_done.json`` manifest written last. A directory without the manifest is an interrupted
+attempt and is never read as a result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+MANIFEST = "_prefopt_done.json"
+
+
+def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def content_hash(*parts: Any, length: int = 12) -> str:
+    """A short, stable hash of dataclasses, dicts, lists and scalars (key order does not matter)."""
+    payload = json.dumps([_jsonable(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:length]
+
+
+def is_complete(path: str | Path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+def read_manifest(path: str | Path) -> dict:
+    return json.loads((Path(path) / MANIFEST).read_text())
+
+
+def mark_complete(path: str | Path, manifest: dict | None = None) -> None:
+    """Write the manifest that makes ``path`` a finished output (always the last file written)."""
+    info = {"completed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(manifest or {})}
+    tmp = Path(path) / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(_jsonable(info), indent=2, sort_keys=True))
+    os.replace(tmp, Path(path) / MANIFEST)
+
+
+@contextlib.contextmanager
+def atomic_output_dir(path: str | Path, manifest: dict | None = None) -> Iterator[Path]:
+    """Yield a temporary directory that becomes ``path`` (with its manifest) only if the block succeeds.
+
+    An existing incomplete ``path`` (an interrupted earlier run) is replaced; a complete one is an error,
+    because callers decide about reuse before writing.
+    """
+    final = Path(path)
+    if is_complete(final):
+        raise FileExistsError(f"{final} is already complete; refusing to overwrite it")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        mark_complete(tmp, manifest)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def default_cache_dir() -> Path:
+    """Where built tiny-world models live: ``$PREFOPT_CACHE_DIR`` or ``~/.cache/prefopt``."""
+    return Path(os.environ.get("PREFOPT_CACHE_DIR", Path.home() / ".cache" / "prefopt"))

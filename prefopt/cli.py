@@ -1,0 +1,73 @@
+"""``prefopt generate | judge | pairs | train | eval | run RECIPE.yaml``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from prefopt.configs import ConfigError, load_recipe
+from prefopt.schemas import DataError
+
+logger = logging.getLogger("prefopt")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prefopt", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    helps = {
+        "generate": "sample candidates from every generator of the pool",
+        "judge": "score candidates on the judge's rubric dimensions",
+        "pairs": "build preference pairs and apply the sample-level delta filter",
+        "train": "train the policy with DPO under accelerate launch",
+        "eval": "greedy accuracy in-domain and out-of-domain, and the results table",
+        "run": "every stage in order, skipping those already complete",
+    }
+    for name, text in helps.items():
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("recipe", help="recipe YAML file")
+        p.add_argument("--output-dir", help="override the recipe's output_dir")
+        if name in ("judge", "pairs", "train"):
+            p.add_argument("--input", help="input stage directory or saved dataset (default: from the recipe)")
+        if name in ("generate", "judge", "pairs", "train"):
+            p.add_argument("--output", help="output directory (default: <output_dir>/<stage>/<config hash>)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s prefopt %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        recipe = load_recipe(args.recipe)
+        if args.output_dir:
+            import dataclasses
+
+            recipe = dataclasses.replace(recipe, output_dir=args.output_dir)
+        from prefopt.pipeline import Pipeline
+
+        pipeline = Pipeline(recipe)
+        if args.command == "run":
+            report = pipeline.run()
+        elif args.command == "eval":
+            report = pipeline.report(pipeline.evaluate())
+        else:
+            stage = getattr(pipeline, args.command)
+            kwargs = {"output": args.output}
+            if args.command != "generate":
+                kwargs["input"] = args.input
+            print(stage(**kwargs))
+            return 0
+    except (ConfigError, DataError, FileNotFoundError) as err:
+        print(f"prefopt: error: {err}", file=sys.stderr)
+        return 2
+    for outcome in pipeline.outcomes:
+        logger.info("%-26s %-6s %s", outcome.name, outcome.status, outcome.path)
+    print()
+    print(report.read_text())
+    print(f"Written: {report} and {report.with_suffix('.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

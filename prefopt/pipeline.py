@@ -1,0 +1,195 @@
+"""Run a recipe's stages in order, each into ``<output_dir>/<stage>/<key>/``, skipping finished ones.
+
+A stage's key is a content hash of its own config section and the keys of everything it reads (its input
+stage, the models it uses), so a rerun of an unchanged recipe finds every output complete and does no work,
+and two recipes that share a prefix of stages share those outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import prefopt
+from prefopt.cache import atomic_output_dir, content_hash, default_cache_dir, is_complete, mark_complete
+from prefopt.configs import Recipe
+from prefopt.evaluation.report import write_report
+from prefopt.schemas import CANDIDATES, JUDGMENTS, PAIRS, load_stage_dataset, save_stage_dataset
+from prefopt.world.models import build_tiny_model
+
+logger = logging.getLogger(__name__)
+
+WORLD_PREFIX = "world:"
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    name: str
+    path: Path
+    status: str  # "ran" or "cached"
+
+
+class Pipeline:
+    """The stages of one recipe. Each method returns the stage's output directory."""
+
+    def __init__(self, recipe: Recipe, cache_dir: str | Path | None = None):
+        self.recipe = recipe
+        self.root = Path(recipe.output_dir)
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.outcomes: list[StageOutcome] = []
+
+    # -- models ---------------------------------------------------------------------------------------------
+    def model_key(self, ref: str) -> str:
+        if ref.startswith(WORLD_PREFIX):
+            return self.recipe.world.models[ref[len(WORLD_PREFIX):]].cache_key()
+        return content_hash("path", str(Path(ref).resolve()))
+
+    def model_path(self, ref: str) -> str:
+        """A model directory for ``ref``, building a tiny-world model first if it is not cached."""
+        if not ref.startswith(WORLD_PREFIX):
+            return ref
+        name = ref[len(WORLD_PREFIX):]
+        spec = self.recipe.world.models[name]
+        cached = is_complete(self.cache_dir / "models" / spec.cache_key())
+        path = build_tiny_model(spec, self.cache_dir, desc=f"world:{name}")
+        self.outcomes.append(StageOutcome(f"model {name}", path, "cached" if cached else "ran"))
+        return str(path)
+
+    # -- keys -----------------------------------------------------------------------------------------------
+    def generate_key(self) -> str:
+        g = self.recipe.generation
+        models = {gen.name: self.model_key(gen.model) for gen in g.generators}
+        world = (self.recipe.world.in_domain, self.recipe.world.out_of_domain)
+        return content_hash("generate", prefopt.__version__, g, models, world if g.prompts.source == "tiny_world" else None)
+
+    def judge_key(self) -> str:
+        return content_hash("judge", prefopt.__version__, self.recipe.judging, self.generate_key())
+
+    def pairs_key(self) -> str:
+        return content_hash("pairs", prefopt.__version__, self.recipe.pairing, self.judge_key())
+
+    def train_key(self) -> str:
+        t = self.recipe.training
+        return content_hash("train", prefopt.__version__, t, self.pairs_key(), self.model_key(t.model))
+
+    def stage_dir(self, name: str, key: str) -> Path:
+        return self.root / name / key
+
+    # -- running --------------------------------------------------------------------------------------------
+    def _run_stage(self, name: str, output: Path, work: Callable[[Path], None], manifest: dict) -> Path:
+        if is_complete(output):
+            logger.info("[%s] skipped: %s is complete for this configuration", name, output)
+            self.outcomes.append(StageOutcome(name, output, "cached"))
+            return output
+        logger.info("[%s] writing %s", name, output)
+        with atomic_output_dir(output, {"stage": name, **manifest}) as tmp:
+            work(tmp)
+        self.outcomes.append(StageOutcome(name, output, "ran"))
+        return output
+
+    def _input(self, given: str | Path | None, default: Path, upstream: str) -> Path:
+        path = Path(given) if given else default
+        if not given and not is_complete(path):
+            raise FileNotFoundError(f"{path}: the {upstream} stage has not run for this recipe; "
+                                    f"run `prefopt {upstream}` first (or `prefopt run`)")
+        return path
+
+    def generate(self, output: str | Path | None = None) -> Path:
+        from prefopt.generation.generate import generate_candidates, load_prompts
+
+        g = self.recipe.generation
+
+        def work(tmp: Path) -> None:
+            prompts = load_prompts(g.prompts, self.recipe.world)
+            paths = {gen.name: self.model_path(gen.model) for gen in g.generators}
+            save_stage_dataset(generate_candidates(g, prompts, paths), tmp)
+
+        out = Path(output) if output else self.stage_dir("generate", self.generate_key())
+        return self._run_stage("generate", out, work, {"config": g})
+
+    def judge(self, input: str | Path | None = None, output: str | Path | None = None) -> Path:
+        from prefopt.judging.judge import judge_candidates
+
+        source = self._input(input, self.stage_dir("generate", self.generate_key()), "generate")
+
+        def work(tmp: Path) -> None:
+            candidates = load_stage_dataset(source, CANDIDATES, "candidates")
+            save_stage_dataset(judge_candidates(self.recipe.judging, candidates), tmp)
+
+        out = Path(output) if output else self.stage_dir("judge", self.judge_key())
+        return self._run_stage("judge", out, work, {"config": self.recipe.judging, "input": source})
+
+    def pairs(self, input: str | Path | None = None, output: str | Path | None = None) -> Path:
+        from prefopt.pairing.build import build_pairs
+
+        source = self._input(input, self.stage_dir("judge", self.judge_key()), "judge")
+
+        def work(tmp: Path) -> None:
+            judgments = load_stage_dataset(source, JUDGMENTS, "judgments")
+            pairs, stats = build_pairs(self.recipe.pairing, judgments)
+            save_stage_dataset(pairs, tmp)
+            (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
+
+        out = Path(output) if output else self.stage_dir("pairs", self.pairs_key())
+        return self._run_stage("pairs", out, work, {"config": self.recipe.pairing, "input": source})
+
+    def train(self, input: str | Path | None = None, output: str | Path | None = None) -> Path:
+        """Train in place (not in a temporary directory) so that a crashed run resumes from its checkpoints."""
+        from prefopt.training.launch import launch_training
+
+        source = self._input(input, self.stage_dir("pairs", self.pairs_key()), "pairs")
+        out = Path(output) if output else self.stage_dir("train", self.train_key())
+        if is_complete(out):
+            logger.info("[train] skipped: %s is complete for this configuration", out)
+            self.outcomes.append(StageOutcome("train", out, "cached"))
+            return out
+        load_stage_dataset(source, PAIRS, "pairs")  # fail fast on a bad input
+        logger.info("[train] writing %s", out)
+        launch_training(self.recipe.training, source, self.model_path(self.recipe.training.model), out)
+        mark_complete(out, {"stage": "train", "config": self.recipe.training, "input": source})
+        self.outcomes.append(StageOutcome("train", out, "ran"))
+        return out
+
+    def evaluate_model(self, label: str, model_path: str, key: str) -> dict:
+        from prefopt.evaluation.accuracy import evaluate_model
+
+        cfg, world = self.recipe.evaluation, self.recipe.world
+
+        def work(tmp: Path) -> None:
+            predictions, summary = evaluate_model(model_path, world, cfg)
+            save_stage_dataset(predictions, tmp)
+            (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
+
+        out = self.stage_dir("eval", content_hash("eval", prefopt.__version__, cfg, world.in_domain,
+                                                  world.out_of_domain, key))
+        self._run_stage(f"eval {label}", out, work, {"config": cfg, "model": model_path})
+        return json.loads((out / "summary.json").read_text())
+
+    def evaluate(self) -> dict[str, dict]:
+        """Accuracy of every generator, the policy before training and (if trained) after."""
+        refs = {gen.name: gen.model for gen in self.recipe.generation.generators}
+        refs["policy (before DPO)"] = self.recipe.training.model
+        results = {label: self.evaluate_model(label, self.model_path(ref), self.model_key(ref))
+                   for label, ref in refs.items()}
+        trained = self.stage_dir("train", self.train_key())
+        if is_complete(trained):
+            from prefopt.training.launch import FINAL_MODEL_DIR
+
+            results["policy (after DPO)"] = self.evaluate_model("policy (after DPO)", str(trained / FINAL_MODEL_DIR),
+                                                                self.train_key())
+        return results
+
+    def report(self, accuracies: dict[str, dict]) -> Path:
+        pairs_dir = self.stage_dir("pairs", self.pairs_key())
+        stats = json.loads((pairs_dir / "stats.json").read_text()) if is_complete(pairs_dir) else None
+        return write_report(self.root, self.recipe, accuracies, stats)
+
+    def run(self) -> Path:
+        self.generate()
+        self.judge()
+        self.pairs()
+        self.train()
+        return self.report(self.evaluate())

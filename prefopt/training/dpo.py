@@ -1,0 +1,66 @@
+"""DPO training entry point, launched with ``accelerate launch``.
+
+    accelerate launch --config_file accelerate_configs/cpu.yaml -m prefopt.training.dpo --config train.yaml
+
+``train.yaml`` is a flat TRL-style file: the fields of :class:`DPOScriptArguments` plus any
+``trl.DPOConfig`` field (command-line flags override it). The train stage writes this file for you; it can
+also be written by hand. The final model and tokenizer are saved to ``<output_dir>/model``; a rerun after a
+crash resumes from the last checkpoint in ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from datasets import Dataset
+from transformers import AutoTokenizer
+from transformers.trainer_utils import get_last_checkpoint
+from trl import DPOConfig, DPOTrainer, TrlParser
+
+from prefopt.schemas import PAIRS, load_stage_dataset
+from prefopt.training.launch import FINAL_MODEL_DIR
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DPOScriptArguments:
+    pairs_path: str = field(metadata={"help": "Pairs dataset (a pairs stage directory or a saved dataset)."})
+    model_name_or_path: str = field(metadata={"help": "Policy model directory; also the reference model."})
+
+
+def to_conversational(pairs: Dataset) -> Dataset:
+    """TRL's conversational preference format, so the model's own chat template renders every prompt."""
+    return Dataset.from_dict({
+        "prompt": [[{"role": "user", "content": p}] for p in pairs["prompt"]],
+        "chosen": [[{"role": "assistant", "content": c}] for c in pairs["chosen"]],
+        "rejected": [[{"role": "assistant", "content": r}] for r in pairs["rejected"]],
+    })
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s prefopt.train %(levelname)s %(message)s")
+    script_args, training_args = TrlParser((DPOScriptArguments, DPOConfig)).parse_args_and_config(args=argv)
+    pairs = load_stage_dataset(script_args.pairs_path, PAIRS, "DPO training pairs")
+    tokenizer = AutoTokenizer.from_pretrained(script_args.model_name_or_path)
+    trainer = DPOTrainer(
+        model=script_args.model_name_or_path,
+        args=training_args,
+        train_dataset=to_conversational(pairs),
+        processing_class=tokenizer,
+    )
+    last = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
+    if last:
+        logger.info("Resuming from %s", last)
+    trainer.train(resume_from_checkpoint=last)
+    final = Path(training_args.output_dir) / FINAL_MODEL_DIR
+    trainer.save_model(str(final))
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(final)
+        logger.info("Saved the aligned policy to %s", final)
+
+
+if __name__ == "__main__":
+    main()

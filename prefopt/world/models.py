@@ -1,0 +1,127 @@
+"""Train tiny Llama "reasoners" on the arithmetic world by plain SFT, cached on disk by config hash.
+
+Strength is set by size and training steps: a strong generator, a weak generator and the SFT policy to
+be aligned are three :class:`TinyModelSpec` values. Training is deterministic from the seed, streams
+fresh problems every step (no epochs, no overfitting), and saves a standard ``save_pretrained`` directory
+that transformers, TRL and vLLM load like any hub model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from prefopt.cache import atomic_output_dir, content_hash, default_cache_dir, is_complete
+from prefopt.world.tasks import Difficulty, sample_problems
+from prefopt.world.tokenizer import build_tokenizer
+
+logger = logging.getLogger(__name__)
+
+# Bump when the world's data format, tokenizer or training loop changes: it invalidates cached models.
+WORLD_VERSION = 1
+HEAD_DIM = 32  # vLLM's CPU attention needs head_dim 32 (16 fails).
+
+
+@dataclass(frozen=True)
+class TinyModelSpec:
+    """Architecture and SFT budget of one tiny-world model."""
+
+    num_layers: int = field(default=2, metadata={"help": "Transformer layers."})
+    hidden_size: int = field(default=128, metadata={"help": "Hidden size; a multiple of 32 (head_dim 32)."})
+    train_steps: int = field(default=600, metadata={"help": "SFT optimizer steps on fresh problems."})
+    batch_size: int = field(default=64, metadata={"help": "Problems per SFT step."})
+    learning_rate: float = field(default=2e-3, metadata={"help": "Peak learning rate of the one-cycle schedule."})
+    seed: int = field(default=0, metadata={"help": "Seed for weights and training data."})
+    train_difficulty: Difficulty = field(
+        default_factory=Difficulty, metadata={"help": "Problems the model is trained on."}
+    )
+
+    def __post_init__(self):
+        if self.hidden_size % HEAD_DIM:
+            raise ValueError(f"hidden_size must be a multiple of {HEAD_DIM}, got {self.hidden_size}")
+        for name in ("num_layers", "train_steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def cache_key(self) -> str:
+        return content_hash({"world_version": WORLD_VERSION, "spec": self})
+
+
+def llama_config(spec: TinyModelSpec, vocab_size: int, tokenizer) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=spec.hidden_size,
+        intermediate_size=4 * spec.hidden_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.hidden_size // HEAD_DIM,
+        num_key_value_heads=spec.hidden_size // HEAD_DIM,
+        head_dim=HEAD_DIM,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def sft_batch(tokenizer, rows: list[dict]) -> dict[str, torch.Tensor]:
+    """Tokenise ``prompt + solution + eos`` with the loss on the solution tokens only."""
+    prompts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": r["problem"]}], tokenize=False,
+                                      add_generation_prompt=True)
+        for r in rows
+    ]
+    texts = [p + r["solution"] + tokenizer.eos_token for p, r in zip(prompts, rows)]
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    labels = enc["input_ids"].clone()
+    labels[enc["attention_mask"] == 0] = -100
+    pad_lengths = (enc["attention_mask"] == 0).sum(dim=1)
+    for i, prompt in enumerate(prompts):  # left padding: the prompt starts after the pads
+        start = int(pad_lengths[i])
+        labels[i, start : start + len(prompt)] = -100  # one token per character
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
+
+
+def train_tiny_model(spec: TinyModelSpec, output_dir: Path, desc: str = "tiny model") -> None:
+    torch.manual_seed(spec.seed)
+    tokenizer = build_tokenizer()
+    model = LlamaForCausalLM(llama_config(spec, len(tokenizer), tokenizer))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=spec.learning_rate,
+                                                   total_steps=spec.train_steps, pct_start=0.1)
+    data_seed = random.Random(spec.seed).randrange(2**31)
+    model.train()
+    progress = tqdm(range(spec.train_steps), desc=f"SFT {desc}", unit="step", mininterval=2)
+    for step in progress:
+        rows = sample_problems(spec.batch_size, spec.train_difficulty, seed=data_seed + step)
+        loss = model(**sft_batch(tokenizer, rows)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step % 50 == 0 or step == spec.train_steps - 1:
+            progress.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+
+
+def build_tiny_model(spec: TinyModelSpec, cache_dir: str | Path | None = None, desc: str = "tiny model") -> Path:
+    """Return the directory of the model for ``spec``, training it first unless it is cached."""
+    path = Path(cache_dir or default_cache_dir()) / "models" / spec.cache_key()
+    if is_complete(path):
+        logger.info("Using cached %s at %s", desc, path)
+        return path
+    logger.info("Training %s (%d layers, hidden %d, %d steps) into %s", desc, spec.num_layers,
+                spec.hidden_size, spec.train_steps, path)
+    with atomic_output_dir(path, {"spec": dataclasses.asdict(spec), "world_version": WORLD_VERSION}) as tmp:
+        train_tiny_model(spec, tmp, desc)
+    return path
