@@ -40,6 +40,7 @@ class Pipeline:
         self.root = Path(recipe.output_dir)
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.outcomes: list[StageOutcome] = []
+        self._model_paths: dict[str, str] = {}
 
     # -- models ---------------------------------------------------------------------------------------------
     def model_key(self, ref: str) -> str:
@@ -51,11 +52,14 @@ class Pipeline:
         """A model directory for ``ref``, building a tiny-world model first if it is not cached."""
         if not ref.startswith(WORLD_PREFIX):
             return ref
+        if ref in self._model_paths:
+            return self._model_paths[ref]
         name = ref[len(WORLD_PREFIX):]
         spec = self.recipe.world.models[name]
         cached = is_complete(self.cache_dir / "models" / spec.cache_key())
         path = build_tiny_model(spec, self.cache_dir, desc=f"world:{name}")
         self.outcomes.append(StageOutcome(f"model {name}", path, "cached" if cached else "ran"))
+        self._model_paths[ref] = str(path)
         return str(path)
 
     # -- keys -----------------------------------------------------------------------------------------------

@@ -1,0 +1,62 @@
+from pathlib import Path
+
+import pytest
+
+from prefopt.cli import main
+from prefopt.configs import ConfigError, load_recipe
+
+REPO = Path(__file__).parents[1]
+DEMO = REPO / "recipes" / "demo" / "tiny.yaml"
+
+
+def write_variant(tmp_path, old, new, source=DEMO):
+    text = source.read_text()
+    assert old in text
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+def test_every_recipe_loads():
+    for path in [DEMO, REPO / "tests" / "recipes" / "ci.yaml"]:
+        recipe = load_recipe(path)
+        assert recipe.generation.generators and recipe.training.trl
+
+
+def test_yaml_numbers_reach_trl_as_numbers():
+    recipe = load_recipe(DEMO)
+    assert isinstance(recipe.training.trl["learning_rate"], float)
+
+
+@pytest.mark.parametrize(
+    "old, new, field, expected",
+    [
+        ("temperature: 1.0, max_new", "temprature: 1.0, max_new", "generation.generators[0].temprature",
+         "unknown field"),
+        ("n: 2", "n: four", "generation.generators[0].n", "expected an integer"),
+        ("num_prompts: 1024", "num_prompts: [1]", "generation.prompts.num_prompts", "expected an integer"),
+        ("beta: 0.1", "bta: 0.1", "training.trl.bta", "unknown field of DPOConfig"),
+        ("learning_rate: 2.0e-4", "learning_rate: fast", "training.trl.learning_rate", "expected a number"),
+        ("judge: tiny_world_verifier", "judge: gpt", "judging.judge", "expected one of"),
+        ('model: "world:policy"', 'model: "world:nope"', "world:nope", "not defined under world.models"),
+        ("top_fraction: 0.5", "top_fraction: 1.5", "top_fraction", "must be in (0, 1]"),
+    ],
+)
+def test_bad_recipes_name_the_file_and_the_field(tmp_path, old, new, field, expected):
+    path = write_variant(tmp_path, old, new)
+    with pytest.raises(ConfigError) as err:
+        load_recipe(path)
+    message = str(err.value)
+    assert str(path) in message and field in message and expected in message
+
+
+def test_cli_reports_a_bad_recipe_without_a_traceback(tmp_path, capsys):
+    path = write_variant(tmp_path, "name: demo-tiny", "name: demo-tiny\nbogus: 1")
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "bogus" in err and "Traceback" not in err
+
+
+def test_missing_recipe_file(tmp_path):
+    with pytest.raises(ConfigError, match="recipe file not found"):
+        load_recipe(tmp_path / "nope.yaml")

@@ -1,0 +1,53 @@
+import pytest
+from datasets import Dataset
+
+from prefopt.configs import JudgingConfig
+from prefopt.judging.judge import aggregate_scores, judge_candidates
+from prefopt.judging.verifier import score_trace
+
+
+@pytest.mark.parametrize(
+    "completion, correctness, step_accuracy, fmt",
+    [
+        ("7*3=21;21+4=25. =25", 1.0, 1.0, 1.0),
+        ("7*3=21;21+4=26. =26", 0.0, 0.5, 1.0),      # last step wrong
+        ("7*3=20;20+4=24. =25", 1.0, 0.0, 1.0),      # right answer, wrong steps
+        ("7*3=21;21+4=25;25+0=25. =25", 1.0, 2 / 3, 1.0),  # padded with an extra step
+        ("the answer is 25 . =25", 1.0, 0.0, 0.5),
+        ("", 0.0, 0.0, 0.0),
+    ],
+)
+def test_verifier_scores_each_dimension(completion, correctness, step_accuracy, fmt):
+    j = score_trace("7*3+4", completion)
+    assert j.status == "ok"
+    assert j.scores == pytest.approx({"correctness": correctness, "step_accuracy": step_accuracy, "format": fmt})
+
+
+def test_unjudgeable_prompt_is_a_recorded_failure_not_a_zero():
+    j = score_trace("What is love?", "7")
+    assert j.scores is None and j.status.startswith("unjudgeable_prompt")
+
+
+def test_aggregate_rules():
+    s = {"correctness": 1.0, "step_accuracy": 0.5, "format": 0.0}
+    assert aggregate_scores(s, "mean", {}) == pytest.approx(0.5)
+    assert aggregate_scores(s, "weighted", {"correctness": 3, "format": 1}) == pytest.approx(0.75)
+    assert aggregate_scores(s, "step_accuracy", {}) == 0.5
+
+
+def test_judge_stage_keeps_every_row_and_records_failures():
+    candidates = Dataset.from_list([
+        {"candidate_id": "a", "prompt": "1+2", "completion": "1+2=3. =3"},
+        {"candidate_id": "b", "prompt": "not arithmetic", "completion": "3"},
+    ])
+    out = judge_candidates(JudgingConfig(aggregate="correctness"), candidates)
+    assert out["candidate_id"] == ["a", "b"]
+    assert out["aggregate"] == [1.0, None]
+    assert out["parse_status"][0] == "ok" and out["parse_status"][1] != "ok"
+    assert out["scores"][1] == {"correctness": None, "step_accuracy": None, "format": None}
+
+
+@pytest.mark.parametrize("cfg", [JudgingConfig(aggregate="elegance"), JudgingConfig(aggregate="weighted")])
+def test_bad_aggregate_rule_is_rejected(cfg):
+    with pytest.raises(ValueError, match="judging"):
+        judge_candidates(cfg, Dataset.from_list([{"prompt": "1+2", "completion": "3"}]))

@@ -1,0 +1,86 @@
+"""The whole loop through the CLI with real TRL under accelerate launch, and a rerun that skips every stage."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import load_from_disk
+from safetensors.torch import load_file
+
+from prefopt.cache import is_complete
+from prefopt.cli import main
+from prefopt.pipeline import Pipeline
+from prefopt.schemas import PAIRS
+
+from conftest import CI_RECIPE
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_models):
+    out = tmp_path_factory.mktemp("run")
+    assert main(["run", str(CI_RECIPE), "--output-dir", str(out)]) == 0
+    return out
+
+
+def stage_dirs(root: Path) -> list[Path]:
+    return sorted(p for stage in root.iterdir() if stage.is_dir() for p in stage.iterdir() if is_complete(p))
+
+
+def test_run_writes_every_stage_and_the_results_table(run_dir):
+    stages = {p.parent.name for p in stage_dirs(run_dir)}
+    assert stages == {"generate", "judge", "pairs", "train", "eval"}
+    results = json.loads((run_dir / "results.json").read_text())
+    assert set(results["accuracy"]) == {"strong", "weak", "policy (before DPO)", "policy (after DPO)"}
+    table = (run_dir / "results.md").read_text()
+    for row in ("| strong |", "| policy (after DPO) |", "| generator delta (strong - weak) |", "pairs kept"):
+        assert row in table
+    stats = results["pairs"]
+    assert stats["pairs_built"] == 24 * 2 and stats["pairs_kept"] == 24
+
+
+def test_pairs_follow_the_schema_and_training_changed_the_policy(run_dir, tiny_models):
+    [pairs_dir] = list((run_dir / "pairs").iterdir())
+    pairs = load_from_disk(str(pairs_dir / "data"))
+    assert set(PAIRS) <= set(pairs.column_names)
+    assert all(s.startswith("generator_delta(strong>weak)+sample_delta") for s in pairs["strategy"])
+    [train_dir] = list((run_dir / "train").iterdir())
+    before = load_file(Path(tiny_models["policy"]) / "model.safetensors")
+    after = load_file(train_dir / "model" / "model.safetensors")
+    assert before.keys() == after.keys()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_eval_accuracy_matches_its_predictions(run_dir):
+    for summary in (run_dir / "eval").glob("*/summary.json"):
+        preds = load_from_disk(str(summary.parent / "data")).to_pandas()
+        for split, s in json.loads(summary.read_text()).items():
+            rows = preds[preds["split"] == split]
+            assert s["n"] == len(rows) == 16 and s["accuracy"] == pytest.approx(rows["correct"].mean())
+
+
+def test_rerun_with_an_unchanged_recipe_skips_every_stage(run_dir, ci_recipe):
+    before = {p: (p / "_prefopt_done.json").stat().st_mtime_ns for p in stage_dirs(run_dir)}
+    pipeline = Pipeline(dataclasses.replace(ci_recipe, output_dir=str(run_dir)))
+    pipeline.run()
+    assert pipeline.outcomes and all(o.status == "cached" for o in pipeline.outcomes), pipeline.outcomes
+    assert {p: (p / "_prefopt_done.json").stat().st_mtime_ns for p in stage_dirs(run_dir)} == before
+
+
+def test_a_changed_stage_reruns_only_downstream(run_dir, ci_recipe, tmp_path):
+    changed = dataclasses.replace(ci_recipe, output_dir=str(run_dir),
+                                  judging=dataclasses.replace(ci_recipe.judging, aggregate="correctness"))
+    pipeline = Pipeline(changed)
+    pipeline.generate()
+    pipeline.judge()
+    assert [o.status for o in pipeline.outcomes if o.name in ("generate", "judge")] == ["cached", "ran"]
+
+
+def test_single_stage_commands_read_and_write_explicit_paths(run_dir, tmp_path, capsys):
+    [generated] = list((run_dir / "generate").iterdir())
+    out = tmp_path / "judged"
+    assert main(["judge", str(CI_RECIPE), "--input", str(generated), "--output", str(out)]) == 0
+    assert is_complete(out) and len(load_from_disk(str(out / "data"))) == 24 * 4
+    assert main(["pairs", str(CI_RECIPE), "--input", str(tmp_path / "missing"), "--output", str(tmp_path / "p")]) == 2
+    assert "missing: no dataset here" in capsys.readouterr().err
