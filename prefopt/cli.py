@@ -27,10 +27,16 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("recipe", help="recipe YAML file")
         p.add_argument("--output-dir", help="override the recipe's output_dir")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a recipe field, e.g. --set generation.engine=vllm (repeatable)")
         if name in ("judge", "pairs", "train"):
             p.add_argument("--input", help="input stage directory or saved dataset (default: from the recipe)")
         if name in ("generate", "judge", "pairs", "train"):
             p.add_argument("--output", help="output directory (default: <output_dir>/<stage>/<config hash>)")
+        if name == "generate":
+            p.add_argument("--shard", type=int, default=0, help="this worker's index (with --num-shards)")
+            p.add_argument("--num-shards", type=int, default=1,
+                           help="workers sharing the generation (e.g. a Slurm array); the last one merges")
     return parser
 
 
@@ -39,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s prefopt %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")
     try:
-        recipe = load_recipe(args.recipe)
+        recipe = load_recipe(args.recipe, args.set)
         if args.output_dir:
             import dataclasses
 
@@ -54,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             stage = getattr(pipeline, args.command)
             kwargs = {"output": args.output}
-            if args.command != "generate":
+            if args.command == "generate":
+                kwargs.update(shard=args.shard, num_shards=args.num_shards)
+            else:
                 kwargs["input"] = args.input
             print(stage(**kwargs))
             return 0

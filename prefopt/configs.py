@@ -74,6 +74,8 @@ class GeneratorConfig:
     top_p: float = _help("Nucleus sampling mass.", default=1.0)
     max_new_tokens: int = _help("Most tokens per completion.", default=64)
     seed: int = _help("Base seed of this generator's samples.", default=0)
+    engine_options: dict[str, Any] = _help("Engine arguments for this generator; merged over generation's.",
+                                           default_factory=dict)
 
     def __post_init__(self):
         if self.n < 1:
@@ -89,11 +91,21 @@ class GenerationConfig:
     """The generate stage: prompts, an engine, and a pool of generators run one after another."""
 
     prompts: PromptSource = _help("Prompt source.", default_factory=PromptSource)
-    engine: Literal["transformers"] = _help("Generation engine.", default="transformers")
+    engine: Literal["transformers", "vllm", "server"] = _help(
+        "'vllm' (offline vllm.LLM), 'server' (an OpenAI-compatible server) or 'transformers' (generate).",
+        default="transformers")
+    engine_options: dict[str, Any] = _help(
+        "Engine arguments: vllm.LLM keywords (tensor_parallel_size, max_model_len, gpu_memory_utilization, "
+        "...) or, for 'server', base_url, api_key, max_concurrency, max_retries, timeout.", default_factory=dict)
     batch_size: int = _help("Prompts per engine call.", default=64)
+    shard_size: int = _help("Prompts per output shard: the unit of resume and of sharding.", default=256)
+    data_parallel_size: int = _help("Worker processes, each with its own engine and GPUs (tensor_parallel_size "
+                                    "of them); 1 runs in this process.", default=1)
     generators: list[GeneratorConfig] = _help("The generator pool.", default_factory=list)
 
     def __post_init__(self):
+        if min(self.batch_size, self.shard_size, self.data_parallel_size) < 1:
+            raise ValueError("batch_size, shard_size and data_parallel_size must be >= 1")
         if not self.generators:
             raise ValueError("generators: list at least one generator")
         names = [g.name for g in self.generators]
@@ -154,6 +166,9 @@ class EvaluationConfig:
     seed: int = _help("Seed of the evaluation problems (keep it apart from the prompt seed).", default=12345)
     max_new_tokens: int = _help("Most tokens per answer.", default=96)
     batch_size: int = _help("Problems per engine call.", default=100)
+    engine: Literal["transformers", "vllm"] = _help("Engine for greedy decoding.", default="transformers")
+    engine_options: dict[str, Any] = _help("Engine arguments (as in generation.engine_options).",
+                                           default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -296,17 +311,34 @@ def validate_trl_fields(trl: dict[str, Any], config_cls: type, where: str) -> di
     return out
 
 
-def load_recipe(path: str | Path) -> Recipe:
-    """Load and validate a recipe YAML file."""
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``dotted.key=value`` overrides (values parsed as YAML) to a raw recipe mapping."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected dotted.key=value")
+        node = data
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(parts[:i + 1])} is not a mapping")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Load and validate a recipe YAML file, with optional ``dotted.key=value`` overrides."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: recipe file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     try:
-        recipe = from_dict(Recipe, data or {})
+        data = apply_overrides(data, overrides or [])
+        recipe = from_dict(Recipe, data)
         from trl import DPOConfig  # imported late: heavy
 
         trl = validate_trl_fields(recipe.training.trl, DPOConfig, "training.trl")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -101,18 +103,31 @@ class Pipeline:
                                     f"run `prefopt {upstream}` first (or `prefopt run`)")
         return path
 
-    def generate(self, output: str | Path | None = None) -> Path:
-        from prefopt.generation.generate import generate_candidates, load_prompts
+    def generate(self, output: str | Path | None = None, shard: int = 0, num_shards: int = 1) -> Path:
+        """Generate in place, unit by unit, so that a killed run resumes where it stopped.
+
+        With ``num_shards > 1`` this process is one worker of many; with ``generation.data_parallel_size > 1``
+        it starts that many workers itself. Either way, the run that finds every unit done merges them.
+        """
+        from prefopt.generation.generate import load_prompts, run_generation
 
         g = self.recipe.generation
-
-        def work(tmp: Path) -> None:
-            prompts = load_prompts(g.prompts, self.recipe.world)
-            paths = {gen.name: self.model_path(gen.model) for gen in g.generators}
-            save_stage_dataset(generate_candidates(g, prompts, paths), tmp)
-
         out = Path(output) if output else self.stage_dir("generate", self.generate_key())
-        return self._run_stage("generate", out, work, {"config": g})
+        if is_complete(out):
+            logger.info("[generate] skipped: %s is complete for this configuration", out)
+            self.outcomes.append(StageOutcome("generate", out, "cached"))
+            return out
+        logger.info("[generate] writing %s", out)
+        out.mkdir(parents=True, exist_ok=True)
+        if num_shards == 1 and g.data_parallel_size > 1:
+            run_data_parallel(self.recipe, self.cache_dir, out)
+        prompts = load_prompts(g.prompts, self.recipe.world)
+        if run_generation(g, prompts, self.model_path, out, shard, num_shards):
+            mark_complete(out, {"stage": "generate", "config": g})
+            self.outcomes.append(StageOutcome("generate", out, "ran"))
+        else:
+            self.outcomes.append(StageOutcome(f"generate shard {shard}/{num_shards}", out, "ran"))
+        return out
 
     def judge(self, input: str | Path | None = None, output: str | Path | None = None) -> Path:
         from prefopt.judging.judge import judge_candidates
@@ -197,3 +212,40 @@ class Pipeline:
         self.pairs()
         self.train()
         return self.report(self.evaluate())
+
+
+def _generate_worker(recipe: Recipe, cache_dir: Path, output: Path, shard: int, num_shards: int,
+                     devices: str | None) -> None:
+    if devices is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = devices  # before anything initialises CUDA in this process
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s prefopt[{shard}] %(levelname)s %(message)s")
+    Pipeline(recipe, cache_dir).generate(output, shard, num_shards)
+
+
+def run_data_parallel(recipe: Recipe, cache_dir: Path, output: Path) -> None:
+    """One generation worker per ``tensor_parallel_size`` GPUs (or per process on CPU), in parallel."""
+    import torch
+
+    g = recipe.generation
+    workers = g.data_parallel_size
+    tp = int(g.engine_options.get("tensor_parallel_size", 1))
+    slices: list[str | None] = [None] * workers
+    if torch.cuda.is_available():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        gpus = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
+        if len(gpus) < workers * tp:
+            raise ValueError(f"generation.data_parallel_size {workers} x tensor_parallel_size {tp} needs "
+                             f"{workers * tp} GPUs; {len(gpus)} are visible")
+        slices = [",".join(gpus[i * tp:(i + 1) * tp]) for i in range(workers)]
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_generate_worker, args=(recipe, cache_dir, output, i, workers, slices[i]))
+                 for i in range(workers)]
+    logger.info("Starting %d generation workers%s", workers,
+                f" on GPUs {slices}" if slices[0] is not None else "")
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join()
+    failed = [i for i, p in enumerate(processes) if p.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"generation workers {failed} failed; rerun to resume (finished shards are kept)")

@@ -60,3 +60,12 @@ def test_cli_reports_a_bad_recipe_without_a_traceback(tmp_path, capsys):
 def test_missing_recipe_file(tmp_path):
     with pytest.raises(ConfigError, match="recipe file not found"):
         load_recipe(tmp_path / "nope.yaml")
+
+
+def test_schema_doc_lists_every_column():
+    from prefopt import schemas
+
+    doc = (REPO / "docs" / "schemas.md").read_text()
+    for schema in (schemas.CANDIDATES, schemas.JUDGMENTS, schemas.PAIRS, schemas.EVAL_PREDICTIONS):
+        for column in schema:
+            assert f"| `{column}` |" in doc, column

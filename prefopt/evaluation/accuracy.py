@@ -21,10 +21,9 @@ logger = logging.getLogger(__name__)
 SPLITS = ("in_domain", "out_of_domain")
 
 
-def evaluate_model(model_path: str, world: WorldConfig, cfg: EvaluationConfig,
-                   engine: str = "transformers") -> tuple[Dataset, dict[str, dict]]:
+def evaluate_model(model_path: str, world: WorldConfig, cfg: EvaluationConfig) -> tuple[Dataset, dict[str, dict]]:
     """Greedy-decode every evaluation problem; return predictions and ``{split: {accuracy, n}}``."""
-    llm = make_engine(engine, model_path)
+    llm = make_engine(cfg.engine, model_path, **cfg.engine_options)
     rows = []
     try:
         for split in SPLITS:

