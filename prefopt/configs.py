@@ -155,7 +155,11 @@ class TrainingConfig:
     model: str = _help("Policy to align: 'world:<name>' or a local model directory.", default="world:policy")
     accelerate_config: str = _help("accelerate config file (relative to the repository or absolute).",
                                    default="accelerate_configs/cpu.yaml")
-    trl: dict[str, Any] = _help("Fields of trl.DPOConfig (beta, learning_rate, ...).", default_factory=dict)
+    trl: dict[str, Any] = _help("Fields of PrefDPOConfig: any trl.DPOConfig field (beta, learning_rate, ...) and "
+                                "prefopt's pref_loss, gap_transform, sft_route_threshold, curriculum, ...",
+                                default_factory=dict)
+    gap_column: str = _help("Pairs column whose judged gap the loss uses: 'margin' or 'margins.<dimension>'.",
+                            default="margin")
 
 
 @dataclass(frozen=True)
@@ -303,7 +307,7 @@ def validate_trl_fields(trl: dict[str, Any], config_cls: type, where: str) -> di
     out = {}
     for key, value in trl.items():
         if key not in known:
-            raise ConfigError(f"{where}.{key}: unknown field of {config_cls.__name__}")
+            raise ConfigError(f"{where}.{key}: unknown field of {config_cls.__name__} (trl.DPOConfig + prefopt)")
         if key == "output_dir":
             raise ConfigError(f"{where}.output_dir: set by prefopt (the train stage's directory); remove it")
         converted = _convert(value, resolved.get(key, Any), f"{where}.{key}")
@@ -339,9 +343,15 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     try:
         data = apply_overrides(data, overrides or [])
         recipe = from_dict(Recipe, data)
-        from trl import DPOConfig  # imported late: heavy
+        from prefopt.training.trainers import PrefDPOConfig  # imported late: heavy
 
-        trl = validate_trl_fields(recipe.training.trl, DPOConfig, "training.trl")
+        from prefopt.training.launch import trl_defaults
+
+        trl = validate_trl_fields(recipe.training.trl, PrefDPOConfig, "training.trl")
+        try:  # the values too, as the trainer will see them
+            PrefDPOConfig(output_dir="unused", **{**trl_defaults(), **trl})
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"training.trl: {err}") from None
         recipe = dataclasses.replace(recipe, training=dataclasses.replace(recipe.training, trl=trl))
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None

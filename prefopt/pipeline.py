@@ -19,7 +19,7 @@ import prefopt
 from prefopt.cache import atomic_output_dir, content_hash, default_cache_dir, is_complete, mark_complete
 from prefopt.configs import Recipe
 from prefopt.evaluation.report import write_report
-from prefopt.schemas import CANDIDATES, JUDGMENTS, PAIRS, load_stage_dataset, save_stage_dataset
+from prefopt.schemas import CANDIDATES, JUDGMENTS, TRAIN_PAIRS, load_stage_dataset, save_stage_dataset
 from prefopt.world.models import build_tiny_model
 
 logger = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ class Pipeline:
             logger.info("[train] skipped: %s is complete for this configuration", out)
             self.outcomes.append(StageOutcome("train", out, "cached"))
             return out
-        load_stage_dataset(source, PAIRS, "pairs")  # fail fast on a bad input
+        load_stage_dataset(source, TRAIN_PAIRS, "training pairs")  # fail fast on a bad input
         logger.info("[train] writing %s", out)
         launch_training(self.recipe.training, source, self.model_path(self.recipe.training.model), out)
         mark_complete(out, {"stage": "train", "config": self.recipe.training, "input": source})

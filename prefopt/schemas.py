@@ -54,6 +54,9 @@ PAIRS = {
     "strategy": "the strategy (and filter) that made the pair",
 }
 
+# What training needs: any preference dataset with these columns (plus the loss's gap column, if it uses one).
+TRAIN_PAIRS = {column: PAIRS[column] for column in ("prompt", "chosen", "rejected")}
+
 EVAL_PREDICTIONS = {
     "split": "'in_domain' or 'out_of_domain'",
     "problem": "the problem",

@@ -35,11 +35,13 @@ def test_yaml_numbers_reach_trl_as_numbers():
          "unknown field"),
         ("n: 2", "n: four", "generation.generators[0].n", "expected an integer"),
         ("num_prompts: 1024", "num_prompts: [1]", "generation.prompts.num_prompts", "expected an integer"),
-        ("beta: 0.1", "bta: 0.1", "training.trl.bta", "unknown field of DPOConfig"),
+        ("beta: 0.1", "bta: 0.1", "training.trl.bta", "unknown field of PrefDPOConfig"),
         ("learning_rate: 2.0e-4", "learning_rate: fast", "training.trl.learning_rate", "expected a number"),
         ("judge: tiny_world_verifier", "judge: gpt", "judging.judge", "expected one of"),
         ('model: "world:policy"', 'model: "world:nope"', "world:nope", "not defined under world.models"),
         ("top_fraction: 0.5", "top_fraction: 1.5", "top_fraction", "must be in (0, 1]"),
+        ("beta: 0.1", "beta: 0.1\n    pref_loss: fancy", "training.trl", "pref_loss: unknown loss 'fancy'"),
+        ("beta: 0.1", "beta: 0.1\n    pref_loss: weighted", "training.trl", "prefopt's losses replace TRL's"),
     ],
 )
 def test_bad_recipes_name_the_file_and_the_field(tmp_path, old, new, field, expected):

@@ -3,7 +3,8 @@
     accelerate launch --config_file accelerate_configs/cpu.yaml -m prefopt.training.dpo --config train.yaml
 
 ``train.yaml`` is a flat TRL-style file: the fields of :class:`DPOScriptArguments` plus any
-``trl.DPOConfig`` field (command-line flags override it). The train stage writes this file for you; it can
+:class:`~prefopt.training.trainers.PrefDPOConfig` field, i.e. any ``trl.DPOConfig`` field and prefopt's
+``pref_loss``, ``gap_transform``, ``sft_route_*``, ``curriculum``... (command-line flags override it). The train stage writes this file for you; it can
 also be written by hand. The final model and tokenizer are saved to ``<output_dir>/model``; a rerun after a
 crash resumes from the last checkpoint in ``output_dir``.
 """
@@ -17,10 +18,11 @@ from pathlib import Path
 from datasets import Dataset
 from transformers import AutoTokenizer
 from transformers.trainer_utils import get_last_checkpoint
-from trl import DPOConfig, DPOTrainer, TrlParser
+from trl import TrlParser
 
-from prefopt.schemas import PAIRS, load_stage_dataset
+from prefopt.schemas import TRAIN_PAIRS, load_stage_dataset
 from prefopt.training.launch import FINAL_MODEL_DIR
+from prefopt.training.trainers import GAP_KEY, PrefDPOConfig, PrefDPOTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -29,26 +31,34 @@ logger = logging.getLogger(__name__)
 class DPOScriptArguments:
     pairs_path: str = field(metadata={"help": "Pairs dataset (a pairs stage directory or a saved dataset)."})
     model_name_or_path: str = field(metadata={"help": "Policy model directory; also the reference model."})
+    gap_column: str = field(default="margin", metadata={
+        "help": "Pairs column with the judged gap the loss uses: 'margin' (aggregate) or 'margins.<dimension>'."})
 
 
-def to_conversational(pairs: Dataset) -> Dataset:
-    """TRL's conversational preference format, so the model's own chat template renders every prompt."""
+def to_conversational(pairs: Dataset, gap_column: str = "margin") -> Dataset:
+    """TRL's conversational preference format (so the model's own chat template renders every prompt), plus
+    each pair's judged gap as ``pref_gap``."""
+    flat = pairs.flatten()
+    if gap_column not in flat.column_names:
+        raise ValueError(f"gap_column {gap_column!r} is not a column of the pairs; numeric columns: "
+                         f"{[c for c in flat.column_names if c == 'margin' or c.startswith('margins.')]}")
     return Dataset.from_dict({
         "prompt": [[{"role": "user", "content": p}] for p in pairs["prompt"]],
         "chosen": [[{"role": "assistant", "content": c}] for c in pairs["chosen"]],
         "rejected": [[{"role": "assistant", "content": r}] for r in pairs["rejected"]],
+        GAP_KEY: [float(g) for g in flat[gap_column]],
     })
 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s prefopt.train %(levelname)s %(message)s")
-    script_args, training_args = TrlParser((DPOScriptArguments, DPOConfig)).parse_args_and_config(args=argv)
-    pairs = load_stage_dataset(script_args.pairs_path, PAIRS, "DPO training pairs")
+    script_args, training_args = TrlParser((DPOScriptArguments, PrefDPOConfig)).parse_args_and_config(args=argv)
+    pairs = load_stage_dataset(script_args.pairs_path, TRAIN_PAIRS, "DPO training pairs")
     tokenizer = AutoTokenizer.from_pretrained(script_args.model_name_or_path)
-    trainer = DPOTrainer(
+    trainer = PrefDPOTrainer(
         model=script_args.model_name_or_path,
         args=training_args,
-        train_dataset=to_conversational(pairs),
+        train_dataset=to_conversational(pairs, script_args.gap_column),
         processing_class=tokenizer,
     )
     last = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None

@@ -31,10 +31,13 @@ def resolve_accelerate_config(path: str) -> Path:
     raise ConfigError(f"training.accelerate_config: {path} not found (looked in . and {REPO_ROOT})")
 
 
+def trl_defaults() -> dict:
+    return {**DEFAULTS, **({} if torch.cuda.is_available() else CPU_DEFAULTS)}
+
+
 def write_train_config(cfg: TrainingConfig, pairs_path: Path, model_path: str, output_dir: Path) -> Path:
-    defaults = {**DEFAULTS, **({} if torch.cuda.is_available() else CPU_DEFAULTS)}
-    config = {**defaults, **cfg.trl, "pairs_path": str(pairs_path), "model_name_or_path": model_path,
-              "output_dir": str(output_dir)}
+    config = {**trl_defaults(), **cfg.trl, "pairs_path": str(pairs_path), "model_name_or_path": model_path,
+              "gap_column": cfg.gap_column, "output_dir": str(output_dir)}
     path = output_dir / "train_config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=True))
     return path

@@ -1,0 +1,195 @@
+"""``PrefDPOTrainer``: TRL's DPOTrainer with the judged gap of each pair carried into the loss.
+
+TRL has no per-pair weight or margin input, and its loss lives in the private ``_compute_loss``. This
+subclass adds one dataset column (``gap_column``, the judged score gap), passes it through TRL's column
+filter and collator, and, when a prefopt loss is chosen, computes the policy and reference log-probs the
+way TRL does and applies a loss from :mod:`prefopt.training.losses`. With ``pref_loss: stock`` (the
+default) and no SFT routing it is TRL's trainer unchanged. TRL is pinned to 1.16.x for this reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import SequentialSampler
+from trl import DPOConfig, DPOTrainer
+
+from prefopt.training import losses as L
+
+GAP_KEY = "pref_gap"  # the column and batch key holding each pair's judged gap
+
+
+@dataclass
+class PrefDPOConfig(DPOConfig):
+    """DPOConfig plus prefopt's rating-gap-aware losses and SFT routing."""
+
+    pref_loss: str = field(default="stock", metadata={
+        "help": "'stock': TRL's loss_type unchanged. 'sigmoid': DPO computed by prefopt (equal to stock sigmoid). "
+                "'weighted': DPO times g(gap). 'offset': -log sigmoid(beta*h - offset_alpha*g(gap)). "
+                "'soft_label': DPO against target probability sigmoid(gap / soft_label_tau)."})
+    gap_transform: str = field(default="linear", metadata={
+        "help": "g(gap) for 'weighted' and 'offset': none, linear (gap_scale*gap), clipped, tanh."})
+    gap_scale: float = field(default=1.0, metadata={"help": "Scale applied to the gap inside g."})
+    gap_clip_min: float = field(default=0.0, metadata={"help": "Lower clip of g for gap_transform 'clipped'."})
+    gap_clip_max: float = field(default=1.0, metadata={"help": "Upper clip of g for gap_transform 'clipped'."})
+    normalize_weights: bool = field(default=True, metadata={
+        "help": "'weighted': rescale weights to mean 1 per batch (keeps the loss scale)."})
+    offset_alpha: float = field(default=1.0, metadata={"help": "'offset': multiplier of g(gap)."})
+    soft_label_tau: float = field(default=1.0, metadata={"help": "'soft_label': temperature of the target."})
+    sft_route_threshold: float | None = field(default=None, metadata={
+        "help": "Pairs whose gap is below this get a length-normalised NLL on the chosen response instead."})
+    sft_route_quantile: float | None = field(default=None, metadata={
+        "help": "Like sft_route_threshold, with the threshold at this quantile of the training set's gaps."})
+    curriculum: bool = field(default=False, metadata={
+        "help": "Train easy to hard: pairs in descending gap order, no shuffling."})
+    gap_bucket_edges: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75], metadata={
+        "help": "Edges of the gap buckets for which reward accuracy and margin are logged."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.pref_loss not in ("stock", "sigmoid", "weighted", "offset", "soft_label"):
+            raise ValueError(f"pref_loss: unknown loss {self.pref_loss!r}")
+        if self.gap_transform not in ("none", "linear", "clipped", "tanh"):
+            raise ValueError(f"gap_transform: unknown transform {self.gap_transform!r}")
+        if self.sft_route_threshold is not None and self.sft_route_quantile is not None:
+            raise ValueError("set at most one of sft_route_threshold and sft_route_quantile")
+        if self.sft_route_quantile is not None and not 0 < self.sft_route_quantile < 1:
+            raise ValueError(f"sft_route_quantile must be in (0, 1), got {self.sft_route_quantile}")
+        if self.uses_prefopt_loss:
+            conflicts = {"loss_type": self.loss_type != ["sigmoid"], "ld_alpha": self.ld_alpha is not None,
+                         "use_weighting": self.use_weighting, "f_divergence_type": self.f_divergence_type != "reverse_kl"}
+            bad = [name for name, conflict in conflicts.items() if conflict]
+            if bad:
+                raise ValueError(f"prefopt's losses replace TRL's; leave {bad} at their defaults "
+                                 f"(or use pref_loss: stock without SFT routing)")
+
+    @property
+    def routes_to_sft(self) -> bool:
+        return self.sft_route_threshold is not None or self.sft_route_quantile is not None
+
+    @property
+    def uses_prefopt_loss(self) -> bool:
+        return self.pref_loss != "stock" or self.routes_to_sft
+
+
+class GapCollator:
+    """Wraps TRL's preference collator and adds the batch's judged gaps as a float tensor."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.inner(examples)
+        if examples and GAP_KEY in examples[0]:
+            batch[GAP_KEY] = torch.tensor([float(e[GAP_KEY]) for e in examples], dtype=torch.float32)
+        return batch
+
+
+def _without_gap(inputs: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in inputs.items() if k != GAP_KEY}
+
+
+class PrefDPOTrainer(DPOTrainer):
+    """DPOTrainer whose loss can use each pair's judged gap (column ``pref_gap`` of the train dataset)."""
+
+    def __init__(self, model, ref_model=None, args: PrefDPOConfig | None = None, train_dataset=None, **kwargs):
+        if args is not None and args.uses_prefopt_loss and train_dataset is not None:
+            if GAP_KEY not in train_dataset.column_names:
+                raise ValueError(f"train_dataset needs a {GAP_KEY!r} column (the judged gap of each pair) for "
+                                 f"pref_loss {args.pref_loss!r} / SFT routing; it has {train_dataset.column_names}")
+            if args.curriculum:
+                train_dataset = train_dataset.sort(GAP_KEY, reverse=True)
+        super().__init__(model, ref_model=ref_model, args=args, train_dataset=train_dataset, **kwargs)
+        self.data_collator = GapCollator(self.data_collator)
+        self.sft_threshold = self._sft_threshold(train_dataset) if self.args.routes_to_sft else None
+
+    def _sft_threshold(self, dataset) -> float | None:
+        if self.args.sft_route_threshold is not None:
+            return self.args.sft_route_threshold
+        if self.args.sft_route_quantile is not None:
+            gaps = torch.tensor(dataset[GAP_KEY], dtype=torch.float64)
+            return float(torch.quantile(gaps, self.args.sft_route_quantile))
+        return None
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if GAP_KEY not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, GAP_KEY]
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.args.curriculum:
+            return SequentialSampler(train_dataset if train_dataset is not None else self.train_dataset)
+        return super()._get_train_sampler(train_dataset)
+
+    def compute_ref_log_probs(self, model, inputs):
+        return super().compute_ref_log_probs(model, _without_gap(inputs))
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        if not self.args.uses_prefopt_loss:
+            return super()._compute_loss(model, _without_gap(inputs), return_outputs)
+        if return_outputs:
+            raise ValueError("prefopt losses do not return model outputs (TRL deprecates it too)")
+        gap = inputs[GAP_KEY]
+        inputs = _without_gap(inputs)
+        completion_mask = inputs["completion_mask"]
+        shift_mask = completion_mask[..., 1:]
+        model_kwargs = {k: v for k, v in inputs.items()
+                        if k not in ("completion_mask", "ref_chosen_logps", "ref_rejected_logps")}
+        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+        outputs = model(**model_kwargs, use_cache=False, labels=labels, fused_lm_head=True)
+        logps = outputs.log_probs[:, -shift_mask.size(1):].sum(dim=1)
+        chosen_logps, rejected_logps = logps.chunk(2, dim=0)
+        if self.precompute_ref_logps:
+            ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+        else:
+            ref_chosen, ref_rejected = self.compute_ref_log_probs(
+                self.ref_model if self.ref_model is not None else self.model, inputs)
+        chosen_logratios, rejected_logratios = chosen_logps - ref_chosen, rejected_logps - ref_rejected
+        per_pair = self._pair_losses(chosen_logratios - rejected_logratios, gap)
+        to_sft = None
+        if self.sft_threshold is not None:
+            to_sft = gap < self.sft_threshold
+            chosen_lengths = shift_mask.chunk(2, dim=0)[0].sum(dim=1)
+            per_pair = L.hybrid_dpo_sft(per_pair, L.length_normalized_nll(chosen_logps, chosen_lengths), to_sft)
+        self._log_pair_metrics(chosen_logratios.detach(), rejected_logratios.detach(), chosen_logps.detach(),
+                               rejected_logps.detach(), gap, to_sft)
+        return per_pair.mean()
+
+    def _pair_losses(self, h: torch.Tensor, gap: torch.Tensor) -> torch.Tensor:
+        a, beta = self.args, self.beta
+        gap = gap.to(h.dtype)
+        g = L.transform_gap(gap, a.gap_transform, a.gap_scale, a.gap_clip_min, a.gap_clip_max)
+        if a.pref_loss in ("stock", "sigmoid"):  # stock with routing: TRL's default loss is sigmoid
+            return L.dpo_sigmoid(h, beta)
+        if a.pref_loss == "weighted":
+            return L.gap_weighted_dpo(h, beta, L.normalize_per_batch(g) if a.normalize_weights else g)
+        if a.pref_loss == "offset":
+            return L.gap_offset_dpo(h, beta, a.offset_alpha * g)
+        return L.soft_label_dpo(h, beta, torch.sigmoid(gap / a.soft_label_tau))
+
+    def _log_pair_metrics(self, chosen_logratios, rejected_logratios, chosen_logps, rejected_logps, gap, to_sft):
+        mode = "train" if self.model.training else "eval"
+        metrics = self._metrics[mode]
+        gather = self.accelerator.gather
+        chosen_rewards, rejected_rewards = self.beta * chosen_logratios, self.beta * rejected_logratios
+        margins = gather(chosen_rewards - rejected_rewards)
+        correct = (margins > 0).float()
+        all_gaps = gather(gap.to(margins.device))
+        metrics["rewards/chosen"].append(gather(chosen_rewards).mean().item())
+        metrics["rewards/rejected"].append(gather(rejected_rewards).mean().item())
+        metrics["rewards/accuracies"].append(correct.mean().item())
+        metrics["rewards/margins"].append(margins.mean().item())
+        metrics["logps/chosen"].append(gather(chosen_logps).mean().item())
+        metrics["logps/rejected"].append(gather(rejected_logps).mean().item())
+        metrics["gap/mean"].append(all_gaps.mean().item())
+        if to_sft is not None:
+            metrics["routed_to_sft"].append(gather(to_sft.float()).mean().item())
+        edges = [float("-inf"), *self.args.gap_bucket_edges, float("inf")]
+        for low, high in zip(edges[:-1], edges[1:]):
+            members = (all_gaps >= low) & (all_gaps < high)
+            if members.any():
+                name = f"gap[{low:g},{high:g})"
+                metrics[f"rewards/accuracies_{name}"].append(correct[members].mean().item())
+                metrics[f"rewards/margins_{name}"].append(margins[members].mean().item())

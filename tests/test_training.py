@@ -1,0 +1,158 @@
+"""PrefDPOTrainer against TRL itself: equal to stock sigmoid DPO, and the gap-aware paths train for real."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import DPOConfig, DPOTrainer
+
+from prefopt.training.dpo import to_conversational
+from prefopt.training.trainers import GAP_KEY, PrefDPOConfig, PrefDPOTrainer
+from prefopt.world.tasks import Difficulty, sample_problems
+
+
+def corrupt(solution: str) -> str:
+    return solution[:-1] + str((int(solution[-1]) + 1) % 10)
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    rows = sample_problems(16, Difficulty(min_ops=1, max_ops=2), seed=3)
+    return Dataset.from_dict({
+        "prompt": [r["problem"] for r in rows],
+        "chosen": [r["solution"] for r in rows],
+        "rejected": [corrupt(r["solution"]) for r in rows],
+        "margin": [i / 15 for i in range(16)],
+    })
+
+
+def config(cls, tmp_path, **kwargs):
+    base = dict(output_dir=str(tmp_path), bf16=False, gradient_checkpointing=False, report_to="none",
+                per_device_train_batch_size=4, max_length=64, learning_rate=1e-3, logging_steps=1,
+                save_strategy="no", seed=0)
+    return cls(**{**base, **kwargs})
+
+
+def first_batch(trainer, n=4):
+    return trainer.data_collator([trainer.train_dataset[i] for i in range(n)])
+
+
+def loss_and_grads(trainer, batch):
+    trainer.model.train()
+    trainer.model.zero_grad()
+    loss = trainer.compute_loss(trainer.model, batch)
+    loss.backward()
+    return loss.detach(), {n: p.grad.detach().clone() for n, p in trainer.model.named_parameters()}
+
+
+@pytest.mark.parametrize("pref", [
+    {"pref_loss": "sigmoid"},
+    {"pref_loss": "weighted", "gap_transform": "none"},
+    {"pref_loss": "offset", "offset_alpha": 0.0},
+])
+def test_unit_weight_equals_stock_trl_sigmoid_loss_and_gradients(pairs, tiny_models, tmp_path, pref):
+    path = tiny_models["policy"]
+    tok = AutoTokenizer.from_pretrained(path)
+    data = to_conversational(pairs)
+    stock = DPOTrainer(model=path, args=config(DPOConfig, tmp_path / "stock"),
+                       train_dataset=data.remove_columns(GAP_KEY), processing_class=tok)
+    ours = PrefDPOTrainer(model=path, args=config(PrefDPOConfig, tmp_path / "ours", **pref), train_dataset=data,
+                          processing_class=tok)
+    ours_batch = first_batch(ours)
+    assert ours_batch[GAP_KEY].tolist() == pytest.approx([0, 1 / 15, 2 / 15, 3 / 15])
+    stock_loss, stock_grads = loss_and_grads(stock, first_batch(stock))
+    our_loss, our_grads = loss_and_grads(ours, ours_batch)
+    assert torch.allclose(our_loss, stock_loss, atol=1e-6), (our_loss, stock_loss)
+    for name, grad in stock_grads.items():
+        assert torch.allclose(our_grads[name], grad, atol=1e-6), name
+
+
+def test_weighted_loss_is_the_gap_weighted_mean(pairs, tiny_models, tmp_path):
+    path = tiny_models["policy"]
+    tok = AutoTokenizer.from_pretrained(path)
+    data = to_conversational(pairs)
+    plain = PrefDPOTrainer(model=path, args=config(PrefDPOConfig, tmp_path / "a", pref_loss="sigmoid"),
+                           train_dataset=data, processing_class=tok)
+    weighted = PrefDPOTrainer(model=path, args=config(PrefDPOConfig, tmp_path / "b", pref_loss="weighted",
+                                                      gap_transform="linear", normalize_weights=False),
+                              train_dataset=data, processing_class=tok)
+    # Pairs one at a time: the weighted loss of each is its gap times its plain loss.
+    for i in (1, 5, 9):
+        plain_i = plain.compute_loss(plain.model, plain.data_collator([plain.train_dataset[i]]))
+        weighted_i = weighted.compute_loss(weighted.model, weighted.data_collator([weighted.train_dataset[i]]))
+        assert torch.allclose(weighted_i, plain_i * i / 15, atol=1e-6)
+
+
+def test_routing_everything_to_sft_gives_the_chosen_per_token_nll(pairs, tiny_models, tmp_path):
+    path = tiny_models["policy"]
+    tok = AutoTokenizer.from_pretrained(path)
+    trainer = PrefDPOTrainer(model=path, args=config(PrefDPOConfig, tmp_path, sft_route_threshold=2.0),
+                             train_dataset=to_conversational(pairs), processing_class=tok)
+    example = trainer.train_dataset[0]
+    loss = trainer.compute_loss(trainer.model, trainer.data_collator([example]))
+    model = AutoModelForCausalLM.from_pretrained(path)
+    ids = torch.tensor([example["prompt_ids"] + example["chosen_ids"]])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids).logits[0, :-1], dim=-1).gather(1, ids[0, 1:, None])[:, 0]
+    expected = -logp[len(example["prompt_ids"]) - 1:].mean()
+    assert torch.allclose(loss, expected, atol=1e-5)
+
+
+def test_training_with_precomputed_reference_routing_and_curriculum_logs_gap_metrics(pairs, tiny_models, tmp_path):
+    path = tiny_models["policy"]
+    args = config(PrefDPOConfig, tmp_path, pref_loss="weighted", sft_route_quantile=0.25, curriculum=True,
+                  precompute_ref_log_probs=True, max_steps=3, gradient_accumulation_steps=2)
+    trainer = PrefDPOTrainer(model=path, args=args, train_dataset=to_conversational(pairs),
+                             processing_class=AutoTokenizer.from_pretrained(path))
+    assert trainer.train_dataset[0][GAP_KEY] == 1.0  # easiest (largest gap) first
+    assert trainer.sft_threshold == pytest.approx(torch.quantile(torch.tensor(pairs["margin"]), 0.25).item())
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == 3
+    # Step 1 sees the 8 largest gaps (none below the quartile), step 2 the 8 smallest (4 of them below it).
+    assert [entry["routed_to_sft"] for entry in logs[:2]] == [0.0, 0.5]
+    assert logs[0]["gap/mean"] > logs[1]["gap/mean"]
+    assert any(key.startswith("rewards/accuracies_gap[") for key in logs[0])
+
+
+def test_lora_training_uses_the_adapter_disabled_reference(pairs, tiny_models, tmp_path):
+    from peft import LoraConfig
+
+    path = tiny_models["policy"]
+    trainer = PrefDPOTrainer(model=path, args=config(PrefDPOConfig, tmp_path, pref_loss="soft_label", max_steps=2),
+                             train_dataset=to_conversational(pairs), processing_class=AutoTokenizer.from_pretrained(path),
+                             peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    assert trainer.ref_model is None
+    trainer.train()
+    assert len([e for e in trainer.state.log_history if "loss" in e]) == 2
+
+
+def test_a_missing_gap_column_is_named(pairs, tiny_models, tmp_path):
+    path = tiny_models["policy"]
+    with pytest.raises(ValueError, match="needs a 'pref_gap' column"):
+        PrefDPOTrainer(model=path, args=config(PrefDPOConfig, tmp_path, pref_loss="weighted"),
+                       train_dataset=to_conversational(pairs).remove_columns(GAP_KEY),
+                       processing_class=AutoTokenizer.from_pretrained(path))
+
+
+def test_two_process_cpu_data_parallel_training(pairs, tiny_models, tmp_path):
+    """`accelerate launch --cpu --num_processes 2` on the real entry point, a few steps, model saved."""
+    pairs_dir = tmp_path / "pairs"
+    pairs.save_to_disk(str(pairs_dir / "data"))
+    cfg = {"pairs_path": str(pairs_dir), "model_name_or_path": tiny_models["policy"], "output_dir": str(tmp_path / "out"),
+           "bf16": False, "gradient_checkpointing": False, "report_to": "none", "save_strategy": "no",
+           "per_device_train_batch_size": 2, "max_steps": 3, "max_length": 64, "logging_steps": 1,
+           "pref_loss": "weighted", "sft_route_threshold": 0.2}
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(cfg))
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "prefopt.training.dpo", "--config", str(tmp_path / "train.yaml")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "out" / "model" / "model.safetensors").is_file()
+    assert "'routed_to_sft'" in result.stdout + result.stderr
