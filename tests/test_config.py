@@ -41,7 +41,8 @@ def test_yaml_numbers_reach_trl_as_numbers():
         ('model: "world:policy"', 'model: "world:nope"', "world:nope", "not defined under world.models"),
         ("top_fraction: 0.5", "top_fraction: 1.5", "top_fraction", "must be in (0, 1]"),
         ("beta: 0.1", "beta: 0.1\n    pref_loss: fancy", "training.trl", "pref_loss: unknown loss 'fancy'"),
-        ("beta: 0.1", "beta: 0.1\n    pref_loss: weighted", "training.trl", "prefopt's losses replace TRL's"),
+        ("beta: 0.1", "beta: 0.1\n    pref_loss: weighted\n    use_weighting: true", "training.trl",
+         "prefopt's losses replace TRL's"),
     ],
 )
 def test_bad_recipes_name_the_file_and_the_field(tmp_path, old, new, field, expected):

@@ -54,12 +54,14 @@ def loss_and_grads(trainer, batch):
     {"pref_loss": "sigmoid"},
     {"pref_loss": "weighted", "gap_transform": "none"},
     {"pref_loss": "offset", "offset_alpha": 0.0},
+    {"pref_loss": "sigmoid", "loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.5]},
 ])
 def test_unit_weight_equals_stock_trl_sigmoid_loss_and_gradients(pairs, tiny_models, tmp_path, pref):
     path = tiny_models["policy"]
     tok = AutoTokenizer.from_pretrained(path)
     data = to_conversational(pairs)
-    stock = DPOTrainer(model=path, args=config(DPOConfig, tmp_path / "stock"),
+    trl_fields = {k: v for k, v in pref.items() if k in ("loss_type", "loss_weights")}
+    stock = DPOTrainer(model=path, args=config(DPOConfig, tmp_path / "stock", **trl_fields),
                        train_dataset=data.remove_columns(GAP_KEY), processing_class=tok)
     ours = PrefDPOTrainer(model=path, args=config(PrefDPOConfig, tmp_path / "ours", **pref), train_dataset=data,
                           processing_class=tok)
@@ -156,3 +158,34 @@ def test_two_process_cpu_data_parallel_training(pairs, tiny_models, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "out" / "model" / "model.safetensors").is_file()
     assert "'routed_to_sft'" in result.stdout + result.stderr
+
+
+def test_every_accelerate_config_parses():
+    from pathlib import Path
+
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    configs = sorted((Path(__file__).parents[1] / "accelerate_configs").glob("*.yaml"))
+    kinds = {p.stem: load_config_from_file(str(p)).distributed_type.value for p in configs}
+    assert kinds == {"cpu": "NO", "single_gpu": "NO", "multi_gpu": "MULTI_GPU", "fsdp2": "FSDP",
+                     "deepspeed_zero2": "DEEPSPEED", "deepspeed_zero3": "DEEPSPEED"}
+
+
+def test_training_resumes_from_its_last_checkpoint(pairs, tiny_models, tmp_path, caplog):
+    import logging
+
+    from prefopt.training.dpo import main
+
+    pairs.save_to_disk(str(tmp_path / "pairs" / "data"))
+    cfg = {"pairs_path": str(tmp_path / "pairs"), "model_name_or_path": tiny_models["policy"],
+           "output_dir": str(tmp_path / "out"), "bf16": False, "gradient_checkpointing": False, "report_to": "none",
+           "per_device_train_batch_size": 4, "max_length": 64, "save_strategy": "steps", "save_steps": 1,
+           "max_steps": 2, "logging_steps": 1, "pref_loss": "weighted"}
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(cfg))
+    main(["--config", str(tmp_path / "train.yaml")])
+    assert (tmp_path / "out" / "checkpoint-2").is_dir()
+    with caplog.at_level(logging.INFO, logger="prefopt.training.dpo"):
+        main(["--config", str(tmp_path / "train.yaml"), "--max_steps", "3"])
+    assert f"Resuming from {tmp_path / 'out' / 'checkpoint-2'}" in caplog.text
+    state = json.loads((tmp_path / "out" / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3 and len([e for e in state["log_history"] if "loss" in e]) == 3

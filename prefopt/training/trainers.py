@@ -58,12 +58,13 @@ class PrefDPOConfig(DPOConfig):
         if self.sft_route_quantile is not None and not 0 < self.sft_route_quantile < 1:
             raise ValueError(f"sft_route_quantile must be in (0, 1), got {self.sft_route_quantile}")
         if self.uses_prefopt_loss:
-            conflicts = {"loss_type": self.loss_type != ["sigmoid"], "ld_alpha": self.ld_alpha is not None,
+            conflicts = {"loss_type": self.loss_type not in (["sigmoid"], ["sigmoid", "sft"]),
+                         "ld_alpha": self.ld_alpha is not None,
                          "use_weighting": self.use_weighting, "f_divergence_type": self.f_divergence_type != "reverse_kl"}
             bad = [name for name, conflict in conflicts.items() if conflict]
             if bad:
-                raise ValueError(f"prefopt's losses replace TRL's; leave {bad} at their defaults "
-                                 f"(or use pref_loss: stock without SFT routing)")
+                raise ValueError(f"prefopt's losses replace TRL's: loss_type may only be [sigmoid] or [sigmoid, sft] "
+                                 f"and {bad} must keep their defaults (or use pref_loss: stock without SFT routing)")
 
     @property
     def routes_to_sft(self) -> bool:
@@ -155,7 +156,12 @@ class PrefDPOTrainer(DPOTrainer):
             per_pair = L.hybrid_dpo_sft(per_pair, L.length_normalized_nll(chosen_logps, chosen_lengths), to_sft)
         self._log_pair_metrics(chosen_logratios.detach(), rejected_logratios.detach(), chosen_logps.detach(),
                                rejected_logps.detach(), gap, to_sft)
-        return per_pair.mean()
+        weights = dict(zip(self.loss_types, self.loss_weights, strict=True))
+        loss = weights["sigmoid"] * per_pair.mean()
+        if "sft" in weights:  # TRL's `sft` term: NLL over every chosen token of the batch
+            chosen_token_logps = outputs.log_probs[:, -shift_mask.size(1):].chunk(2, dim=0)[0]
+            loss = loss + weights["sft"] * -chosen_token_logps[shift_mask.chunk(2, dim=0)[0].bool()].mean()
+        return loss
 
     def _pair_losses(self, h: torch.Tensor, gap: torch.Tensor) -> torch.Tensor:
         a, beta = self.args, self.beta
