@@ -150,13 +150,16 @@ class PairingConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """The train stage: TRL's DPOTrainer under ``accelerate launch``."""
+    """The train stage: prefopt's DPO or KTO trainer (TRL subclasses) under ``accelerate launch``."""
 
+    method: Literal["dpo", "kto"] = _help("'dpo' (PrefDPOTrainer) or 'kto' (PrefKTOTrainer, pairs given unpaired).",
+                                         default="dpo")
     model: str = _help("Policy to align: 'world:<name>' or a local model directory.", default="world:policy")
     accelerate_config: str = _help("accelerate config file (relative to the repository or absolute).",
                                    default="accelerate_configs/cpu.yaml")
-    trl: dict[str, Any] = _help("Fields of PrefDPOConfig: any trl.DPOConfig field (beta, learning_rate, ...) and "
-                                "prefopt's pref_loss, gap_transform, sft_route_threshold, curriculum, ...",
+    trl: dict[str, Any] = _help("Fields of PrefDPOConfig (method dpo: any trl.DPOConfig field and prefopt's "
+                                "pref_loss, gap_transform, sft_route_*, curriculum, ...) or PrefKTOConfig (method "
+                                "kto: any trl.KTOConfig field and score_weighting, auto_class_balance, ...).",
                                 default_factory=dict)
     gap_column: str = _help("Pairs column whose judged gap the loss uses: 'margin' or 'margins.<dimension>'.",
                             default="margin")
@@ -343,13 +346,13 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     try:
         data = apply_overrides(data, overrides or [])
         recipe = from_dict(Recipe, data)
-        from prefopt.training.trainers import PrefDPOConfig  # imported late: heavy
-
         from prefopt.training.launch import trl_defaults
+        from prefopt.training.trainers import PrefDPOConfig, PrefKTOConfig  # imported late: heavy
 
-        trl = validate_trl_fields(recipe.training.trl, PrefDPOConfig, "training.trl")
+        config_cls = PrefKTOConfig if recipe.training.method == "kto" else PrefDPOConfig
+        trl = validate_trl_fields(recipe.training.trl, config_cls, "training.trl")
         try:  # the values too, as the trainer will see them
-            PrefDPOConfig(output_dir="unused", **{**trl_defaults(), **trl})
+            config_cls(output_dir="unused", **{**trl_defaults(), **trl})
         except (ValueError, TypeError) as err:
             raise ConfigError(f"training.trl: {err}") from None
         recipe = dataclasses.replace(recipe, training=dataclasses.replace(recipe.training, trl=trl))

@@ -84,3 +84,22 @@ def test_single_stage_commands_read_and_write_explicit_paths(run_dir, tmp_path, 
     assert is_complete(out) and len(load_from_disk(str(out / "data"))) == 24 * 4
     assert main(["pairs", str(CI_RECIPE), "--input", str(tmp_path / "missing"), "--output", str(tmp_path / "p")]) == 2
     assert "missing: no dataset here" in capsys.readouterr().err
+
+
+def test_kto_training_stage_on_the_same_pairs(run_dir, ci_recipe):
+    """`training.method: kto` trains PrefKTOTrainer under accelerate launch on the pairs given unpaired."""
+    trl = {**ci_recipe.training.trl, "score_weighting": True, "auto_class_balance": True}
+    recipe = dataclasses.replace(ci_recipe, output_dir=str(run_dir),
+                                 training=dataclasses.replace(ci_recipe.training, method="kto", trl=trl))
+    pipeline = Pipeline(recipe)
+    out = pipeline.train()
+    assert [o.status for o in pipeline.outcomes if o.name == "train"] == ["ran"]
+    assert (out / "model" / "model.safetensors").is_file()
+    # score_weighting is a PrefKTOConfig field: the DPO entry point would have refused it.
+    assert yaml_value(out / "train_config.yaml", "score_weighting") is True
+
+
+def yaml_value(path: Path, key: str):
+    import yaml
+
+    return yaml.safe_load(path.read_text())[key]

@@ -50,6 +50,19 @@ def to_conversational(pairs: Dataset, gap_column: str = "margin") -> Dataset:
     })
 
 
+def train_and_save(trainer, tokenizer, output_dir: str) -> None:
+    """Train (resuming from the last checkpoint in ``output_dir``, if any) and save to ``output_dir/model``."""
+    last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+    if last:
+        logger.info("Resuming from %s", last)
+    trainer.train(resume_from_checkpoint=last)
+    final = Path(output_dir) / FINAL_MODEL_DIR
+    trainer.save_model(str(final))
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(final)
+        logger.info("Saved the aligned policy to %s", final)
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s prefopt.train %(levelname)s %(message)s")
     script_args, training_args = TrlParser((DPOScriptArguments, PrefDPOConfig)).parse_args_and_config(args=argv)
@@ -61,15 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         train_dataset=to_conversational(pairs, script_args.gap_column),
         processing_class=tokenizer,
     )
-    last = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
-    if last:
-        logger.info("Resuming from %s", last)
-    trainer.train(resume_from_checkpoint=last)
-    final = Path(training_args.output_dir) / FINAL_MODEL_DIR
-    trainer.save_model(str(final))
-    if trainer.accelerator.is_main_process:
-        tokenizer.save_pretrained(final)
-        logger.info("Saved the aligned policy to %s", final)
+    train_and_save(trainer, tokenizer, training_args.output_dir)
 
 
 if __name__ == "__main__":

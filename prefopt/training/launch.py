@@ -1,4 +1,5 @@
-"""The train stage: write a TRL-style config and run :mod:`prefopt.training.dpo` under ``accelerate launch``."""
+"""The train stage: write a TRL-style config and run :mod:`prefopt.training.dpo` (or ``.kto``) under
+``accelerate launch``."""
 
 from __future__ import annotations
 
@@ -37,7 +38,9 @@ def trl_defaults() -> dict:
 
 def write_train_config(cfg: TrainingConfig, pairs_path: Path, model_path: str, output_dir: Path) -> Path:
     config = {**trl_defaults(), **cfg.trl, "pairs_path": str(pairs_path), "model_name_or_path": model_path,
-              "gap_column": cfg.gap_column, "output_dir": str(output_dir)}
+              "output_dir": str(output_dir)}
+    if cfg.method == "dpo":
+        config["gap_column"] = cfg.gap_column
     path = output_dir / "train_config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=True))
     return path
@@ -50,7 +53,7 @@ def launch_training(cfg: TrainingConfig, pairs_path: Path, model_path: str, outp
     command = [
         sys.executable, "-m", "accelerate.commands.launch",
         "--config_file", str(resolve_accelerate_config(cfg.accelerate_config)),
-        "-m", "prefopt.training.dpo", "--config", str(train_config),
+        "-m", f"prefopt.training.{cfg.method}", "--config", str(train_config),
     ]
     logger.info("Launching: %s", " ".join(command))
     result = subprocess.run(command, check=False)

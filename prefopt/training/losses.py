@@ -64,3 +64,16 @@ def length_normalized_nll(chosen_logps: torch.Tensor, chosen_lengths: torch.Tens
 def hybrid_dpo_sft(dpo_losses: torch.Tensor, nll: torch.Tensor, to_sft: torch.Tensor) -> torch.Tensor:
     """Small-margin pairs (``to_sft``) get the SFT loss on their chosen response; the rest get DPO."""
     return torch.where(to_sft, nll, dpo_losses)
+
+
+def kto_losses(logratios: torch.Tensor, kl: torch.Tensor, desirable: torch.Tensor, beta: float) -> torch.Tensor:
+    """KTO per example: ``1 - sigmoid(beta (r - z0))`` if desirable, ``1 - sigmoid(beta (z0 - r))`` if not."""
+    return torch.where(desirable, 1 - torch.sigmoid(beta * (logratios - kl)), 1 - torch.sigmoid(beta * (kl - logratios)))
+
+
+def class_balance_weights(num_desirable: int, num_undesirable: int) -> tuple[float, float]:
+    """KTO desirable/undesirable weights under which both classes contribute equally to the loss."""
+    if num_desirable == 0 or num_undesirable == 0:
+        raise ValueError(f"KTO needs both classes; got {num_desirable} desirable and {num_undesirable} undesirable")
+    total = num_desirable + num_undesirable
+    return total / (2 * num_desirable), total / (2 * num_undesirable)

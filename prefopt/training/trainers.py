@@ -1,4 +1,4 @@
-"""``PrefDPOTrainer``: TRL's DPOTrainer with the judged gap of each pair carried into the loss.
+"""``PrefDPOTrainer`` and ``PrefKTOTrainer``: TRL's trainers with judged gaps and scores carried into the loss.
 
 TRL has no per-pair weight or margin input, and its loss lives in the private ``_compute_loss``. This
 subclass adds one dataset column (``gap_column``, the judged score gap), passes it through TRL's column
@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import SequentialSampler
-from trl import DPOConfig, DPOTrainer
+from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
 from prefopt.training import losses as L
 
@@ -199,3 +199,108 @@ class PrefDPOTrainer(DPOTrainer):
                 name = f"gap[{low:g},{high:g})"
                 metrics[f"rewards/accuracies_{name}"].append(correct[members].mean().item())
                 metrics[f"rewards/margins_{name}"].append(margins[members].mean().item())
+
+
+SCORE_KEY = "pref_score"  # the column and batch key holding each KTO example's judged score
+
+
+@dataclass
+class PrefKTOConfig(KTOConfig):
+    """KTOConfig plus per-example weights from judged scores and automatic class balance."""
+
+    score_weighting: bool = field(default=False, metadata={
+        "help": "Weight each example by g(|score - score_threshold|): confident labels count more."})
+    score_threshold: float = field(default=0.5, metadata={"help": "The score that separates the two labels."})
+    gap_transform: str = field(default="linear", metadata={"help": "g: none, linear, clipped, tanh."})
+    gap_scale: float = field(default=1.0, metadata={"help": "Scale applied inside g."})
+    gap_clip_min: float = field(default=0.0, metadata={"help": "Lower clip for 'clipped'."})
+    gap_clip_max: float = field(default=1.0, metadata={"help": "Upper clip for 'clipped'."})
+    normalize_weights: bool = field(default=True, metadata={"help": "Rescale weights to mean 1 per batch."})
+    auto_class_balance: bool = field(default=False, metadata={
+        "help": "Set desirable_weight and undesirable_weight so both classes contribute equally."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.gap_transform not in ("none", "linear", "clipped", "tanh"):
+            raise ValueError(f"gap_transform: unknown transform {self.gap_transform!r}")
+        if self.score_weighting and self.loss_type != "kto":
+            raise ValueError(f"score_weighting needs loss_type 'kto', got {self.loss_type!r}")
+
+
+class ScoreCollator(GapCollator):
+    """Wraps TRL's KTO collator and adds the batch's judged scores as a float tensor."""
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.inner(examples)
+        if examples and SCORE_KEY in examples[0]:
+            batch[SCORE_KEY] = torch.tensor([float(e[SCORE_KEY]) for e in examples], dtype=torch.float32)
+        return batch
+
+
+def _without_score(inputs: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in inputs.items() if k != SCORE_KEY}
+
+
+class PrefKTOTrainer(KTOTrainer):
+    """KTOTrainer with per-example weights from a ``pref_score`` column and automatic class balance."""
+
+    _NON_MODEL_KEYS = ("completion_mask", "KL_input_ids", "KL_attention_mask", "KL_completion_mask",
+                       "KL_token_type_ids", "KL_mm_token_type_ids", "label", "ref_logps", "ref_KL_logps")
+
+    def __init__(self, model, ref_model=None, args: PrefKTOConfig | None = None, train_dataset=None, **kwargs):
+        if args is not None and args.score_weighting and train_dataset is not None \
+                and SCORE_KEY not in train_dataset.column_names:
+            raise ValueError(f"train_dataset needs a {SCORE_KEY!r} column (each example's judged score) for "
+                             f"score_weighting; it has {train_dataset.column_names}")
+        super().__init__(model, ref_model=ref_model, args=args, train_dataset=train_dataset, **kwargs)
+        self.data_collator = ScoreCollator(self.data_collator)
+        if self.args.auto_class_balance and train_dataset is not None:
+            labels = [bool(x) for x in train_dataset["label"]]
+            self.desirable_weight, self.undesirable_weight = L.class_balance_weights(sum(labels),
+                                                                                     len(labels) - sum(labels))
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if SCORE_KEY not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, SCORE_KEY]
+
+    def compute_ref_log_probs(self, model, inputs):
+        return super().compute_ref_log_probs(model, _without_score(inputs))
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        if not self.args.score_weighting:
+            return super()._compute_loss(model, _without_score(inputs), return_outputs)
+        if return_outputs:
+            raise ValueError("prefopt losses do not return model outputs (TRL deprecates it too)")
+        a, mode = self.args, "train" if self.model.training else "eval"
+        score, batch = inputs[SCORE_KEY], _without_score(inputs)
+        kl_logps = self._compute_kl_logps(model, batch)
+        model_kwargs = {k: v for k, v in batch.items() if k not in self._NON_MODEL_KEYS}
+        labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+        outputs = model(**model_kwargs, use_cache=False, labels=labels, fused_lm_head=True)
+        logps = outputs.log_probs[:, -(batch["input_ids"].size(1) - 1):].sum(-1)
+        if self.precompute_ref_logps:
+            ref_logps, ref_kl_logps = batch["ref_logps"], batch.get("ref_KL_logps")
+        else:
+            ref_logps, ref_kl_logps = self.compute_ref_log_probs(
+                self.ref_model if self.ref_model is not None else self.model, batch)
+        if self.calculate_KL:
+            kl = self.accelerator.gather_for_metrics((kl_logps - ref_kl_logps).mean().detach()).mean().clamp(min=0)
+        else:
+            kl = torch.zeros((), device=logps.device)
+        desirable = torch.as_tensor(batch["label"], dtype=torch.bool, device=logps.device)
+        logratios = logps - ref_logps
+        per_example = L.kto_losses(logratios, kl, desirable, self.beta)
+        class_weights = torch.where(desirable, self.desirable_weight, self.undesirable_weight).to(per_example.dtype)
+        g = L.transform_gap((score.to(per_example.dtype) - a.score_threshold).abs(), a.gap_transform, a.gap_scale,
+                            a.gap_clip_min, a.gap_clip_max)
+        weights = L.normalize_per_batch(g) if a.normalize_weights else g
+        rewards = self.beta * logratios.detach()
+        metrics, gather = self._metrics[mode], self.accelerator.gather_for_metrics
+        metrics["kl"].append(kl.item())
+        for name, selector in (("chosen", desirable), ("rejected", ~desirable)):
+            selected = gather(rewards[selector])
+            if selected.numel():
+                metrics[f"rewards/{name}"].append(selected.mean().item())
+        metrics["score_weight/mean"].append(gather(g.detach()).mean().item())
+        return (class_weights * weights * per_example).mean()
