@@ -32,3 +32,30 @@ def tiny_models(ci_recipe, model_cache) -> dict[str, str]:
     from prefopt.world.models import build_tiny_model
 
     return {name: str(build_tiny_model(spec, model_cache, desc=name)) for name, spec in ci_recipe.world.models.items()}
+
+
+def trainer_config(cls, output_dir, **overrides):
+    """A TRL-style config (DPOConfig, KTOConfig or prefopt's) for tiny CPU runs in tests."""
+    base = dict(output_dir=str(output_dir), bf16=False, gradient_checkpointing=False, report_to="none",
+                per_device_train_batch_size=4, max_length=64, learning_rate=1e-3, logging_steps=1,
+                save_strategy="no", seed=0)
+    return cls(**{**base, **overrides})
+
+
+def _loss_and_grads(trainer, batch):
+    trainer.model.train()
+    trainer.model.zero_grad()
+    loss = trainer.compute_loss(trainer.model, batch)
+    loss.backward()
+    return loss.detach(), {n: p.grad.detach().clone() for n, p in trainer.model.named_parameters()}
+
+
+def assert_same_loss_and_grads(ours, our_batch, stock, stock_batch, atol=1e-6):
+    """Two trainers (on equal weights) give the same loss and the same gradient for every parameter."""
+    import torch
+
+    stock_loss, stock_grads = _loss_and_grads(stock, stock_batch)
+    our_loss, our_grads = _loss_and_grads(ours, our_batch)
+    assert torch.allclose(our_loss, stock_loss, atol=atol), (our_loss, stock_loss)
+    for name, grad in stock_grads.items():
+        assert torch.allclose(our_grads[name], grad, atol=atol), name

@@ -6,6 +6,8 @@ from datasets import Dataset
 from transformers import AutoTokenizer
 from trl import KTOConfig, KTOTrainer
 
+from conftest import assert_same_loss_and_grads
+from conftest import trainer_config as config
 from prefopt.training.trainers import SCORE_KEY, PrefKTOConfig, PrefKTOTrainer
 from prefopt.world.tasks import Difficulty, sample_problems
 
@@ -23,18 +25,6 @@ def unpaired():
     })
 
 
-def config(cls, tmp_path, **kwargs):
-    base = dict(output_dir=str(tmp_path), bf16=False, gradient_checkpointing=False, report_to="none",
-                per_device_train_batch_size=4, max_length=64, learning_rate=1e-3, save_strategy="no", seed=0)
-    return cls(**{**base, **kwargs})
-
-
-def loss_and_grads(trainer, batch):
-    trainer.model.train()
-    trainer.model.zero_grad()
-    loss = trainer.compute_loss(trainer.model, batch)
-    loss.backward()
-    return loss.detach(), {n: p.grad.detach().clone() for n, p in trainer.model.named_parameters()}
 
 
 def test_unit_weights_equal_stock_trl_kto(unpaired, tiny_models, tmp_path):
@@ -48,11 +38,7 @@ def test_unit_weights_equal_stock_trl_kto(unpaired, tiny_models, tmp_path):
     examples = [i for i in range(4)]
     ours_batch = ours.data_collator([ours.train_dataset[i] for i in examples])
     assert SCORE_KEY in ours_batch
-    stock_loss, stock_grads = loss_and_grads(stock, stock.data_collator([stock.train_dataset[i] for i in examples]))
-    our_loss, our_grads = loss_and_grads(ours, ours_batch)
-    assert torch.allclose(our_loss, stock_loss, atol=1e-6), (our_loss, stock_loss)
-    for name, grad in stock_grads.items():
-        assert torch.allclose(our_grads[name], grad, atol=1e-6), name
+    assert_same_loss_and_grads(ours, ours_batch, stock, stock.data_collator([stock.train_dataset[i] for i in examples]))
 
 
 def test_score_weights_and_class_balance(unpaired, tiny_models, tmp_path):

@@ -12,6 +12,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
 
 from prefopt.training.dpo import to_conversational
+from conftest import assert_same_loss_and_grads
+from conftest import trainer_config as config
 from prefopt.training.trainers import GAP_KEY, PrefDPOConfig, PrefDPOTrainer
 from prefopt.world.tasks import Difficulty, sample_problems
 
@@ -31,23 +33,10 @@ def pairs():
     })
 
 
-def config(cls, tmp_path, **kwargs):
-    base = dict(output_dir=str(tmp_path), bf16=False, gradient_checkpointing=False, report_to="none",
-                per_device_train_batch_size=4, max_length=64, learning_rate=1e-3, logging_steps=1,
-                save_strategy="no", seed=0)
-    return cls(**{**base, **kwargs})
-
 
 def first_batch(trainer, n=4):
     return trainer.data_collator([trainer.train_dataset[i] for i in range(n)])
 
-
-def loss_and_grads(trainer, batch):
-    trainer.model.train()
-    trainer.model.zero_grad()
-    loss = trainer.compute_loss(trainer.model, batch)
-    loss.backward()
-    return loss.detach(), {n: p.grad.detach().clone() for n, p in trainer.model.named_parameters()}
 
 
 @pytest.mark.parametrize("pref", [
@@ -67,11 +56,7 @@ def test_unit_weight_equals_stock_trl_sigmoid_loss_and_gradients(pairs, tiny_mod
                           processing_class=tok)
     ours_batch = first_batch(ours)
     assert ours_batch[GAP_KEY].tolist() == pytest.approx([0, 1 / 15, 2 / 15, 3 / 15])
-    stock_loss, stock_grads = loss_and_grads(stock, first_batch(stock))
-    our_loss, our_grads = loss_and_grads(ours, ours_batch)
-    assert torch.allclose(our_loss, stock_loss, atol=1e-6), (our_loss, stock_loss)
-    for name, grad in stock_grads.items():
-        assert torch.allclose(our_grads[name], grad, atol=1e-6), name
+    assert_same_loss_and_grads(ours, ours_batch, stock, first_batch(stock))
 
 
 def test_weighted_loss_is_the_gap_weighted_mean(pairs, tiny_models, tmp_path):

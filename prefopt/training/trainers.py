@@ -75,25 +75,44 @@ class PrefDPOConfig(DPOConfig):
         return self.pref_loss != "stock" or self.routes_to_sft
 
 
-class GapCollator:
-    """Wraps TRL's preference collator and adds the batch's judged gaps as a float tensor."""
+class ExtraColumnCollator:
+    """Wraps a TRL collator and adds one numeric dataset column to the batch as a float tensor."""
 
-    def __init__(self, inner):
-        self.inner = inner
+    def __init__(self, inner, key: str):
+        self.inner, self.key = inner, key
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         batch = self.inner(examples)
-        if examples and GAP_KEY in examples[0]:
-            batch[GAP_KEY] = torch.tensor([float(e[GAP_KEY]) for e in examples], dtype=torch.float32)
+        if examples and self.key in examples[0]:
+            batch[self.key] = torch.tensor([float(e[self.key]) for e in examples], dtype=torch.float32)
         return batch
 
 
-def _without_gap(inputs: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in inputs.items() if k != GAP_KEY}
+class ExtraColumnMixin:
+    """Carries the dataset column ``extra_key`` past TRL's column filter and collator into ``inputs``, and
+    keeps it away from the model (reference log-probs included, which TRL computes from collator output)."""
+
+    extra_key: str
+
+    def _wrap_collator(self) -> None:
+        self.data_collator = ExtraColumnCollator(self.data_collator, self.extra_key)
+
+    def _without_extra(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in inputs.items() if k != self.extra_key}
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if self.extra_key not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, self.extra_key]
+
+    def compute_ref_log_probs(self, model, inputs):
+        return super().compute_ref_log_probs(model, self._without_extra(inputs))
 
 
-class PrefDPOTrainer(DPOTrainer):
+class PrefDPOTrainer(ExtraColumnMixin, DPOTrainer):
     """DPOTrainer whose loss can use each pair's judged gap (column ``pref_gap`` of the train dataset)."""
+
+    extra_key = GAP_KEY
 
     def __init__(self, model, ref_model=None, args: PrefDPOConfig | None = None, train_dataset=None, **kwargs):
         if args is not None and args.uses_prefopt_loss and train_dataset is not None:
@@ -103,7 +122,7 @@ class PrefDPOTrainer(DPOTrainer):
             if args.curriculum:
                 train_dataset = train_dataset.sort(GAP_KEY, reverse=True)
         super().__init__(model, ref_model=ref_model, args=args, train_dataset=train_dataset, **kwargs)
-        self.data_collator = GapCollator(self.data_collator)
+        self._wrap_collator()
         self.sft_threshold = self._sft_threshold(train_dataset) if self.args.routes_to_sft else None
 
     def _sft_threshold(self, dataset) -> float | None:
@@ -114,26 +133,18 @@ class PrefDPOTrainer(DPOTrainer):
             return float(torch.quantile(gaps, self.args.sft_route_quantile))
         return None
 
-    def _set_signature_columns_if_needed(self):
-        super()._set_signature_columns_if_needed()
-        if GAP_KEY not in self._signature_columns:
-            self._signature_columns = [*self._signature_columns, GAP_KEY]
-
     def _get_train_sampler(self, train_dataset=None):
         if self.args.curriculum:
             return SequentialSampler(train_dataset if train_dataset is not None else self.train_dataset)
         return super()._get_train_sampler(train_dataset)
 
-    def compute_ref_log_probs(self, model, inputs):
-        return super().compute_ref_log_probs(model, _without_gap(inputs))
-
     def _compute_loss(self, model, inputs, return_outputs):
         if not self.args.uses_prefopt_loss:
-            return super()._compute_loss(model, _without_gap(inputs), return_outputs)
+            return super()._compute_loss(model, self._without_extra(inputs), return_outputs)
         if return_outputs:
             raise ValueError("prefopt losses do not return model outputs (TRL deprecates it too)")
         gap = inputs[GAP_KEY]
-        inputs = _without_gap(inputs)
+        inputs = self._without_extra(inputs)
         completion_mask = inputs["completion_mask"]
         shift_mask = completion_mask[..., 1:]
         model_kwargs = {k: v for k, v in inputs.items()
@@ -227,22 +238,10 @@ class PrefKTOConfig(KTOConfig):
             raise ValueError(f"score_weighting needs loss_type 'kto', got {self.loss_type!r}")
 
 
-class ScoreCollator(GapCollator):
-    """Wraps TRL's KTO collator and adds the batch's judged scores as a float tensor."""
-
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        batch = self.inner(examples)
-        if examples and SCORE_KEY in examples[0]:
-            batch[SCORE_KEY] = torch.tensor([float(e[SCORE_KEY]) for e in examples], dtype=torch.float32)
-        return batch
-
-
-def _without_score(inputs: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in inputs.items() if k != SCORE_KEY}
-
-
-class PrefKTOTrainer(KTOTrainer):
+class PrefKTOTrainer(ExtraColumnMixin, KTOTrainer):
     """KTOTrainer with per-example weights from a ``pref_score`` column and automatic class balance."""
+
+    extra_key = SCORE_KEY
 
     _NON_MODEL_KEYS = ("completion_mask", "KL_input_ids", "KL_attention_mask", "KL_completion_mask",
                        "KL_token_type_ids", "KL_mm_token_type_ids", "label", "ref_logps", "ref_KL_logps")
@@ -253,27 +252,19 @@ class PrefKTOTrainer(KTOTrainer):
             raise ValueError(f"train_dataset needs a {SCORE_KEY!r} column (each example's judged score) for "
                              f"score_weighting; it has {train_dataset.column_names}")
         super().__init__(model, ref_model=ref_model, args=args, train_dataset=train_dataset, **kwargs)
-        self.data_collator = ScoreCollator(self.data_collator)
+        self._wrap_collator()
         if self.args.auto_class_balance and train_dataset is not None:
             labels = [bool(x) for x in train_dataset["label"]]
             self.desirable_weight, self.undesirable_weight = L.class_balance_weights(sum(labels),
                                                                                      len(labels) - sum(labels))
 
-    def _set_signature_columns_if_needed(self):
-        super()._set_signature_columns_if_needed()
-        if SCORE_KEY not in self._signature_columns:
-            self._signature_columns = [*self._signature_columns, SCORE_KEY]
-
-    def compute_ref_log_probs(self, model, inputs):
-        return super().compute_ref_log_probs(model, _without_score(inputs))
-
     def _compute_loss(self, model, inputs, return_outputs):
         if not self.args.score_weighting:
-            return super()._compute_loss(model, _without_score(inputs), return_outputs)
+            return super()._compute_loss(model, self._without_extra(inputs), return_outputs)
         if return_outputs:
             raise ValueError("prefopt losses do not return model outputs (TRL deprecates it too)")
         a, mode = self.args, "train" if self.model.training else "eval"
-        score, batch = inputs[SCORE_KEY], _without_score(inputs)
+        score, batch = inputs[SCORE_KEY], self._without_extra(inputs)
         kl_logps = self._compute_kl_logps(model, batch)
         model_kwargs = {k: v for k, v in batch.items() if k not in self._NON_MODEL_KEYS}
         labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
