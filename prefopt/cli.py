@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 
 from prefopt.configs import ConfigError, load_recipe
+from prefopt.pipeline import Pipeline
 from prefopt.schemas import DataError
 
 logger = logging.getLogger("prefopt")
@@ -47,11 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         recipe = load_recipe(args.recipe, args.set)
         if args.output_dir:
-            import dataclasses
-
             recipe = dataclasses.replace(recipe, output_dir=args.output_dir)
-        from prefopt.pipeline import Pipeline
-
         pipeline = Pipeline(recipe)
         if args.command == "run":
             report = pipeline.run()

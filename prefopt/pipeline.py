@@ -15,11 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 import prefopt
 from prefopt.cache import atomic_output_dir, content_hash, default_cache_dir, is_complete, mark_complete
 from prefopt.configs import Recipe
+from prefopt.evaluation import accuracy
 from prefopt.evaluation.report import write_report
+from prefopt.generation.generate import load_prompts, run_generation
+from prefopt.judging.judge import judge_candidates
+from prefopt.pairing.build import build_pairs
 from prefopt.schemas import CANDIDATES, JUDGMENTS, TRAIN_PAIRS, load_stage_dataset, save_stage_dataset
+from prefopt.training.launch import FINAL_MODEL_DIR, launch_training
 from prefopt.world.models import build_tiny_model
 
 logger = logging.getLogger(__name__)
@@ -109,8 +116,6 @@ class Pipeline:
         With ``num_shards > 1`` this process is one worker of many; with ``generation.data_parallel_size > 1``
         it starts that many workers itself. Either way, the run that finds every unit done merges them.
         """
-        from prefopt.generation.generate import load_prompts, run_generation
-
         g = self.recipe.generation
         out = Path(output) if output else self.stage_dir("generate", self.generate_key())
         if is_complete(out):
@@ -130,8 +135,6 @@ class Pipeline:
         return out
 
     def judge(self, input: str | Path | None = None, output: str | Path | None = None) -> Path:
-        from prefopt.judging.judge import judge_candidates
-
         source = self._input(input, self.stage_dir("generate", self.generate_key()), "generate")
 
         def work(tmp: Path) -> None:
@@ -142,8 +145,6 @@ class Pipeline:
         return self._run_stage("judge", out, work, {"config": self.recipe.judging, "input": source})
 
     def pairs(self, input: str | Path | None = None, output: str | Path | None = None) -> Path:
-        from prefopt.pairing.build import build_pairs
-
         source = self._input(input, self.stage_dir("judge", self.judge_key()), "judge")
 
         def work(tmp: Path) -> None:
@@ -157,8 +158,6 @@ class Pipeline:
 
     def train(self, input: str | Path | None = None, output: str | Path | None = None) -> Path:
         """Train in place (not in a temporary directory) so that a crashed run resumes from its checkpoints."""
-        from prefopt.training.launch import launch_training
-
         source = self._input(input, self.stage_dir("pairs", self.pairs_key()), "pairs")
         out = Path(output) if output else self.stage_dir("train", self.train_key())
         if is_complete(out):
@@ -173,12 +172,10 @@ class Pipeline:
         return out
 
     def evaluate_model(self, label: str, model_path: str, key: str) -> dict:
-        from prefopt.evaluation.accuracy import evaluate_model
-
         cfg, world = self.recipe.evaluation, self.recipe.world
 
         def work(tmp: Path) -> None:
-            predictions, summary = evaluate_model(model_path, world, cfg)
+            predictions, summary = accuracy.evaluate_model(model_path, world, cfg)
             save_stage_dataset(predictions, tmp)
             (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
 
@@ -195,8 +192,6 @@ class Pipeline:
                    for label, ref in refs.items()}
         trained = self.stage_dir("train", self.train_key())
         if is_complete(trained):
-            from prefopt.training.launch import FINAL_MODEL_DIR
-
             results["policy (after DPO)"] = self.evaluate_model("policy (after DPO)", str(trained / FINAL_MODEL_DIR),
                                                                 self.train_key())
         return results
@@ -224,8 +219,6 @@ def _generate_worker(recipe: Recipe, cache_dir: Path, output: Path, shard: int, 
 
 def run_data_parallel(recipe: Recipe, cache_dir: Path, output: Path) -> None:
     """One generation worker per ``tensor_parallel_size`` GPUs (or per process on CPU), in parallel."""
-    import torch
-
     g = recipe.generation
     workers = g.data_parallel_size
     tp = int(g.engine_options.get("tensor_parallel_size", 1))

@@ -1,0 +1,1 @@
+"""The generate stage: prompts, engines (transformers, vLLM, server) and resumable sharded generation."""

@@ -1,0 +1,1 @@
+"""The judge stage: judges score every candidate per rubric dimension; aggregate rules."""

@@ -1,0 +1,1 @@
+"""The pairs stage: pair-construction strategies and the sample-level delta filter."""

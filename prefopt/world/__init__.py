@@ -1,0 +1,1 @@
+"""The tiny reasoning world: arithmetic problems, a character-level tokenizer, and locally trained models."""
