@@ -3,8 +3,9 @@
     python benchmarks/training.py                          # a 4x256 Llama from a config, on CPU
     python benchmarks/training.py --layers 24 --hidden 896 --batch-size 8   # about 0.5B parameters (GPU)
 
-Each trainer runs in its own fresh process (so peak memory is its own): warm-up steps, then timed
-``training_step`` calls over the same pre-collated batches. Prints one Markdown table with the ratio.
+Step time: both trainers live in one process and take their steps in turn (the order alternating), over
+the same pre-collated batches, so that the machine's noise hits both alike; median and mean per step.
+Peak memory: each trainer alone in a fresh process. Prints one Markdown table with the ratios.
 PrefDPOTrainer runs its gap-weighted loss with SFT routing (the most work it does per step). On a GPU it
 also prints tokens/s and model FLOPs utilisation (8 x params FLOPs per token: policy forward and backward
 plus the reference forward; peak from --peak-tflops).
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import resource
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +39,8 @@ def build_model(layers: int, hidden: int, directory: Path) -> str:
     return str(directory)
 
 
-def measure(kind: str, model_path: str, args: argparse.Namespace, queue) -> None:
+def make_trainer(kind: str, model_path: str, args: argparse.Namespace):
+    """A ready-to-step trainer and its pre-collated batches (the same pairs for both kinds)."""
     import torch
     from datasets import Dataset
     from transformers import AutoTokenizer
@@ -52,9 +55,9 @@ def measure(kind: str, model_path: str, args: argparse.Namespace, queue) -> None
         "prompt": [r["problem"] for r in rows], "chosen": [r["solution"] for r in rows],
         "rejected": [r["solution"][:-1] + "0" for r in rows], "margin": [(i % 10) / 10 for i in range(len(rows))]})
     data = to_conversational(pairs)
-    cuda = torch.cuda.is_available()
-    common = dict(output_dir=tempfile.mkdtemp(), bf16=cuda, gradient_checkpointing=False, report_to="none",
-                  per_device_train_batch_size=args.batch_size, max_length=128, learning_rate=1e-5, seed=0)
+    common = dict(output_dir=tempfile.mkdtemp(), bf16=torch.cuda.is_available(), gradient_checkpointing=False,
+                  report_to="none", per_device_train_batch_size=args.batch_size, max_length=128,
+                  learning_rate=1e-5, seed=0)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if kind == "stock":
         trainer = DPOTrainer(model=model_path, args=DPOConfig(**common), train_dataset=data.remove_columns(GAP_KEY),
@@ -66,30 +69,60 @@ def measure(kind: str, model_path: str, args: argparse.Namespace, queue) -> None
     ds = trainer.train_dataset
     batches = [trainer.data_collator([ds[i] for i in range(b * args.batch_size, (b + 1) * args.batch_size)])
                for b in range(args.steps + args.warmup)]
-    model = trainer.model.to(trainer.accelerator.device)
+    trainer.model.to(trainer.accelerator.device)
     if trainer.ref_model is not None:
         trainer.ref_model.to(trainer.accelerator.device)
     trainer.create_optimizer_and_scheduler(num_training_steps=len(batches))
     trainer.current_gradient_accumulation_steps = 1  # set by train(); training_step reads it
-    tokens = 0
-    for i, batch in enumerate(batches):
-        if i == args.warmup:
-            if cuda:
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-            start = time.perf_counter()
-        trainer.training_step(model, batch)
-        trainer.optimizer.step()
-        trainer.optimizer.zero_grad()
-        if i >= args.warmup:
-            tokens += int(batch["attention_mask"].sum())
-    if cuda:
+    return trainer, batches
+
+
+def timed_step(trainer, batch) -> float:
+    import torch
+
+    if torch.cuda.is_available():
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    params = sum(p.numel() for p in model.parameters())
-    queue.put({"step_s": seconds / args.steps, "peak_bytes": peak, "tokens_per_s": tokens / seconds,
-               "params": params, "device": torch.cuda.get_device_name() if cuda else "CPU"})
+    start = time.perf_counter()
+    trainer.training_step(trainer.model, batch)
+    trainer.optimizer.step()
+    trainer.optimizer.zero_grad()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def measure_time(model_path: str, args: argparse.Namespace, queue) -> None:
+    """Both trainers in one process, stepping in turn (order alternating), so machine noise hits both alike."""
+    import torch
+
+    trainers = {kind: make_trainer(kind, model_path, args) for kind in ("stock", "prefopt")}
+    times: dict[str, list[float]] = {kind: [] for kind in trainers}
+    tokens = {kind: 0 for kind in trainers}
+    for i in range(args.steps + args.warmup):
+        order = list(trainers) if i % 2 == 0 else list(reversed(trainers))
+        for kind in order:
+            trainer, batches = trainers[kind]
+            seconds = timed_step(trainer, batches[i])
+            if i >= args.warmup:
+                times[kind].append(seconds)
+                tokens[kind] += int(batches[i]["attention_mask"].sum())
+    params = sum(p.numel() for p in trainers["stock"][0].model.parameters())
+    queue.put({kind: {"median_s": statistics.median(t), "mean_s": statistics.mean(t),
+                      "tokens_per_s": tokens[kind] / sum(t)} for kind, t in times.items()}
+              | {"params": params, "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"})
+
+
+def measure_memory(kind: str, model_path: str, args: argparse.Namespace, queue) -> None:
+    """Peak memory of one trainer alone in a fresh process."""
+    import torch
+
+    trainer, batches = make_trainer(kind, model_path, args)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    for batch in batches:
+        timed_step(trainer, batch)
+    queue.put(torch.cuda.max_memory_allocated() if torch.cuda.is_available()
+              else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
 
 def _result(queue, process, kind: str) -> dict:
@@ -109,40 +142,42 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=2, help="alternate the two trainers this many times each")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="GPU peak (H100 SXM bf16 dense: 989)")
     args = parser.parse_args()
 
     context = multiprocessing.get_context("spawn")
+
+    def in_subprocess(target, *target_args):
+        queue = context.Queue()
+        process = context.Process(target=target, args=(*target_args, queue))
+        process.start()
+        result = _result(queue, process, target.__name__)
+        process.join()
+        return result
+
     with tempfile.TemporaryDirectory() as tmp:
         model_path = build_model(args.layers, args.hidden, Path(tmp) / "model")
-        results: dict[str, list[dict]] = {"stock": [], "prefopt": []}
-        for _ in range(args.repeats):
-            for kind in ("stock", "prefopt"):
-                queue = context.Queue()
-                process = context.Process(target=measure, args=(kind, model_path, args, queue))
-                process.start()
-                results[kind].append(_result(queue, process, kind))
-                process.join()
-                print(f"{kind}: {results[kind][-1]['step_s'] * 1000:.1f} ms/step", flush=True)
+        timing = in_subprocess(measure_time, model_path, args)
+        memory = {kind: in_subprocess(measure_memory, kind, model_path, args) for kind in ("stock", "prefopt")}
 
-    best = {kind: min(runs, key=lambda r: r["step_s"]) for kind, runs in results.items()}
-    stock, ours = best["stock"], best["prefopt"]
-    gpu = stock["device"] != "CPU"
-    print(f"\nModel: Llama {args.layers}x{args.hidden} ({stock['params'] / 1e6:.1f}M parameters), batch "
-          f"{args.batch_size} pairs, {args.steps} timed steps (best of {args.repeats}); device: {stock['device']}")
-    print("Peak memory: " + ("torch.cuda.max_memory_allocated" if gpu else "peak RSS of the process") + "\n")
-    header = "| trainer | step time (ms) | peak memory (MiB) |" + (" tokens/s | MFU |" if gpu else "")
-    print(header)
-    print("| --- | --- | --- |" + (" --- | --- |" if gpu else ""))
-    for name, r in (("TRL DPOTrainer (sigmoid)", stock), ("prefopt PrefDPOTrainer (weighted + SFT routing)", ours)):
-        row = f"| {name} | {r['step_s'] * 1000:.1f} | {r['peak_bytes'] / 2**20:,.0f} |"
+    stock, ours = timing["stock"], timing["prefopt"]
+    gpu = timing["device"] != "CPU"
+    print(f"\nModel: Llama {args.layers}x{args.hidden} ({timing['params'] / 1e6:.1f}M parameters), batch "
+          f"{args.batch_size} pairs, {args.steps} timed steps each, interleaved; device: {timing['device']}")
+    print("Peak memory: " + ("torch.cuda.max_memory_allocated" if gpu else "peak RSS") + ", each trainer alone "
+          "in a fresh process\n")
+    print("| trainer | median step (ms) | mean step (ms) | peak memory (MiB) |" + (" tokens/s | MFU |" if gpu else ""))
+    print("| --- | --- | --- | --- |" + (" --- | --- |" if gpu else ""))
+    for name, kind in (("TRL DPOTrainer (sigmoid)", "stock"), ("prefopt PrefDPOTrainer (weighted + SFT routing)",
+                                                              "prefopt")):
+        r = timing[kind]
+        row = f"| {name} | {r['median_s'] * 1000:.1f} | {r['mean_s'] * 1000:.1f} | {memory[kind] / 2**20:,.0f} |"
         if gpu:
-            mfu = 8 * r["params"] * r["tokens_per_s"] / (args.peak_tflops * 1e12)
+            mfu = 8 * timing["params"] * r["tokens_per_s"] / (args.peak_tflops * 1e12)
             row += f" {r['tokens_per_s']:,.0f} | {100 * mfu:.1f}% |"
         print(row)
-    print(f"| prefopt / TRL | {ours['step_s'] / stock['step_s']:.3f}x | "
-          f"{ours['peak_bytes'] / stock['peak_bytes']:.3f}x |" + (" | |" if gpu else ""))
+    print(f"| prefopt / TRL | {ours['median_s'] / stock['median_s']:.3f}x | {ours['mean_s'] / stock['mean_s']:.3f}x | "
+          f"{memory['prefopt'] / memory['stock']:.3f}x |" + (" | |" if gpu else ""))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from prefopt.evaluation.report import write_report
 from prefopt.generation.generate import load_prompts, run_generation
 from prefopt.judging.judge import judge_candidates
 from prefopt.pairing.build import build_pairs
+from prefopt.plots import plot_scores
 from prefopt.schemas import CANDIDATES, JUDGMENTS, TRAIN_PAIRS, load_stage_dataset, save_stage_dataset
 from prefopt.training.launch import FINAL_MODEL_DIR, launch_training
 from prefopt.world.models import build_tiny_model
@@ -139,7 +140,9 @@ class Pipeline:
 
         def work(tmp: Path) -> None:
             candidates = load_stage_dataset(source, CANDIDATES, "candidates")
-            save_stage_dataset(judge_candidates(self.recipe.judging, candidates), tmp)
+            judgments = judge_candidates(self.recipe.judging, candidates)
+            save_stage_dataset(judgments, tmp)
+            plot_scores(judgments.flatten().to_pandas(), tmp / "scores.png")
 
         out = Path(output) if output else self.stage_dir("judge", self.judge_key())
         return self._run_stage("judge", out, work, {"config": self.recipe.judging, "input": source})
@@ -149,7 +152,7 @@ class Pipeline:
 
         def work(tmp: Path) -> None:
             judgments = load_stage_dataset(source, JUDGMENTS, "judgments")
-            pairs, stats = build_pairs(self.recipe.pairing, judgments)
+            pairs, stats = build_pairs(self.recipe.pairing, judgments, plot_to=tmp / "margins.png")
             save_stage_dataset(pairs, tmp)
             (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
 

@@ -38,6 +38,9 @@ def test_run_writes_every_stage_and_the_results_table(run_dir):
         assert row in table
     stats = results["pairs"]
     assert stats["pairs_built"] == 24 * 2 and stats["pairs_kept"] == 24
+    for plot in ("judge/*/scores.png", "pairs/*/margins.png"):
+        [png] = list(run_dir.glob(plot))
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
 def test_pairs_follow_the_schema_and_training_changed_the_policy(run_dir, tiny_models):

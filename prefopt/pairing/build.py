@@ -1,18 +1,20 @@
 """The pairs stage: apply the recipe's strategy and sample-level delta filter, and account for every drop.
 
 Output: the pairs dataset (``prefopt.schemas.PAIRS``) and ``stats.json`` (counts, tie and judge-agreement
-rates, mean margins before and after the filter, prompts that lacked candidates).
+rates, mean margins before and after the filter, prompts that lacked candidates) and ``margins.png``.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 from datasets import Dataset
 
 from prefopt.configs import PairingConfig
+from prefopt.plots import plot_margins
 from prefopt.pairing.strategies import generator_delta, sample_delta_filter, score_dimensions
 
 logger = logging.getLogger(__name__)
@@ -37,7 +39,8 @@ def _mean(series: pd.Series) -> float | None:
     return None if series.empty else float(series.mean())
 
 
-def build_pairs(cfg: PairingConfig, judgments: Dataset) -> tuple[Dataset, dict]:
+def build_pairs(cfg: PairingConfig, judgments: Dataset, plot_to: Path | None = None) -> tuple[Dataset, dict]:
+    """Pairs and their stats; with ``plot_to``, also a PNG of the margins of the pairs built and kept."""
     judged = judgments.flatten().to_pandas()
     dims = score_dimensions(judged)
     by_prompt = judged.groupby("prompt_id")["generator"].agg(set)
@@ -78,4 +81,6 @@ def build_pairs(cfg: PairingConfig, judgments: Dataset) -> tuple[Dataset, dict]:
                 stats["mean_margin_kept"] or 0, 100 * (stats["judge_agreement_rate"] or 0))
     if kept.empty:
         raise ValueError("no pairs left after pairing and filtering; loosen pairing.filter or check the judge")
+    if plot_to is not None:
+        plot_margins(built, kept, plot_to)
     return pairs_to_dataset(kept), stats
