@@ -27,7 +27,7 @@ from prefopt.judging.judge import judge_candidates
 from prefopt.pairing.build import build_pairs
 from prefopt.plots import plot_scores
 from prefopt.schemas import CANDIDATES, JUDGMENTS, TRAIN_PAIRS, load_stage_dataset, save_stage_dataset
-from prefopt.training.launch import FINAL_MODEL_DIR, launch_training
+from prefopt.training.launch import FINAL_MODEL_DIR, launch_training, write_train_config
 from prefopt.world.models import build_tiny_model
 
 logger = logging.getLogger(__name__)
@@ -58,8 +58,8 @@ class Pipeline:
             return self.recipe.world.models[ref[len(WORLD_PREFIX):]].cache_key()
         return content_hash("path", str(Path(ref).resolve()))
 
-    def model_path(self, ref: str) -> str:
-        """A model directory for ``ref``, building a tiny-world model first if it is not cached."""
+    def model_path(self, ref: str, build: bool = True) -> str:
+        """A model directory for ``ref``, building a tiny-world model first if it is not cached (and ``build``)."""
         if not ref.startswith(WORLD_PREFIX):
             return ref
         if ref in self._model_paths:
@@ -67,6 +67,8 @@ class Pipeline:
         name = ref[len(WORLD_PREFIX):]
         spec = self.recipe.world.models[name]
         cached = is_complete(self.cache_dir / "models" / spec.cache_key())
+        if not cached and not build:
+            raise FileNotFoundError(f"{ref} is not built yet; `prefopt run` or `prefopt train` builds it")
         path = build_tiny_model(spec, self.cache_dir, desc=f"world:{name}")
         self.outcomes.append(StageOutcome(f"model {name}", path, "cached" if cached else "ran"))
         self._model_paths[ref] = str(path)
@@ -173,6 +175,17 @@ class Pipeline:
         mark_complete(out, {"stage": "train", "config": self.recipe.training, "input": source})
         self.outcomes.append(StageOutcome("train", out, "ran"))
         return out
+
+    def write_train_config(self) -> Path:
+        """The flat train config for this recipe's train stage, for launching its entry point by hand.
+
+        Needs the pairs stage done and the policy built (it never trains a model: many ranks call this).
+        """
+        pairs = self._input(None, self.stage_dir("pairs", self.pairs_key()), "pairs")
+        out = self.stage_dir("train", self.train_key())
+        out.mkdir(parents=True, exist_ok=True)
+        return write_train_config(self.recipe.training, pairs, self.model_path(self.recipe.training.model, build=False),
+                                  out)
 
     def evaluate_model(self, label: str, model_path: str, key: str) -> dict:
         cfg, world = self.recipe.evaluation, self.recipe.world

@@ -106,3 +106,28 @@ def yaml_value(path: Path, key: str):
     import yaml
 
     return yaml.safe_load(path.read_text())[key]
+
+
+def test_the_entry_point_takes_the_whole_recipe(run_dir, tmp_path):
+    """`accelerate launch ... -m prefopt.training.dpo --config RECIPE.yaml` trains the recipe's train stage."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    data = yaml.safe_load(CI_RECIPE.read_text())
+    data["output_dir"] = str(run_dir)
+    data["training"]["trl"]["learning_rate"] = 5.0e-4  # a train stage not yet run
+    recipe_path = tmp_path / "recipe.yaml"
+    recipe_path.write_text(yaml.safe_dump(data))
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/cpu.yaml",
+               "-m", "prefopt.training.dpo", "--config", str(recipe_path)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert result.returncode == 0, result.stderr[-3000:]
+    from prefopt.configs import load_recipe
+
+    pipeline = Pipeline(load_recipe(recipe_path))
+    out = pipeline.train()
+    assert [o.status for o in pipeline.outcomes if o.name == "train"] == ["cached"]
+    assert (out / "model" / "model.safetensors").is_file()
+    assert yaml_value(out / "train_config.yaml", "learning_rate") == 5.0e-4

@@ -111,12 +111,17 @@ def test_lora_training_uses_the_adapter_disabled_reference(pairs, tiny_models, t
     from peft import LoraConfig
 
     path = tiny_models["policy"]
+    data = to_conversational(pairs)
     trainer = PrefDPOTrainer(model=path, args=config(PrefDPOConfig, tmp_path, pref_loss="soft_label", max_steps=2),
-                             train_dataset=to_conversational(pairs), processing_class=AutoTokenizer.from_pretrained(path),
+                             train_dataset=data, eval_dataset=data.select(range(8)),
+                             processing_class=AutoTokenizer.from_pretrained(path),
                              peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
     assert trainer.ref_model is None
     trainer.train()
     assert len([e for e in trainer.state.log_history if "loss" in e]) == 2
+    metrics = trainer.evaluate()  # the eval loop goes through the same gap-aware loss
+    assert {"eval_loss", "eval_rewards/accuracies", "eval_gap/mean"} <= set(metrics)
+    assert metrics["eval_gap/mean"] == pytest.approx(sum(i / 15 for i in range(8)) / 8)
 
 
 def test_a_missing_gap_column_is_named(pairs, tiny_models, tmp_path):

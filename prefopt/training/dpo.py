@@ -2,10 +2,11 @@
 
     accelerate launch --config_file accelerate_configs/cpu.yaml -m prefopt.training.dpo --config train.yaml
 
-``train.yaml`` is a flat TRL-style file: the fields of :class:`DPOScriptArguments` plus any
+``--config`` takes a whole prefopt recipe (see :mod:`prefopt.training.recipe_entry`) or a flat TRL-style
+file. The flat file (``train.yaml``) is the fields of :class:`DPOScriptArguments` plus any
 :class:`~prefopt.training.trainers.PrefDPOConfig` field, i.e. any ``trl.DPOConfig`` field and prefopt's
-``pref_loss``, ``gap_transform``, ``sft_route_*``, ``curriculum``... (command-line flags override it). The train stage writes this file for you; it can
-also be written by hand. The final model and tokenizer are saved to ``<output_dir>/model``; a rerun after a
+``pref_loss``, ``gap_transform``, ``sft_route_*``, ``curriculum``... (command-line flags override it). The
+train stage writes this file for you; it can also be written by hand. The final model and tokenizer are saved to ``<output_dir>/model``; a rerun after a
 crash resumes from the last checkpoint in ``output_dir``.
 """
 
@@ -22,6 +23,7 @@ from trl import TrlParser
 
 from prefopt.schemas import TRAIN_PAIRS, load_stage_dataset
 from prefopt.training.launch import FINAL_MODEL_DIR
+from prefopt.training.recipe_entry import mark_trained, resolve_recipe_argv
 from prefopt.training.trainers import GAP_KEY, PrefDPOConfig, PrefDPOTrainer
 
 logger = logging.getLogger(__name__)
@@ -65,6 +67,7 @@ def train_and_save(trainer, tokenizer, output_dir: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s prefopt.train %(levelname)s %(message)s")
+    argv, stage_dir = resolve_recipe_argv(argv, "dpo")
     script_args, training_args = TrlParser((DPOScriptArguments, PrefDPOConfig)).parse_args_and_config(args=argv)
     pairs = load_stage_dataset(script_args.pairs_path, TRAIN_PAIRS, "DPO training pairs")
     tokenizer = AutoTokenizer.from_pretrained(script_args.model_name_or_path)
@@ -75,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         processing_class=tokenizer,
     )
     train_and_save(trainer, tokenizer, training_args.output_dir)
+    mark_trained(stage_dir, trainer)
 
 
 if __name__ == "__main__":

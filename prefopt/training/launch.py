@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +43,9 @@ def write_train_config(cfg: TrainingConfig, pairs_path: Path, model_path: str, o
     if cfg.method == "dpo":
         config["gap_column"] = cfg.gap_column
     path = output_dir / "train_config.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=True))
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # several ranks may write it at once
+    tmp.write_text(yaml.safe_dump(config, sort_keys=True))
+    os.replace(tmp, path)
     return path
 
 
