@@ -174,7 +174,7 @@ def test_training_resumes_from_its_last_checkpoint(pairs, tiny_models, tmp_path,
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(cfg))
     main(["--config", str(tmp_path / "train.yaml")])
     assert (tmp_path / "out" / "checkpoint-2").is_dir()
-    with caplog.at_level(logging.INFO, logger="prefopt.training.dpo"):
+    with caplog.at_level(logging.INFO, logger="prefopt.training.entry"):
         main(["--config", str(tmp_path / "train.yaml"), "--max_steps", "3"])
     assert f"Resuming from {tmp_path / 'out' / 'checkpoint-2'}" in caplog.text
     state = json.loads((tmp_path / "out" / "checkpoint-3" / "trainer_state.json").read_text())

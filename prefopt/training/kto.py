@@ -10,16 +10,12 @@ appears in several pairs is used once. ``train.yaml`` holds :class:`KTOScriptArg
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 from datasets import Dataset
-from transformers import AutoTokenizer
-from trl import TrlParser
 
-from prefopt.schemas import PAIRS, load_stage_dataset
-from prefopt.training.dpo import train_and_save
-from prefopt.training.recipe_entry import mark_trained, resolve_recipe_argv
+from prefopt.schemas import PAIRS
+from prefopt.training.entry import run_entry
 from prefopt.training.trainers import SCORE_KEY, PrefKTOConfig, PrefKTOTrainer
 
 KTO_PAIRS = {c: PAIRS[c] for c in ("prompt", "chosen", "rejected", "chosen_id", "rejected_id", "chosen_score",
@@ -48,15 +44,8 @@ def to_unpaired(pairs: Dataset) -> Dataset:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s prefopt.train %(levelname)s %(message)s")
-    argv, stage_dir = resolve_recipe_argv(argv, "kto")
-    script_args, training_args = TrlParser((KTOScriptArguments, PrefKTOConfig)).parse_args_and_config(args=argv)
-    pairs = load_stage_dataset(script_args.pairs_path, KTO_PAIRS, "KTO training pairs")
-    tokenizer = AutoTokenizer.from_pretrained(script_args.model_name_or_path)
-    trainer = PrefKTOTrainer(model=script_args.model_name_or_path, args=training_args,
-                             train_dataset=to_unpaired(pairs), processing_class=tokenizer)
-    train_and_save(trainer, tokenizer, training_args.output_dir)
-    mark_trained(stage_dir, trainer)
+    run_entry(argv, "kto", KTOScriptArguments, PrefKTOConfig, PrefKTOTrainer, KTO_PAIRS,
+              lambda pairs, script_args: to_unpaired(pairs))
 
 
 if __name__ == "__main__":
