@@ -151,8 +151,8 @@ class PrefDPOTrainer(ExtraColumnMixin, DPOTrainer):
                         if k not in ("completion_mask", "ref_chosen_logps", "ref_rejected_logps")}
         labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
         outputs = model(**model_kwargs, use_cache=False, labels=labels, fused_lm_head=True)
-        logps = outputs.log_probs[:, -shift_mask.size(1):].sum(dim=1)
-        chosen_logps, rejected_logps = logps.chunk(2, dim=0)
+        per_token_logps = outputs.log_probs[:, -shift_mask.size(1):]  # zero outside the completions
+        chosen_logps, rejected_logps = per_token_logps.sum(dim=1).chunk(2, dim=0)
         if self.precompute_ref_logps:
             ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
         else:
@@ -163,15 +163,15 @@ class PrefDPOTrainer(ExtraColumnMixin, DPOTrainer):
         to_sft = None
         if self.sft_threshold is not None:
             to_sft = gap < self.sft_threshold
-            chosen_lengths = shift_mask.chunk(2, dim=0)[0].sum(dim=1)
+            chosen_lengths = shift_mask.chunk(2, dim=0)[0].sum(dim=1)  # completion tokens of each chosen
             per_pair = L.hybrid_dpo_sft(per_pair, L.length_normalized_nll(chosen_logps, chosen_lengths), to_sft)
         self._log_pair_metrics(chosen_logratios.detach(), rejected_logratios.detach(), chosen_logps.detach(),
                                rejected_logps.detach(), gap, to_sft)
         weights = dict(zip(self.loss_types, self.loss_weights, strict=True))
         loss = weights["sigmoid"] * per_pair.mean()
         if "sft" in weights:  # TRL's `sft` term: NLL over every chosen token of the batch
-            chosen_token_logps = outputs.log_probs[:, -shift_mask.size(1):].chunk(2, dim=0)[0]
-            loss = loss + weights["sft"] * -chosen_token_logps[shift_mask.chunk(2, dim=0)[0].bool()].mean()
+            chosen_token_logps, chosen_mask = per_token_logps.chunk(2, dim=0)[0], shift_mask.chunk(2, dim=0)[0]
+            loss = loss + weights["sft"] * -chosen_token_logps[chosen_mask.bool()].mean()
         return loss
 
     def _pair_losses(self, h: torch.Tensor, gap: torch.Tensor) -> torch.Tensor:
