@@ -95,10 +95,16 @@ class Pipeline:
         return self.root / name / key
 
     # -- running --------------------------------------------------------------------------------------------
+    def _already_done(self, name: str, output: Path) -> bool:
+        """True (and recorded as cached) when ``output`` is complete for this configuration."""
+        if not is_complete(output):
+            return False
+        logger.info("[%s] skipped: %s is complete for this configuration", name, output)
+        self.outcomes.append(StageOutcome(name, output, "cached"))
+        return True
+
     def _run_stage(self, name: str, output: Path, work: Callable[[Path], None], manifest: dict) -> Path:
-        if is_complete(output):
-            logger.info("[%s] skipped: %s is complete for this configuration", name, output)
-            self.outcomes.append(StageOutcome(name, output, "cached"))
+        if self._already_done(name, output):
             return output
         logger.info("[%s] writing %s", name, output)
         with atomic_output_dir(output, {"stage": name, **manifest}) as tmp:
@@ -121,9 +127,7 @@ class Pipeline:
         """
         g = self.recipe.generation
         out = Path(output) if output else self.stage_dir("generate", self.generate_key())
-        if is_complete(out):
-            logger.info("[generate] skipped: %s is complete for this configuration", out)
-            self.outcomes.append(StageOutcome("generate", out, "cached"))
+        if self._already_done("generate", out):
             return out
         logger.info("[generate] writing %s", out)
         out.mkdir(parents=True, exist_ok=True)
@@ -165,9 +169,7 @@ class Pipeline:
         """Train in place (not in a temporary directory) so that a crashed run resumes from its checkpoints."""
         source = self._input(input, self.stage_dir("pairs", self.pairs_key()), "pairs")
         out = Path(output) if output else self.stage_dir("train", self.train_key())
-        if is_complete(out):
-            logger.info("[train] skipped: %s is complete for this configuration", out)
-            self.outcomes.append(StageOutcome("train", out, "cached"))
+        if self._already_done("train", out):
             return out
         load_stage_dataset(source, TRAIN_PAIRS, "training pairs")  # fail fast on a bad input
         logger.info("[train] writing %s", out)
