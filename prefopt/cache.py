@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 MANIFEST = "_prefopt_done.json"
 
@@ -46,12 +46,36 @@ def read_manifest(path: str | Path) -> dict:
     return json.loads((Path(path) / MANIFEST).read_text())
 
 
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Have ``write`` fill a temporary sibling of ``path`` (a file or a directory), then move it into place,
+    replacing what was there: readers see the old content or the new, never a half-written one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    _remove(tmp)
+    try:
+        write(tmp)
+    except BaseException:
+        _remove(tmp)
+        raise
+    if path.is_dir():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return path
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def mark_complete(path: str | Path, manifest: dict | None = None) -> None:
     """Write the manifest that makes ``path`` a finished output (always the last file written)."""
     info = {"completed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(manifest or {})}
-    tmp = Path(path) / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(_jsonable(info), indent=2, sort_keys=True))
-    os.replace(tmp, Path(path) / MANIFEST)
+    text = json.dumps(_jsonable(info), indent=2, sort_keys=True)
+    atomic_write(Path(path) / MANIFEST, lambda tmp: tmp.write_text(text))
 
 
 @contextlib.contextmanager

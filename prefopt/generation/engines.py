@@ -47,6 +47,13 @@ class GenerationEngine(Protocol):
         """Release the model's memory."""
 
 
+def release_memory() -> None:
+    """Return a just-deleted model's memory, so that the next engine can load."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def render_prompts(tokenizer, prompts: list[str]) -> list[str]:
     """User messages rendered through the chat template, ready for the assistant's turn."""
     return [
@@ -102,9 +109,7 @@ class TransformersEngine:
 
     def close(self) -> None:
         del self.model
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        release_memory()
 
 
 class VLLMEngine:
@@ -147,9 +152,7 @@ class VLLMEngine:
         if engine_core is not None:
             engine_core.shutdown()
         del self.llm
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        release_memory()
 
 
 class ServerEngine:

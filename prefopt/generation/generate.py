@@ -12,8 +12,6 @@ Generators run one after another, one engine at a time, its memory released befo
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +22,10 @@ import pyarrow.parquet as pq
 from datasets import Dataset, load_dataset, load_from_disk
 from tqdm.auto import tqdm
 
+from prefopt.cache import atomic_write
 from prefopt.configs import GenerationConfig, GeneratorConfig, PromptSource, WorldConfig
 from prefopt.generation.engines import GenerationEngine, SamplingParams, make_engine
-from prefopt.schemas import DataError
+from prefopt.schemas import DATA_DIR, DataError
 from prefopt.world.tasks import sample_problems
 
 logger = logging.getLogger(__name__)
@@ -131,21 +130,10 @@ def generate_unit(engine: GenerationEngine, cfg: GenerationConfig, unit: WorkUni
     return rows
 
 
-def _write_atomically(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-
-
 def merge_units(units: list[WorkUnit], stage_dir: Path) -> None:
     """Concatenate every unit, in the fixed unit order, into ``stage_dir/data`` (atomically)."""
-    merged = pa.concat_tables([pq.read_table(u.path(stage_dir)) for u in units])
-    tmp = stage_dir / f".data.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    Dataset(merged).save_to_disk(str(tmp))
-    shutil.rmtree(stage_dir / "data", ignore_errors=True)
-    os.replace(tmp, stage_dir / "data")
+    merged = Dataset(pa.concat_tables([pq.read_table(u.path(stage_dir)) for u in units]))
+    atomic_write(stage_dir / DATA_DIR, lambda tmp: merged.save_to_disk(str(tmp)))
 
 
 def run_generation(cfg: GenerationConfig, prompts: list[dict], model_path: Callable[[str], str], stage_dir: Path,
@@ -173,7 +161,8 @@ def run_generation(cfg: GenerationConfig, prompts: list[dict], model_path: Calla
         try:
             for unit in tqdm(gen_units, desc=f"generate {gen.name}", unit="shard"):
                 rows = generate_unit(engine, cfg, unit, prompts, model)
-                _write_atomically(pa.Table.from_pylist(rows, schema=CANDIDATE_SCHEMA), unit.path(stage_dir))
+                table = pa.Table.from_pylist(rows, schema=CANDIDATE_SCHEMA)
+                atomic_write(unit.path(stage_dir), lambda tmp, table=table: pq.write_table(table, tmp))
         finally:
             engine.close()
     missing = [u for u in units if not u.path(stage_dir).exists()]

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import torch
 import yaml
 
 import prefopt
+from prefopt.cache import atomic_write
 from prefopt.configs import ConfigError, TrainingConfig
 
 logger = logging.getLogger(__name__)
@@ -42,11 +42,8 @@ def write_train_config(cfg: TrainingConfig, pairs_path: Path, model_path: str, o
               "output_dir": str(output_dir)}
     if cfg.method == "dpo":
         config["gap_column"] = cfg.gap_column
-    path = output_dir / "train_config.yaml"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # several ranks may write it at once
-    tmp.write_text(yaml.safe_dump(config, sort_keys=True))
-    os.replace(tmp, path)
-    return path
+    text = yaml.safe_dump(config, sort_keys=True)  # several ranks may write it at once: atomically
+    return atomic_write(output_dir / "train_config.yaml", lambda tmp: tmp.write_text(text))
 
 
 def launch_training(cfg: TrainingConfig, pairs_path: Path, model_path: str, output_dir: Path) -> Path:
