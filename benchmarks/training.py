@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import resource
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from queue import Empty
+
+from common import peak_rss_bytes
 
 
 def build_model(layers: int, hidden: int, directory: Path) -> str:
@@ -46,7 +47,7 @@ def make_trainer(kind: str, model_path: str, args: argparse.Namespace):
     from transformers import AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from prefopt.training.dpo import to_conversational
+    from prefopt.training.data import to_conversational
     from prefopt.training.trainers import GAP_KEY, PrefDPOConfig, PrefDPOTrainer
     from prefopt.world.tasks import Difficulty, sample_problems
 
@@ -121,8 +122,7 @@ def measure_memory(kind: str, model_path: str, args: argparse.Namespace, queue) 
         torch.cuda.reset_peak_memory_stats()
     for batch in batches:
         timed_step(trainer, batch)
-    queue.put(torch.cuda.max_memory_allocated() if torch.cuda.is_available()
-              else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    queue.put(torch.cuda.max_memory_allocated() if torch.cuda.is_available() else peak_rss_bytes())
 
 
 def _result(queue, process, kind: str) -> dict:

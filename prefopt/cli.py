@@ -1,4 +1,4 @@
-"""``prefopt generate | judge | pairs | train | eval | run RECIPE.yaml``."""
+"""``prefopt generate | judge | pairs | train | eval | run RECIPE.yaml`` and ``prefopt report pairs``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import logging
 import sys
+from pathlib import Path
 
 from prefopt.configs import ConfigError, load_recipe
 from prefopt.pipeline import Pipeline
@@ -39,13 +40,52 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--shard", type=int, default=0, help="this worker's index (with --num-shards)")
             p.add_argument("--num-shards", type=int, default=1,
                            help="workers sharing the generation (e.g. a Slurm array); the last one merges")
+    report = sub.add_parser("report", help="summaries and plots of a stage's output",
+                            description="Write summary.md, summary.json and PNG plots of a stage's output.")
+    report.add_argument("what", choices=["pairs"], help="which stage's output")
+    report.add_argument("target", help="a recipe YAML file (its pairs stage) or a pairs dataset directory")
+    report.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
+    report.add_argument("--output-dir", help="override the recipe's output_dir")
+    report.add_argument("--output", help="where to write the report (default: <pairs dir>/report)")
     return parser
+
+
+def report_pairs(args) -> Path:
+    """``prefopt report pairs``: the report of a recipe's pairs stage, or of any pairs dataset directory."""
+    import json
+
+    from prefopt.cache import is_complete
+    from prefopt.pairing.report import REPORT_DIR, write_pairs_report
+    from prefopt.schemas import load_stage_dataset
+
+    target = Path(args.target)
+    if target.suffix in (".yaml", ".yml"):
+        recipe = load_recipe(target, args.set)
+        if args.output_dir:
+            recipe = dataclasses.replace(recipe, output_dir=args.output_dir)
+        pipeline = Pipeline(recipe)
+        target = pipeline.stage_dir("pairs", pipeline.pairs_key())
+        if not is_complete(target):
+            raise FileNotFoundError(f"{target}: the pairs stage has not run for this recipe; run `prefopt pairs` first")
+    frame = load_stage_dataset(target, {}, "pairs").flatten().to_pandas()
+    stats_file = target / "stats.json"
+    stats = json.loads(stats_file.read_text()) if stats_file.is_file() else None
+    return write_pairs_report(Path(args.output) if args.output else target / REPORT_DIR, frame, stats)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s prefopt %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")
+    if args.command == "report":
+        try:
+            summary = report_pairs(args)
+        except (ConfigError, DataError, FileNotFoundError) as err:
+            print(f"prefopt: error: {err}", file=sys.stderr)
+            return 2
+        print(summary.read_text())
+        print(f"Written: {summary.parent}")
+        return 0
     try:
         recipe = load_recipe(args.recipe, args.set)
         if args.output_dir:

@@ -135,17 +135,170 @@ class DeltaFilterConfig:
         if self.top_fraction is not None and not 0 < self.top_fraction <= 1:
             raise ValueError(f"top_fraction must be in (0, 1], got {self.top_fraction}")
 
+    @property
+    def active(self) -> bool:
+        return self.top_fraction is not None or self.min_gap is not None
+
+
+@dataclass(frozen=True)
+class GeneratorPair:
+    """One generator-level pairing: traces of ``chosen`` are preferred over those of ``rejected``."""
+
+    chosen: str = _help("Generator whose traces are chosen (the stronger one).")
+    rejected: str = _help("Generator whose traces are rejected (the weaker one).")
+
+    def __post_init__(self):
+        if self.chosen == self.rejected:
+            raise ValueError(f"a generator pair needs two different generators, got {self.chosen!r} twice")
+
+
+@dataclass(frozen=True)
+class SweetSpotConfig:
+    """Reward positions of Finding the Sweet Spot: mu + k sigma of each prompt's reward distribution."""
+
+    chosen_k: float | None = _help("Chosen is the candidate nearest mu + chosen_k sigma; null takes the maximum.",
+                                   default=None)
+    rejected_k: float = _help("Rejected is the candidate nearest mu + rejected_k sigma (the paper: -2).", default=-2.0)
+
+
+@dataclass(frozen=True)
+class KTOLabelConfig:
+    """Desirable / undesirable labels from absolute scores, for strategy ``kto_unpaired``."""
+
+    desirable_min: float = _help("A candidate whose aggregate is at least this is desirable.", default=0.5)
+    undesirable_max: float | None = _help(
+        "A candidate whose aggregate is below this is undesirable; null uses desirable_min. Candidates in "
+        "[undesirable_max, desirable_min) get no label and are counted as dropped.", default=None)
+
+    def __post_init__(self):
+        if self.undesirable_max is not None and self.undesirable_max > self.desirable_min:
+            raise ValueError(f"undesirable_max ({self.undesirable_max}) must be <= desirable_min "
+                             f"({self.desirable_min})")
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """The small proxy of Less is More: an SFT model, DPO-trained on a random seed set of the pairs."""
+
+    model: str = _help("The proxy's SFT model (pi_s): 'world:<name>' or a local model directory.")
+    seed_pairs: int = _help("Random pairs the proxy is DPO-trained on (the paper: 2,000).", default=2000)
+    accelerate_config: str = _help("accelerate config for the proxy's training.",
+                                   default="accelerate_configs/cpu.yaml")
+    trl: dict[str, Any] = _help("PrefDPOConfig fields of the proxy's DPO training (any trl.DPOConfig field).",
+                                default_factory=dict)
+    batch_size: int = _help("Sequences per forward pass when scoring log-probabilities.", default=32)
+
+    def __post_init__(self):
+        if self.seed_pairs < 1 or self.batch_size < 1:
+            raise ValueError("seed_pairs and batch_size must be >= 1")
+
+
+@dataclass(frozen=True)
+class MarginBayesConfig:
+    """Less is More (Deng et al.): fuse calibrated external and implicit margins, keep the top fraction."""
+
+    top_fraction: float = _help("Fraction of the pairs to keep by fused score (the paper: 0.1).", default=0.1)
+    fusion: Literal["mul", "add"] = _help("'mul': P_ex P_im / (P_ex P_im + (1-P_ex)(1-P_im)) (DM-MUL); 'add': "
+                                          "m_ex + m_im (DM-ADD).", default="mul")
+    dimension: str = _help("External margin: 'aggregate' or a judge dimension.", default="aggregate")
+    external_low: float = _help("M1 of the external margin's calibration.", default=-2.0)
+    external_high: float | None = _help("M2 of the external margin's calibration; null sets it from the data.",
+                                        default=None)
+    implicit_low: float = _help("M1 of the implicit margin's calibration.", default=-2.0)
+    implicit_high: float | None = _help("M2 of the implicit margin's calibration; null sets it from the data.",
+                                        default=None)
+    min_tail: int = _help("Dynamic M2: the highest value with at least this many margins at or above it (and "
+                          "at least as many as its distance to the maximum).", default=30)
+    proxy: ProxyConfig = _help("The proxy model whose log-ratios give the implicit margin.",
+                               default_factory=lambda: ProxyConfig(model="world:proxy"))
+
+    def __post_init__(self):
+        if not 0 < self.top_fraction <= 1:
+            raise ValueError(f"top_fraction must be in (0, 1], got {self.top_fraction}")
+        for name in ("external", "implicit"):
+            low, high = getattr(self, f"{name}_low"), getattr(self, f"{name}_high")
+            if high is not None and high <= low:
+                raise ValueError(f"{name}_high ({high}) must be above {name}_low ({low})")
+        if self.min_tail < 1:
+            raise ValueError(f"min_tail must be >= 1, got {self.min_tail}")
+
+
+# The conditioning text of Zhang et al.'s reward_augmentation.py, verbatim.
+REWARD_AUGMENTED_TEMPLATE = (
+    "You are an assistant that generates responses for the instruction while implicitly achieving the following "
+    "target scores (on a scale of 1-10, where 1 is lowest and 10 is highest):\nOverall score: {score}."
+)
+
+
+@dataclass(frozen=True)
+class RewardAugmentConfig:
+    """Reward-augmented data (Zhang et al.): every pair twice, conditioned on the chosen and on the rejected score,
+    the second copy with chosen and rejected swapped."""
+
+    template: str = _help("Conditioning text; '{score}' is replaced by the score.", default=REWARD_AUGMENTED_TEMPLATE)
+    placement: Literal["system", "prefix"] = _help(
+        "'system': a system message (column 'system'); 'prefix': prepended to the prompt, then a blank line.",
+        default="system")
+    score_range: list[float] | None = _help(
+        "[low, high] of the aggregate score, mapped linearly onto target_range; null writes the score unchanged.",
+        default=None)
+    target_range: list[float] = _help("[low, high] of the printed scale.", default_factory=lambda: [1.0, 10.0])
+    decimals: int = _help("Decimals of the printed score (an integral value prints without them).", default=1)
+
+    def __post_init__(self):
+        if "{score}" not in self.template:
+            raise ValueError("template must contain '{score}'")
+        for name in ("score_range", "target_range"):
+            value = getattr(self, name)
+            if value is not None and (len(value) != 2 or value[0] >= value[1]):
+                raise ValueError(f"{name} must be [low, high] with low < high, got {value}")
+        if self.decimals < 0:
+            raise ValueError(f"decimals must be >= 0, got {self.decimals}")
+
 
 @dataclass(frozen=True)
 class PairingConfig:
-    """The pairs stage: a pairing strategy, then an optional sample-level delta filter."""
+    """The pairs stage: a strategy builds pairs; ties are dropped; optional gates and selections follow in order
+    (judge agreement, sample-level delta filter, margin_bayes), then optional reward augmentation."""
 
-    strategy: Literal["generator_delta"] = _help("Pairing strategy.", default="generator_delta")
-    chosen_generator: str = _help("Generator whose traces are chosen.", default="strong")
-    rejected_generator: str = _help("Generator whose traces are rejected.", default="weak")
+    strategy: Literal["generator_delta", "max_min", "max_random", "sweet_spot", "kto_unpaired"] = _help(
+        "'generator_delta': chosen from the stronger generator of each generator_pairs entry, sample i against "
+        "sample i. Within each prompt's candidates (from `generators`): 'max_min' (best vs worst), 'max_random' "
+        "(best vs a random other), 'sweet_spot' (positions mu + k sigma, see sweet_spot), 'kto_unpaired' (every "
+        "candidate labelled desirable or not by absolute score, see kto).", default="generator_delta")
+    generator_pairs: list[GeneratorPair] = _help(
+        "generator_delta: (chosen, rejected) generator pairings, each paired over every prompt.",
+        default_factory=lambda: [GeneratorPair(chosen="strong", rejected="weak")])
+    generators: list[str] = _help("Within-prompt strategies: generators whose candidates are pooled (empty: all).",
+                                  default_factory=list)
+    sweet_spot: SweetSpotConfig = _help("Positions for strategy sweet_spot.", default_factory=SweetSpotConfig)
+    kto: KTOLabelConfig = _help("Label thresholds for strategy kto_unpaired.", default_factory=KTOLabelConfig)
+    drop_ties: bool = _help("Drop pairs whose judged aggregate gap is zero (they are counted either way).",
+                            default=True)
     require_judge_agreement: bool = _help("Drop pairs where the judge scores rejected >= chosen.", default=False)
     filter: DeltaFilterConfig = _help("Sample-level delta filter.", default_factory=DeltaFilterConfig)
-    seed: int = _help("Seed for any random choice and the output order.", default=0)
+    margin_bayes: MarginBayesConfig | None = _help("Less-is-More selection by fused external and implicit margins.",
+                                                   default=None)
+    reward_augmented: RewardAugmentConfig | None = _help("Reward-augmented relabelling, applied last.",
+                                                         default=None)
+    seed: int = _help("Seed for random choices and tie-breaks.", default=0)
+
+    def __post_init__(self):
+        pairs = [(p.chosen, p.rejected) for p in self.generator_pairs]
+        if self.strategy == "generator_delta" and not pairs:
+            raise ValueError("strategy generator_delta needs at least one entry in generator_pairs")
+        if len(set(pairs)) != len(pairs):
+            raise ValueError(f"generator_pairs has a repeated pairing: {pairs}")
+        if self.strategy == "kto_unpaired":
+            extras = [name for name, on in (("filter", self.filter.active), ("margin_bayes", self.margin_bayes),
+                                            ("reward_augmented", self.reward_augmented),
+                                            ("require_judge_agreement", self.require_judge_agreement)) if on]
+            if extras:
+                raise ValueError(f"strategy kto_unpaired makes unpaired examples; {extras} apply to pairs only")
+
+    @property
+    def unpaired(self) -> bool:
+        return self.strategy == "kto_unpaired"
 
 
 @dataclass(frozen=True)
@@ -193,21 +346,27 @@ class Recipe:
 
     def __post_init__(self):
         refs = [g.model for g in self.generation.generators] + [self.training.model]
+        if self.pairing.margin_bayes is not None:
+            refs.append(self.pairing.margin_bayes.proxy.model)
         for ref in refs:
             if ref.startswith("world:") and ref[len("world:"):] not in self.world.models:
                 raise ValueError(f"model {ref!r} is not defined under world.models "
                                  f"(defined: {sorted(self.world.models)})")
         names = {g.name for g in self.generation.generators}
-        for role in ("chosen_generator", "rejected_generator"):
-            if getattr(self.pairing, role) not in names:
-                raise ValueError(f"pairing.{role} {getattr(self.pairing, role)!r} is not a generator "
+        used = [name for pair in self.pairing.generator_pairs for name in (pair.chosen, pair.rejected)] \
+            if self.pairing.strategy == "generator_delta" else list(self.pairing.generators)
+        for name in used:
+            if name not in names:
+                raise ValueError(f"pairing: generator {name!r} is not in generation.generators "
                                  f"(generators: {sorted(names)})")
+        if self.pairing.unpaired and self.training.method != "kto":
+            raise ValueError("pairing.strategy kto_unpaired makes unpaired examples: training.method must be 'kto'")
 
 
 # --------------------------------------------------------------------------------------------------------
 # Generic, strict conversion of YAML values into typed dataclasses.
 
-_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "null"}
 
 
 def _describe(tp: Any) -> str:
@@ -225,7 +384,10 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        for arg in (a for a in args if a is not type(None)):
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # an optional value: its own type's error says more than a list of types
+            return _convert(value, options[0], where)
+        for arg in options:
             try:
                 return _convert(value, arg, where)
             except ConfigError:
@@ -310,12 +472,25 @@ def validate_trl_fields(trl: dict[str, Any], config_cls: type, where: str) -> di
     out = {}
     for key, value in trl.items():
         if key not in known:
-            raise ConfigError(f"{where}.{key}: unknown field of {config_cls.__name__} (trl.DPOConfig + prefopt)")
+            raise ConfigError(f"{where}.{key}: unknown field of {config_cls.__name__} "
+                              f"(trl.{config_cls.__mro__[1].__name__} + prefopt)")
         if key == "output_dir":
             raise ConfigError(f"{where}.output_dir: set by prefopt (the train stage's directory); remove it")
         converted = _convert(value, resolved.get(key, Any), f"{where}.{key}")
         out[key] = converted.value if isinstance(converted, enum.Enum) else converted  # stays YAML-safe
     return out
+
+
+def checked_trl(trl: dict[str, Any], config_cls: type, where: str) -> dict[str, Any]:
+    """A TRL config section with its keys, types and values checked as the trainer will see them."""
+    from prefopt.training.launch import trl_defaults
+
+    checked = validate_trl_fields(trl, config_cls, where)
+    try:
+        config_cls(output_dir="unused", **{**trl_defaults(), **checked})
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{where}: {err}") from None
+    return checked
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -346,16 +521,18 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     try:
         data = apply_overrides(data, overrides or [])
         recipe = from_dict(Recipe, data)
-        from prefopt.training.launch import trl_defaults
         from prefopt.training.trainers import PrefDPOConfig, PrefKTOConfig  # imported late: heavy
 
         config_cls = PrefKTOConfig if recipe.training.method == "kto" else PrefDPOConfig
-        trl = validate_trl_fields(recipe.training.trl, config_cls, "training.trl")
-        try:  # the values too, as the trainer will see them
-            config_cls(output_dir="unused", **{**trl_defaults(), **trl})
-        except (ValueError, TypeError) as err:
-            raise ConfigError(f"training.trl: {err}") from None
-        recipe = dataclasses.replace(recipe, training=dataclasses.replace(recipe.training, trl=trl))
+        training = dataclasses.replace(recipe.training,
+                                       trl=checked_trl(recipe.training.trl, config_cls, "training.trl"))
+        recipe = dataclasses.replace(recipe, training=training)
+        mb = recipe.pairing.margin_bayes
+        if mb is not None:
+            proxy = dataclasses.replace(mb.proxy, trl=checked_trl(mb.proxy.trl, PrefDPOConfig,
+                                                                  "pairing.margin_bayes.proxy.trl"))
+            recipe = dataclasses.replace(recipe, pairing=dataclasses.replace(
+                recipe.pairing, margin_bayes=dataclasses.replace(mb, proxy=proxy)))
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
     return recipe

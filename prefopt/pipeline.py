@@ -7,6 +7,7 @@ and two recipes that share a prefix of stages share those outputs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import multiprocessing
@@ -24,9 +25,11 @@ from prefopt.evaluation import accuracy
 from prefopt.evaluation.report import write_report
 from prefopt.generation.generate import load_prompts, run_generation
 from prefopt.judging.judge import judge_candidates
-from prefopt.pairing.build import build_pairs
+from prefopt.pairing.build import base_pairs, build_pairs
+from prefopt.pairing.proxy import load_implicit_margins, run_proxy
+from prefopt.pairing.report import REPORT_DIR, write_pairs_report
 from prefopt.plots import plot_scores
-from prefopt.schemas import CANDIDATES, JUDGMENTS, TRAIN_PAIRS, load_stage_dataset, save_stage_dataset
+from prefopt.schemas import CANDIDATES, JUDGMENTS, check_training_data, load_stage_dataset, save_stage_dataset
 from prefopt.training.launch import FINAL_MODEL_DIR, launch_training, write_train_config
 from prefopt.world.models import build_tiny_model
 
@@ -86,6 +89,13 @@ class Pipeline:
 
     def pairs_key(self) -> str:
         return content_hash("pairs", prefopt.__version__, self.recipe.pairing, self.judge_key())
+
+    def proxy_key(self, upstream: str) -> str:
+        """The proxy depends on the pairs it is trained on and scores, not on how margin_bayes then selects."""
+        p = self.recipe.pairing
+        base = dataclasses.replace(p, margin_bayes=None, reward_augmented=None)
+        return content_hash("proxy", prefopt.__version__, base, p.margin_bayes.proxy, upstream,
+                            self.model_key(p.margin_bayes.proxy.model))
 
     def train_key(self) -> str:
         t = self.recipe.training
@@ -153,17 +163,36 @@ class Pipeline:
         out = Path(output) if output else self.stage_dir("judge", self.judge_key())
         return self._run_stage("judge", out, work, {"config": self.recipe.judging, "input": source})
 
+    def proxy(self, source: Path, explicit_input: bool) -> Path:
+        """margin_bayes's proxy stage, in place (resumable): seed pairs, the proxy's DPO run, implicit margins."""
+        cfg = self.recipe.pairing
+        out = self.stage_dir("proxy", self.proxy_key(str(source.resolve()) if explicit_input else self.judge_key()))
+        if self._already_done("proxy", out):
+            return out
+        logger.info("[proxy] writing %s", out)
+        out.mkdir(parents=True, exist_ok=True)
+        pairs = base_pairs(cfg, load_stage_dataset(source, JUDGMENTS, "judgments"))
+        run_proxy(cfg.margin_bayes.proxy, pairs, self.model_path(cfg.margin_bayes.proxy.model), out, cfg.seed)
+        mark_complete(out, {"stage": "proxy", "config": cfg.margin_bayes.proxy, "input": source})
+        self.outcomes.append(StageOutcome("proxy", out, "ran"))
+        return out
+
     def pairs(self, input: str | Path | None = None, output: str | Path | None = None) -> Path:
         source = self._input(input, self.stage_dir("judge", self.judge_key()), "judge")
+        out = Path(output) if output else self.stage_dir("pairs", self.pairs_key())
+        if self._already_done("pairs", out):
+            return out
+        cfg = self.recipe.pairing
+        implicit = load_implicit_margins(self.proxy(source, input is not None)) if cfg.margin_bayes else None
 
         def work(tmp: Path) -> None:
             judgments = load_stage_dataset(source, JUDGMENTS, "judgments")
-            pairs, stats = build_pairs(self.recipe.pairing, judgments, plot_to=tmp / "margins.png")
-            save_stage_dataset(pairs, tmp)
-            (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
+            result = build_pairs(cfg, judgments, implicit)
+            save_stage_dataset(result.dataset, tmp)
+            (tmp / "stats.json").write_text(json.dumps(result.stats, indent=2))
+            write_pairs_report(tmp / REPORT_DIR, result.kept, result.stats, result.built, result.scored)
 
-        out = Path(output) if output else self.stage_dir("pairs", self.pairs_key())
-        return self._run_stage("pairs", out, work, {"config": self.recipe.pairing, "input": source})
+        return self._run_stage("pairs", out, work, {"config": cfg, "input": source})
 
     def train(self, input: str | Path | None = None, output: str | Path | None = None) -> Path:
         """Train in place (not in a temporary directory) so that a crashed run resumes from its checkpoints."""
@@ -171,7 +200,7 @@ class Pipeline:
         out = Path(output) if output else self.stage_dir("train", self.train_key())
         if self._already_done("train", out):
             return out
-        load_stage_dataset(source, TRAIN_PAIRS, "training pairs")  # fail fast on a bad input
+        check_training_data(source, self.recipe.training.method)  # fail fast, before launching
         logger.info("[train] writing %s", out)
         launch_training(self.recipe.training, source, self.model_path(self.recipe.training.model), out)
         mark_complete(out, {"stage": "train", "config": self.recipe.training, "input": source})

@@ -1,4 +1,4 @@
-"""PNG plots written beside stage outputs: judged score distributions and pair margin distributions."""
+"""PNG plots written beside stage outputs: judged scores, pair margins, generator win rates, lengths, positions."""
 
 from __future__ import annotations
 
@@ -9,7 +9,16 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+
+
+def _save(fig, title: str, path: Path) -> Path:
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _histogram_row(columns: list[str], title: str, ylabel: str, draw: Callable[[plt.Axes, str], None],
@@ -20,11 +29,7 @@ def _histogram_row(columns: list[str], title: str, ylabel: str, draw: Callable[[
         draw(ax, column)
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel(ylabel)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, title, path)
 
 
 def plot_scores(judged: pd.DataFrame, path: Path) -> Path:
@@ -41,16 +46,94 @@ def plot_scores(judged: pd.DataFrame, path: Path) -> Path:
     return _histogram_row(columns, "Judged scores by generator", "candidates", draw, path)
 
 
-def plot_margins(built: pd.DataFrame, kept: pd.DataFrame, path: Path) -> Path:
-    """Margin (chosen - rejected) histograms per dimension: every pair built against the pairs kept."""
+def plot_margins(kept: pd.DataFrame, path: Path, built: pd.DataFrame | None = None) -> Path:
+    """Margin (chosen - rejected) histograms per dimension: the pairs kept, against every pair built if given."""
+    reference = kept if built is None or built.empty else built
 
     def draw(ax, column):
-        bounds = (min(built[column].min(), 0.0), max(built[column].max(), 0.0) or 1.0)
-        ax.hist(built[column], bins=21, range=bounds, alpha=0.5, label=f"built ({len(built)})")
+        bounds = (min(reference[column].min(), kept[column].min(), 0.0),
+                  max(reference[column].max(), kept[column].max(), 0.0) or 1.0)
+        if reference is not kept:
+            ax.hist(reference[column], bins=21, range=bounds, alpha=0.5, label=f"built ({len(reference)})")
         ax.hist(kept[column], bins=21, range=bounds, alpha=0.7, label=f"kept ({len(kept)})")
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_title("aggregate" if column == "margin" else column.removeprefix("margins."))
         ax.set_xlabel("chosen - rejected")
 
-    columns = ["margin"] + [c for c in built.columns if c.startswith("margins.")]
+    columns = ["margin"] + [c for c in kept.columns if c.startswith("margins.")]
     return _histogram_row(columns, "Judged margins of the pairs", "pairs", draw, path)
+
+
+def plot_generators(pairs: pd.DataFrame, path: Path) -> Path:
+    """Left: how often each generator wrote the chosen and the rejected trace. Right: per generator matchup,
+    how often the judge scores the chosen trace strictly higher."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    counts = pd.DataFrame({"chosen": pairs["chosen_generator"].value_counts(),
+                           "rejected": pairs["rejected_generator"].value_counts()}).fillna(0)
+    x = np.arange(len(counts))
+    left.bar(x - 0.2, counts["chosen"], 0.4, label="chosen")
+    left.bar(x + 0.2, counts["rejected"], 0.4, label="rejected")
+    left.set_xticks(x, counts.index, rotation=20)
+    left.set_ylabel("pairs")
+    left.set_title("traces per generator")
+    left.legend(fontsize=7)
+    matchups = pairs.groupby(["chosen_generator", "rejected_generator"])["judge_agrees"].agg(["mean", "size"])
+    labels = [f"{c} > {r}\n({n})" for (c, r), n in zip(matchups.index, matchups["size"])]
+    right.bar(np.arange(len(matchups)), 100 * matchups["mean"])
+    right.set_xticks(np.arange(len(matchups)), labels, fontsize=7)
+    right.set_ylim(0, 100)
+    right.set_ylabel("% judged chosen > rejected")
+    right.set_title("judge agreement per matchup")
+    return _save(fig, "Generators of the pairs", path)
+
+
+def plot_lengths(first: pd.Series, second: pd.Series, labels: tuple[str, str], path: Path) -> Path:
+    """Length (characters) histograms of two sets of texts, e.g. chosen against rejected."""
+    a, b = first.str.len(), second.str.len()
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    bins = np.linspace(0, max(a.max(), b.max(), 1), 31)
+    ax.hist(a, bins=bins, alpha=0.55, label=f"{labels[0]} (mean {a.mean():.0f})")
+    ax.hist(b, bins=bins, alpha=0.55, label=f"{labels[1]} (mean {b.mean():.0f})")
+    ax.set_xlabel("characters")
+    ax.set_ylabel("texts")
+    ax.legend(fontsize=7)
+    return _save(fig, f"Length: {labels[0]} vs {labels[1]}", path)
+
+
+def plot_positions(pairs: pd.DataFrame, path: Path) -> Path:
+    """Where chosen and rejected sit in their prompt's score distribution, as z = (score - mu) / sigma."""
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    z = pairs[["chosen_z", "rejected_z"]].dropna()
+    bins = np.linspace(min(z.min().min(), -3) if len(z) else -3, max(z.max().max(), 3) if len(z) else 3, 31)
+    for column in ("chosen_z", "rejected_z"):
+        ax.hist(z[column], bins=bins, alpha=0.55, label=f"{column[:-2]} (mean {z[column].mean():+.2f})")
+    ax.set_xlabel("(score - mu) / sigma within the prompt")
+    ax.set_ylabel("pairs")
+    ax.legend(fontsize=7)
+    return _save(fig, "Reward positions of the pairs", path)
+
+
+def plot_margin_fusion(pool: pd.DataFrame, kept_ids: pd.Series, path: Path) -> Path:
+    """External against implicit margin of every pair margin_bayes scored, the kept ones highlighted."""
+    fig, ax = plt.subplots(figsize=(5, 4))
+    kept = pool["pair_id"].isin(kept_ids)
+    ax.scatter(pool.loc[~kept, "external_margin"], pool.loc[~kept, "implicit_margin"], s=6, alpha=0.4,
+               label=f"not kept ({int((~kept).sum())})")
+    ax.scatter(pool.loc[kept, "external_margin"], pool.loc[kept, "implicit_margin"], s=8, alpha=0.8,
+               label=f"kept ({int(kept.sum())})")
+    ax.set_xlabel("external margin (judge)")
+    ax.set_ylabel("implicit margin (proxy log-ratio)")
+    ax.legend(fontsize=7)
+    return _save(fig, "margin_bayes: external vs implicit margins", path)
+
+
+def plot_label_scores(examples: pd.DataFrame, path: Path) -> Path:
+    """Aggregate-score histograms of desirable and undesirable KTO examples."""
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for label, group in examples.groupby("label"):
+        ax.hist(group["score"], bins=20, alpha=0.6,
+                label=f"{'desirable' if label else 'undesirable'} ({len(group)})")
+    ax.set_xlabel("aggregate score")
+    ax.set_ylabel("examples")
+    ax.legend(fontsize=7)
+    return _save(fig, "KTO examples by label", path)

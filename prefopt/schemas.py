@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 from datasets import Dataset, load_from_disk
+from datasets.fingerprint import generate_random_fingerprint
 
 DATA_DIR = "data"
 
@@ -54,8 +56,37 @@ PAIRS = {
     "strategy": "the strategy (and filter) that made the pair",
 }
 
-# What training needs: any preference dataset with these columns (plus the loss's gap column, if it uses one).
+# Columns some strategies add to pairs (not required).
+PAIRS_OPTIONAL = {
+    "chosen_z": "within-prompt strategies: (chosen score - prompt mean) / prompt std (null if all equal)",
+    "rejected_z": "within-prompt strategies: the same for the rejected completion",
+    "prompt_candidates": "within-prompt strategies: judged candidates the prompt had",
+    "external_margin": "margin_bayes: the external (judged) margin it calibrated",
+    "implicit_margin": "margin_bayes: the proxy's implicit margin h = chosen log-ratio - rejected log-ratio",
+    "fused_score": "margin_bayes: the fused score the pairs were ranked by",
+    "system": "reward_augmented (placement system): the conditioning system message",
+    "condition_score": "reward_augmented: the score stated in the conditioning text",
+}
+
+# KTO examples of strategy kto_unpaired: one row per judged candidate that got a label.
+UNPAIRED = {
+    "example_id": "candidate_id of the completion",
+    "prompt_id": "id of the prompt",
+    "prompt": "the user message",
+    "completion": "the completion",
+    "generator": "generator of the completion",
+    "label": "true: desirable (score >= desirable_min); false: undesirable",
+    "score": "aggregate score of the completion",
+    "scores": "struct: judge scores of the completion",
+    "class_weight": "n / (2 n_class): the weight under which both labels count equally",
+    "strategy": "the rule that labelled it",
+}
+
+# What training needs: any preference dataset with these columns (plus the loss's gap column, if it uses one;
+# a 'system' column, if present, becomes a system message).
 TRAIN_PAIRS = {column: PAIRS[column] for column in ("prompt", "chosen", "rejected")}
+# KTO trains on pairs given unpaired, or on these columns directly.
+TRAIN_UNPAIRED = {column: UNPAIRED[column] for column in ("prompt", "completion", "label")}
 
 EVAL_PREDICTIONS = {
     "split": "'in_domain' or 'out_of_domain'",
@@ -79,6 +110,12 @@ def require_columns(ds: Dataset, schema: dict[str, str], source: str, what: str)
         )
 
 
+def arrow_dataset(table: pa.Table) -> Dataset:
+    """A Dataset over an in-memory Arrow table. (Without a fingerprint, datasets would serialise every byte of
+    the table to make one: a full copy of a million candidates.)"""
+    return Dataset(table, fingerprint=generate_random_fingerprint())
+
+
 def load_stage_dataset(path: str | Path, schema: dict[str, str], what: str) -> Dataset:
     """Load ``path`` (a stage directory or a saved dataset) and check it has the ``schema`` columns."""
     path = Path(path)
@@ -97,3 +134,12 @@ def save_stage_dataset(ds: Dataset, stage_dir: str | Path) -> Path:
     out = Path(stage_dir) / DATA_DIR
     ds.save_to_disk(str(out))
     return out
+
+
+def check_training_data(path: str | Path, method: str) -> None:
+    """Pairs for DPO; pairs or KTO examples for KTO. Raises :class:`DataError` naming what is missing."""
+    data = load_stage_dataset(path, {}, "training data")
+    unpaired = "label" in data.column_names and "chosen" not in data.column_names
+    if unpaired and method != "kto":
+        raise DataError(f"{path}: holds KTO examples (unpaired); training.method {method!r} needs pairs")
+    require_columns(data, TRAIN_UNPAIRED if unpaired else TRAIN_PAIRS, str(path), "training data")

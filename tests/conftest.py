@@ -34,6 +34,26 @@ def tiny_models(ci_recipe, model_cache) -> dict[str, str]:
     return {name: str(build_tiny_model(spec, model_cache, desc=name)) for name, spec in ci_recipe.world.models.items()}
 
 
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory, tiny_models) -> Path:
+    """The CI recipe run end to end through the CLI once; later tests add stages beside its own."""
+    from prefopt.cli import main
+
+    out = tmp_path_factory.mktemp("run")
+    assert main(["run", str(CI_RECIPE), "--output-dir", str(out)]) == 0
+    return out
+
+
+def ci_stage(run_dir: Path, stage: str) -> Path:
+    """The CI recipe's own output directory of ``stage`` under ``run_dir`` (other tests add stages beside it)."""
+    import dataclasses
+
+    from prefopt.pipeline import Pipeline
+
+    pipeline = Pipeline(dataclasses.replace(load_recipe(CI_RECIPE), output_dir=str(run_dir)))
+    return pipeline.stage_dir(stage, getattr(pipeline, f"{stage}_key")())
+
+
 def trainer_config(cls, output_dir, **overrides):
     """A TRL-style config (DPOConfig, KTOConfig or prefopt's) for tiny CPU runs in tests."""
     base = dict(output_dir=str(output_dir), bf16=False, gradient_checkpointing=False, report_to="none",

@@ -43,6 +43,18 @@ def test_yaml_numbers_reach_trl_as_numbers():
         ("beta: 0.1", "beta: 0.1\n    pref_loss: fancy", "training.trl", "pref_loss: unknown loss 'fancy'"),
         ("beta: 0.1", "beta: 0.1\n    pref_loss: weighted\n    use_weighting: true", "training.trl",
          "prefopt's losses replace TRL's"),
+        ("rejected: weak}]", "rejected: mid}]", "pairing", "generator 'mid' is not in generation.generators"),
+        ("strategy: generator_delta", "strategy: sweet_spot\n  sweet_spot: {chosen_q: 1}", "pairing.sweet_spot.chosen_q",
+         "unknown field"),
+        ("strategy: generator_delta", "strategy: kto_unpaired", "pairing", "apply to pairs only"),
+        ("strategy: generator_delta", "strategy: generator_delta\n  margin_bayes: {proxy: {model: 'world:policy', "
+         "trl: {bta: 1}}}", "pairing.margin_bayes.proxy.trl.bta", "unknown field of PrefDPOConfig"),
+        ("strategy: generator_delta", "strategy: generator_delta\n  margin_bayes: {proxy: {model: 'world:tiny'}}",
+         "world:tiny", "not defined under world.models"),
+        ("strategy: generator_delta", "strategy: generator_delta\n  margin_bayes: {top_fraction: 0}",
+         "pairing.margin_bayes", "top_fraction must be in (0, 1]"),
+        ("strategy: generator_delta", "strategy: generator_delta\n  reward_augmented: {template: 'no placeholder'}",
+         "pairing.reward_augmented", "must contain '{score}'"),
     ],
 )
 def test_bad_recipes_name_the_file_and_the_field(tmp_path, old, new, field, expected):
@@ -69,6 +81,7 @@ def test_schema_doc_lists_every_column():
     from prefopt import schemas
 
     doc = (REPO / "docs" / "schemas.md").read_text()
-    for schema in (schemas.CANDIDATES, schemas.JUDGMENTS, schemas.PAIRS, schemas.EVAL_PREDICTIONS):
+    for schema in (schemas.CANDIDATES, schemas.JUDGMENTS, schemas.PAIRS,
+                   schemas.PAIRS_OPTIONAL, schemas.UNPAIRED, schemas.EVAL_PREDICTIONS):
         for column in schema:
             assert f"| `{column}` |" in doc, column

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -14,14 +15,7 @@ from prefopt.cli import main
 from prefopt.pipeline import Pipeline
 from prefopt.schemas import PAIRS
 
-from conftest import CI_RECIPE
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, tiny_models):
-    out = tmp_path_factory.mktemp("run")
-    assert main(["run", str(CI_RECIPE), "--output-dir", str(out)]) == 0
-    return out
+from conftest import CI_RECIPE, ci_stage
 
 
 def stage_dirs(root: Path) -> list[Path]:
@@ -29,26 +23,26 @@ def stage_dirs(root: Path) -> list[Path]:
 
 
 def test_run_writes_every_stage_and_the_results_table(run_dir):
-    stages = {p.parent.name for p in stage_dirs(run_dir)}
-    assert stages == {"generate", "judge", "pairs", "train", "eval"}
+    for stage in ("generate", "judge", "pairs", "train"):
+        assert is_complete(ci_stage(run_dir, stage)), stage
     results = json.loads((run_dir / "results.json").read_text())
     assert set(results["accuracy"]) == {"strong", "weak", "policy (before DPO)", "policy (after DPO)"}
     table = (run_dir / "results.md").read_text()
     for row in ("| strong |", "| policy (after DPO) |", "| generator delta (strong - weak) |", "pairs kept"):
         assert row in table
     stats = results["pairs"]
-    assert stats["pairs_built"] == 24 * 2 and stats["pairs_kept"] == 24
-    for plot in ("judge/*/scores.png", "pairs/*/margins.png"):
-        [png] = list(run_dir.glob(plot))
+    assert stats["pairs_built"] == 24 * 2 and stats["pairs_kept"] == math.ceil((48 - stats["ties"]) / 2)
+    for png in (ci_stage(run_dir, "judge") / "scores.png", *(ci_stage(run_dir, "pairs") / "report" / name
+                                                              for name in ("margins.png", "generators.png", "lengths.png"))):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
 def test_pairs_follow_the_schema_and_training_changed_the_policy(run_dir, tiny_models):
-    [pairs_dir] = list((run_dir / "pairs").iterdir())
+    pairs_dir = ci_stage(run_dir, "pairs")
     pairs = load_from_disk(str(pairs_dir / "data"))
     assert set(PAIRS) <= set(pairs.column_names)
     assert all(s.startswith("generator_delta(strong>weak)+sample_delta") for s in pairs["strategy"])
-    [train_dir] = list((run_dir / "train").iterdir())
+    train_dir = ci_stage(run_dir, "train")
     before = load_file(Path(tiny_models["policy"]) / "model.safetensors")
     after = load_file(train_dir / "model" / "model.safetensors")
     assert before.keys() == after.keys()
@@ -81,7 +75,7 @@ def test_a_changed_stage_reruns_only_downstream(run_dir, ci_recipe, tmp_path):
 
 
 def test_single_stage_commands_read_and_write_explicit_paths(run_dir, tmp_path, capsys):
-    [generated] = list((run_dir / "generate").iterdir())
+    generated = ci_stage(run_dir, "generate")
     out = tmp_path / "judged"
     assert main(["judge", str(CI_RECIPE), "--input", str(generated), "--output", str(out)]) == 0
     assert is_complete(out) and len(load_from_disk(str(out / "data"))) == 24 * 4

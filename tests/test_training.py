@@ -11,7 +11,7 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
 
-from prefopt.training.dpo import to_conversational
+from prefopt.training.data import to_conversational
 from conftest import assert_same_loss_and_grads
 from conftest import trainer_config as config
 from prefopt.training.trainers import GAP_KEY, PrefDPOConfig, PrefDPOTrainer

@@ -1,30 +1,43 @@
-"""The pairs stage: apply the recipe's strategy and sample-level delta filter, and account for every drop.
+"""The pairs stage: the recipe's strategy, then its gates and selections in order, accounting for every drop.
 
-Output: the pairs dataset (``prefopt.schemas.PAIRS``) and ``stats.json`` (counts, tie and judge-agreement
-rates, mean margins before and after the filter, prompts that lacked candidates) and ``margins.png``.
+    strategy -> drop ties -> judge-agreement gate -> sample-delta filter -> margin_bayes -> reward augmentation
+
+Output: the pairs dataset (``prefopt.schemas.PAIRS``; ``UNPAIRED`` for ``kto_unpaired``) and the stats of
+the build (counts, tie and judge-agreement rates, mean margins, prompts with too few candidates).
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 from datasets import Dataset
 
 from prefopt.configs import PairingConfig
-from prefopt.plots import plot_margins
-from prefopt.pairing.strategies import generator_delta, sample_delta_filter, score_dimensions
+from prefopt.pairing import strategies as S
+from prefopt.pairing.calibration import margin_bayes_scores
+from prefopt.schemas import arrow_dataset
 
 logger = logging.getLogger(__name__)
 
-STRUCT_COLUMNS = ("chosen_scores", "rejected_scores", "margins")
+STRUCT_COLUMNS = ("chosen_scores", "rejected_scores", "margins", "scores")
 
 
-def pairs_to_dataset(pairs: pd.DataFrame) -> Dataset:
-    """Nest the flat ``<struct>.<dim>`` columns of a pairs frame into struct columns."""
-    table = pa.Table.from_pandas(pairs, preserve_index=False)
+@dataclass(frozen=True)
+class PairingResult:
+    dataset: Dataset       # what the stage writes
+    stats: dict            # how it was built
+    built: pd.DataFrame    # every pair the strategy made (before ties and selections); empty for unpaired
+    kept: pd.DataFrame     # the flat frame behind ``dataset``
+    scored: pd.DataFrame | None = None  # margin_bayes: every pair it scored, with its margins and fused score
+
+
+def to_dataset(frame: pd.DataFrame) -> Dataset:
+    """Nest the flat ``<struct>.<dim>`` columns of a pairs (or unpaired) frame into struct columns."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
     for struct in STRUCT_COLUMNS:
         names = [c for c in table.column_names if c.startswith(f"{struct}.")]
         if not names:
@@ -32,55 +45,183 @@ def pairs_to_dataset(pairs: pd.DataFrame) -> Dataset:
         arrays = [table.column(c).combine_chunks() for c in names]
         nested = pa.StructArray.from_arrays(arrays, names=[c[len(struct) + 1:] for c in names])
         table = table.drop_columns(names).append_column(struct, nested)
-    return Dataset(table)
+    return arrow_dataset(table)
 
 
 def _mean(series: pd.Series) -> float | None:
     return None if series.empty else float(series.mean())
 
 
-def build_pairs(cfg: PairingConfig, judgments: Dataset, plot_to: Path | None = None) -> tuple[Dataset, dict]:
-    """Pairs and their stats; with ``plot_to``, also a PNG of the margins of the pairs built and kept."""
-    judged = judgments.flatten().to_pandas()
-    dims = score_dimensions(judged)
-    by_prompt = judged.groupby("prompt_id")["generator"].agg(set)
-    missing = {
-        g: sorted(by_prompt.index[~by_prompt.map(lambda s, g=g: g in s)])
-        for g in (cfg.chosen_generator, cfg.rejected_generator)
-    }
-    for g, prompts in missing.items():
-        if prompts:
-            logger.warning("%d prompts have no candidate from generator %r (e.g. %s)", len(prompts), g, prompts[:3])
-    built = generator_delta(judged, cfg.chosen_generator, cfg.rejected_generator)
-    kept = built[built["judge_agrees"]] if cfg.require_judge_agreement else built
+def _flat(judgments: Dataset | pd.DataFrame) -> pd.DataFrame:
+    """Judgments as a flat frame of the columns pairing reads (raw judge outputs and the like stay on disk)."""
+    if isinstance(judgments, pd.DataFrame):
+        return judgments
+    return judgments.select_columns(S.CANDIDATE_COLUMNS + ["scores"]).flatten().to_pandas()
+
+
+def describe(cfg: PairingConfig) -> str:
+    """The strategy and every selection after it, as recorded in stats."""
+    parts = [cfg.strategy]
+    if cfg.strategy == "sweet_spot":
+        parts[0] += f"(chosen_k={cfg.sweet_spot.chosen_k}, rejected_k={cfg.sweet_spot.rejected_k})"
+    if cfg.require_judge_agreement:
+        parts.append("judge_agreement")
+    if cfg.filter.active:
+        parts.append(f"sample_delta({_filter_rule(cfg)})")
+    if cfg.margin_bayes:
+        parts.append(f"margin_bayes({cfg.margin_bayes.fusion}, top {cfg.margin_bayes.top_fraction:g})")
+    if cfg.reward_augmented:
+        parts.append("reward_augmented")
+    return " + ".join(parts)
+
+
+def _filter_rule(cfg: PairingConfig) -> str:
     f = cfg.filter
-    if f.top_fraction is not None or f.min_gap is not None:
-        kept = sample_delta_filter(kept, f.dimension, f.top_fraction, f.min_gap)
-        rule = f"top_fraction={f.top_fraction}" if f.min_gap is None else f"min_gap={f.min_gap}"
-        if f.min_gap is not None and f.top_fraction is not None:
-            rule += f",top_fraction={f.top_fraction}"
-        kept = kept.assign(strategy=kept["strategy"] + f"+sample_delta({f.dimension}:{rule})")
-    stats = {
-        "strategy": cfg.strategy,
-        "candidates": len(judged),
-        "unjudged_candidates": int(judged["aggregate"].isna().sum()),
-        "prompts": int(judged["prompt_id"].nunique()),
-        "prompts_without_generator": {g: len(p) for g, p in missing.items()},
-        "pairs_built": len(built),
-        "ties": int((built["margin"] == 0).sum()),
-        "judge_disagreements": int((built["margin"] < 0).sum()),
-        "judge_agreement_rate": _mean(built["judge_agrees"].astype(float)),
-        "dropped_by_agreement_gate": int(len(built) - built["judge_agrees"].sum()) if cfg.require_judge_agreement else 0,
-        "pairs_kept": len(kept),
-        "mean_margin_built": _mean(built["margin"]),
-        "mean_margin_kept": _mean(kept["margin"]),
-        "mean_margins_kept": {d: _mean(kept[f"margins.{d}"]) for d in dims},
-    }
-    logger.info("Pairs: %d built from %d prompts, %d kept (mean judged gap %.3f -> %.3f, judge agrees on %.0f%%)",
-                stats["pairs_built"], stats["prompts"], stats["pairs_kept"], stats["mean_margin_built"] or 0,
-                stats["mean_margin_kept"] or 0, 100 * (stats["judge_agreement_rate"] or 0))
-    if kept.empty:
-        raise ValueError("no pairs left after pairing and filtering; loosen pairing.filter or check the judge")
-    if plot_to is not None:
-        plot_margins(built, kept, plot_to)
-    return pairs_to_dataset(kept), stats
+    rules = [f"min_gap={f.min_gap}"] * (f.min_gap is not None) + [f"top_fraction={f.top_fraction}"] * (
+        f.top_fraction is not None)
+    return f"{f.dimension}:{','.join(rules)}"
+
+
+def run_strategy(cfg: PairingConfig, judged: pd.DataFrame) -> S.Built:
+    generators = cfg.generators or None
+    if cfg.strategy == "generator_delta":
+        return S.generator_delta(judged, [(p.chosen, p.rejected) for p in cfg.generator_pairs])
+    if cfg.strategy == "max_min":
+        return S.max_min(judged, generators, cfg.seed)
+    if cfg.strategy == "max_random":
+        return S.max_random(judged, generators, cfg.seed)
+    if cfg.strategy == "sweet_spot":
+        return S.sweet_spot(judged, cfg.sweet_spot.chosen_k, cfg.sweet_spot.rejected_k, generators, cfg.seed)
+    raise ValueError(f"unknown pairing strategy {cfg.strategy!r}")
+
+
+def base_pairs(cfg: PairingConfig, judgments: Dataset | pd.DataFrame) -> pd.DataFrame:
+    """The pairs that margin_bayes selects from: the strategy's pairs after ties, the gate and the filter."""
+    judged = _flat(judgments)
+    pairs, _ = _gated(cfg, run_strategy(cfg, judged).frame, {})
+    return pairs
+
+
+def _gated(cfg: PairingConfig, pairs: pd.DataFrame, stats: dict) -> tuple[pd.DataFrame, dict]:
+    ties = pairs["margin"].abs() <= S.TIE_TOLERANCE
+    stats["ties"] = int(ties.sum())
+    stats["tie_rate"] = _mean(ties.astype(float))
+    stats["judge_disagreements"] = int((pairs["margin"] < -S.TIE_TOLERANCE).sum())
+    stats["judge_agreement_rate"] = _mean(pairs["judge_agrees"].astype(float))
+    if cfg.drop_ties:
+        pairs = pairs[~ties]
+    stats["ties_dropped"] = stats["ties"] if cfg.drop_ties else 0
+    before = len(pairs)
+    if cfg.require_judge_agreement:
+        pairs = pairs[pairs["judge_agrees"]]
+    stats["dropped_by_agreement_gate"] = before - len(pairs)
+    before = len(pairs)
+    if cfg.filter.active:
+        f = cfg.filter
+        pairs = S.sample_delta_filter(pairs, f.dimension, f.top_fraction, f.min_gap)
+        pairs = pairs.assign(strategy=pairs["strategy"] + f"+sample_delta({_filter_rule(cfg)})")
+    stats["dropped_by_filter"] = before - len(pairs)
+    return pairs, stats
+
+
+def select_margin_bayes(cfg: PairingConfig, pairs: pd.DataFrame, implicit: pd.Series
+                        ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Less is More's selection: the kept pairs, every scored pair, and the calibration used. ``implicit`` is
+    each pair's implicit margin, indexed by pair_id."""
+    mb = cfg.margin_bayes
+    missing = pairs.loc[~pairs["pair_id"].isin(implicit.index), "pair_id"]
+    if len(missing):
+        raise ValueError(f"margin_bayes: {len(missing)} pairs have no implicit margin (e.g. {missing.iloc[0]!r}); "
+                         "the proxy scored a different set of pairs")
+    external = pairs[S.gap_column(mb.dimension)].to_numpy(float)
+    implicit_margin = implicit.reindex(pairs["pair_id"]).to_numpy(float)
+    scores, bounds = margin_bayes_scores(external, implicit_margin, mb.fusion, mb.external_low, mb.external_high,
+                                         mb.implicit_low, mb.implicit_high, mb.min_tail)
+    scored = pairs.assign(external_margin=external, implicit_margin=implicit_margin, fused_score=scores)
+    kept = S.sort_pairs(S.keep_top_fraction(scored, "fused_score", mb.top_fraction))
+    kept = kept.assign(strategy=kept["strategy"] + f"+margin_bayes({mb.fusion},top={mb.top_fraction:g})")
+    correlation = (float(np.corrcoef(external, implicit_margin)[0, 1])
+                   if len(pairs) > 1 and external.std() > 0 and implicit_margin.std() > 0 else None)
+    info = {**bounds, "fusion": mb.fusion, "external_implicit_correlation": correlation,
+            "mean_fused_score_all": _mean(scored["fused_score"]), "mean_fused_score_kept": _mean(kept["fused_score"])}
+    return kept, scored, info
+
+
+def build_pairs(cfg: PairingConfig, judgments: Dataset | pd.DataFrame, implicit: pd.Series | None = None
+                ) -> PairingResult:
+    """Pairs (or KTO examples) and the stats of how they were built.
+
+    ``judgments`` is a judgments dataset or its flattened frame. ``implicit`` (each pair's implicit margin,
+    indexed by pair_id) is needed by ``margin_bayes``; `prefopt pairs` computes it with the proxy model.
+    """
+    judged = _flat(judgments)
+    dims = S.score_dimensions(judged)
+    stats: dict = {"strategy": describe(cfg), "candidates": len(judged),
+                   "unjudged_candidates": int(judged["aggregate"].isna().sum()),
+                   "prompts": int(judged["prompt_id"].nunique())}
+    if cfg.unpaired:
+        return _build_unpaired(cfg, judged, dims, stats)
+    built = run_strategy(cfg, judged)
+    stats["prompts_too_few_candidates"] = len(built.short_prompts)
+    stats["prompts_too_few_candidates_examples"] = built.short_prompts[:5]
+    if built.short_prompts:
+        logger.warning("%d prompts have too few judged candidates for %s (e.g. %s)", len(built.short_prompts),
+                       cfg.strategy, built.short_prompts[:3])
+    pairs = built.frame
+    stats["pairs_built"] = len(pairs)
+    stats["mean_margin_built"] = _mean(pairs["margin"])
+    if cfg.strategy == "generator_delta":
+        stats["generator_pairs"] = [
+            {"chosen": p.chosen, "rejected": p.rejected, "pairs_built": int(len(group)),
+             "judge_agreement_rate": _mean(group["judge_agrees"].astype(float)),
+             "judge_disagreement_rate": _mean((group["margin"] < -S.TIE_TOLERANCE).astype(float)),
+             "mean_margin": _mean(group["margin"])}
+            for p in cfg.generator_pairs
+            for group in [pairs[(pairs["chosen_generator"] == p.chosen) & (pairs["rejected_generator"] == p.rejected)]]]
+    pairs, stats = _gated(cfg, pairs, stats)
+    scored = None
+    if cfg.margin_bayes is not None:
+        if implicit is None:
+            raise ValueError("pairing.margin_bayes needs each pair's implicit margin: run `prefopt pairs` (it trains "
+                             "and scores the proxy model) or pass `implicit` to build_pairs")
+        before = len(pairs)
+        pairs, scored, stats["margin_bayes"] = select_margin_bayes(cfg, pairs, implicit)
+        stats["dropped_by_margin_bayes"] = before - len(pairs)
+    if cfg.reward_augmented is not None:
+        ra = cfg.reward_augmented
+        selected = len(pairs)
+        pairs = S.reward_augment(pairs, ra.template, ra.placement, ra.score_range, ra.target_range, ra.decimals)
+        stats["reward_augmented_rows"] = len(pairs) - selected
+    stats.update({
+        "pairs_kept": len(pairs),
+        "mean_margin_kept": _mean(pairs["margin"]),
+        "mean_margins_kept": {d: _mean(pairs[f"margins.{d}"]) for d in dims},
+    })
+    logger.info("Pairs (%s): %d built from %d prompts, %d ties, %d kept (mean judged gap %.3f -> %.3f, judge "
+                "agrees on %.0f%%)", stats["strategy"], stats["pairs_built"], stats["prompts"], stats["ties"],
+                stats["pairs_kept"], stats["mean_margin_built"] or 0, stats["mean_margin_kept"] or 0,
+                100 * (stats["judge_agreement_rate"] or 0))
+    if pairs.empty:
+        raise ValueError("no pairs left after pairing and filtering; loosen the selection or check the judge "
+                         f"({stats['pairs_built']} built, {stats['ties']} ties)")
+    return PairingResult(to_dataset(pairs), stats, built.frame, pairs, scored)
+
+
+def _build_unpaired(cfg: PairingConfig, judged: pd.DataFrame, dims: list[str], stats: dict) -> PairingResult:
+    built, between = S.kto_unpaired(judged, cfg.kto.desirable_min, cfg.kto.undesirable_max, cfg.generators or None)
+    frame = built.frame
+    desirable = int(frame["label"].sum())
+    stats.update({
+        "examples_kept": len(frame), "desirable": desirable, "undesirable": len(frame) - desirable,
+        "dropped_between_thresholds": between,
+        "class_weights": {"desirable": _mean(frame.loc[frame["label"], "class_weight"]),
+                          "undesirable": _mean(frame.loc[~frame["label"], "class_weight"])},
+        "mean_score": {"desirable": _mean(frame.loc[frame["label"], "score"]),
+                       "undesirable": _mean(frame.loc[~frame["label"], "score"])},
+    })
+    logger.info("KTO examples: %d desirable, %d undesirable, %d between thresholds dropped", desirable,
+                len(frame) - desirable, between)
+    if desirable == 0 or desirable == len(frame):
+        raise ValueError(f"kto_unpaired needs both classes; got {desirable} desirable of {len(frame)}: move "
+                         "pairing.kto.desirable_min")
+    return PairingResult(to_dataset(frame), stats, frame.iloc[:0], frame)

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 
 from datasets import Dataset
 
-from prefopt.schemas import TRAIN_PAIRS
+from prefopt.schemas import TRAIN_PAIRS, load_stage_dataset
+from prefopt.training.data import to_conversational
 from prefopt.training.entry import run_entry
-from prefopt.training.trainers import GAP_KEY, PrefDPOConfig, PrefDPOTrainer
+from prefopt.training.trainers import PrefDPOConfig, PrefDPOTrainer
 
 
 @dataclass
@@ -29,24 +30,13 @@ class DPOScriptArguments:
         "help": "Pairs column with the judged gap the loss uses: 'margin' (aggregate) or 'margins.<dimension>'."})
 
 
-def to_conversational(pairs: Dataset, gap_column: str = "margin") -> Dataset:
-    """TRL's conversational preference format (so the model's own chat template renders every prompt), plus
-    each pair's judged gap as ``pref_gap``."""
-    flat = pairs.flatten()
-    if gap_column not in flat.column_names:
-        raise ValueError(f"gap_column {gap_column!r} is not a column of the pairs; numeric columns: "
-                         f"{[c for c in flat.column_names if c == 'margin' or c.startswith('margins.')]}")
-    return Dataset.from_dict({
-        "prompt": [[{"role": "user", "content": p}] for p in pairs["prompt"]],
-        "chosen": [[{"role": "assistant", "content": c}] for c in pairs["chosen"]],
-        "rejected": [[{"role": "assistant", "content": r}] for r in pairs["rejected"]],
-        GAP_KEY: [float(g) for g in flat[gap_column]],
-    })
+def load_pairs(script_args: DPOScriptArguments) -> Dataset:
+    pairs = load_stage_dataset(script_args.pairs_path, TRAIN_PAIRS, "DPO training pairs")
+    return to_conversational(pairs, script_args.gap_column)
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_entry(argv, "dpo", DPOScriptArguments, PrefDPOConfig, PrefDPOTrainer, TRAIN_PAIRS,
-              lambda pairs, script_args: to_conversational(pairs, script_args.gap_column))
+    run_entry(argv, "dpo", DPOScriptArguments, PrefDPOConfig, PrefDPOTrainer, load_pairs)
 
 
 if __name__ == "__main__":

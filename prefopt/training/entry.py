@@ -26,7 +26,6 @@ from trl import TrlParser
 from prefopt.cache import mark_complete
 from prefopt.configs import load_recipe
 from prefopt.pipeline import Pipeline
-from prefopt.schemas import load_stage_dataset
 from prefopt.training.launch import FINAL_MODEL_DIR
 
 logger = logging.getLogger(__name__)
@@ -70,15 +69,15 @@ def train_and_save(trainer, tokenizer, output_dir: str) -> None:
 
 
 def run_entry(argv: list[str] | None, method: str, script_cls: type, config_cls: type, trainer_cls: type,
-              schema: dict[str, str], to_dataset: Callable[[Dataset, object], Dataset]) -> None:
-    """Parse (recipe or flat config, plus flags), load the pairs, train, save, and mark a recipe's stage done."""
+              load_train_dataset: Callable[[object], Dataset]) -> None:
+    """Parse (recipe or flat config, plus flags), load the training data (``load_train_dataset(script_args)``),
+    train, save, and mark a recipe's stage done."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s prefopt.train %(levelname)s %(message)s")
     argv, stage_dir = resolve_recipe_argv(argv, method)
     script_args, training_args = TrlParser((script_cls, config_cls)).parse_args_and_config(args=argv)
-    pairs = load_stage_dataset(script_args.pairs_path, schema, f"{method.upper()} training pairs")
     tokenizer = AutoTokenizer.from_pretrained(script_args.model_name_or_path)
     trainer = trainer_cls(model=script_args.model_name_or_path, args=training_args,
-                          train_dataset=to_dataset(pairs, script_args), processing_class=tokenizer)
+                          train_dataset=load_train_dataset(script_args), processing_class=tokenizer)
     train_and_save(trainer, tokenizer, training_args.output_dir)
     if stage_dir is not None and trainer.accelerator.is_main_process:
         mark_complete(stage_dir, {"stage": "train", "launched_by_hand": True})

@@ -138,6 +138,37 @@ class PrefDPOTrainer(ExtraColumnMixin, DPOTrainer):
             return SequentialSampler(train_dataset if train_dataset is not None else self.train_dataset)
         return super()._get_train_sampler(train_dataset)
 
+    def _sequence_logps(self, model, inputs: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+        """Per-token policy log-probs (zero outside completions), the completion mask shifted like them, and the
+        summed policy and reference log-probs of the chosen and rejected completions, as TRL computes them."""
+        completion_mask = inputs["completion_mask"]
+        shift_mask = completion_mask[..., 1:]
+        model_kwargs = {k: v for k, v in inputs.items()
+                        if k not in ("completion_mask", "ref_chosen_logps", "ref_rejected_logps")}
+        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+        outputs = model(**model_kwargs, use_cache=False, labels=labels, fused_lm_head=True)
+        per_token_logps = outputs.log_probs[:, -shift_mask.size(1):]
+        chosen_logps, rejected_logps = per_token_logps.sum(dim=1).chunk(2, dim=0)
+        if self.precompute_ref_logps:
+            ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+        else:
+            ref_chosen, ref_rejected = self.compute_ref_log_probs(
+                self.ref_model if self.ref_model is not None else self.model, inputs)
+        return per_token_logps, shift_mask, chosen_logps, rejected_logps, ref_chosen, ref_rejected
+
+    @torch.no_grad()
+    def pair_logratios(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per pair of the train dataset, in order: log pi(y_w|x) - log ref(y_w|x) and log pi(y_l|x) -
+        log ref(y_l|x), tokenised exactly as for training. Their difference is the implicit reward margin h."""
+        self.model.eval()
+        chosen, rejected = [], []
+        for batch in self.get_eval_dataloader(self.train_dataset):
+            inputs = self._without_extra(self._prepare_inputs(batch))
+            _, _, chosen_logps, rejected_logps, ref_chosen, ref_rejected = self._sequence_logps(self.model, inputs)
+            chosen.append(self.accelerator.gather_for_metrics(chosen_logps - ref_chosen).float().cpu())
+            rejected.append(self.accelerator.gather_for_metrics(rejected_logps - ref_rejected).float().cpu())
+        return torch.cat(chosen), torch.cat(rejected)
+
     def _compute_loss(self, model, inputs, return_outputs):
         if not self.args.uses_prefopt_loss:
             return super()._compute_loss(model, self._without_extra(inputs), return_outputs)
@@ -145,19 +176,8 @@ class PrefDPOTrainer(ExtraColumnMixin, DPOTrainer):
             raise ValueError("prefopt losses do not return model outputs (TRL deprecates it too)")
         gap = inputs[GAP_KEY]
         inputs = self._without_extra(inputs)
-        completion_mask = inputs["completion_mask"]
-        shift_mask = completion_mask[..., 1:]
-        model_kwargs = {k: v for k, v in inputs.items()
-                        if k not in ("completion_mask", "ref_chosen_logps", "ref_rejected_logps")}
-        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
-        outputs = model(**model_kwargs, use_cache=False, labels=labels, fused_lm_head=True)
-        per_token_logps = outputs.log_probs[:, -shift_mask.size(1):]  # zero outside the completions
-        chosen_logps, rejected_logps = per_token_logps.sum(dim=1).chunk(2, dim=0)
-        if self.precompute_ref_logps:
-            ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
-        else:
-            ref_chosen, ref_rejected = self.compute_ref_log_probs(
-                self.ref_model if self.ref_model is not None else self.model, inputs)
+        per_token_logps, shift_mask, chosen_logps, rejected_logps, ref_chosen, ref_rejected = \
+            self._sequence_logps(model, inputs)
         chosen_logratios, rejected_logratios = chosen_logps - ref_chosen, rejected_logps - ref_rejected
         per_pair = self._pair_losses(chosen_logratios - rejected_logratios, gap)
         to_sft = None
