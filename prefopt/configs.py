@@ -74,6 +74,9 @@ class GeneratorConfig:
     top_p: float = _help("Nucleus sampling mass.", default=1.0)
     max_new_tokens: int = _help("Most tokens per completion.", default=64)
     seed: int = _help("Base seed of this generator's samples.", default=0)
+    stop: list[str] = _help("Strings that end a completion (not included in its text).", default_factory=list)
+    logprobs: bool = _help("Record each generated token's log-probability (columns token_logprobs and "
+                           "cumulative_logprob).", default=False)
     engine_options: dict[str, Any] = _help("Engine arguments for this generator; merged over generation's.",
                                            default_factory=dict)
 

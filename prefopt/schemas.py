@@ -27,6 +27,12 @@ CANDIDATES = {
     "sampling": "struct: temperature, top_p, max_new_tokens, seed",
 }
 
+# Written by the generate stage, null unless a generator sets `logprobs: true`.
+CANDIDATES_OPTIONAL = {
+    "token_logprobs": "log-probability of each generated token under the generator (end-of-sequence included)",
+    "cumulative_logprob": "their sum: log p(completion | prompt)",
+}
+
 JUDGMENTS = {
     **CANDIDATES,
     "judge": "name of the judge",

@@ -81,7 +81,7 @@ def test_schema_doc_lists_every_column():
     from prefopt import schemas
 
     doc = (REPO / "docs" / "schemas.md").read_text()
-    for schema in (schemas.CANDIDATES, schemas.JUDGMENTS, schemas.PAIRS,
+    for schema in (schemas.CANDIDATES, schemas.CANDIDATES_OPTIONAL, schemas.JUDGMENTS, schemas.PAIRS,
                    schemas.PAIRS_OPTIONAL, schemas.UNPAIRED, schemas.EVAL_PREDICTIONS):
         for column in schema:
             assert f"| `{column}` |" in doc, column

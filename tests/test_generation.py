@@ -32,12 +32,26 @@ def test_greedy_decoding_answers_and_finish_reasons(engine):
     assert full.finish_reason == "stop" and "=" in full.text
 
 
+def test_stop_strings_and_logprobs_with_transformers(engine):
+    import math
+
+    [[full]] = engine.generate(["7*3+4"], SamplingParams(n=1, temperature=0.0, max_new_tokens=40, logprobs=True))
+    [[cut]] = engine.generate(["7*3+4"], SamplingParams(n=1, temperature=0.0, max_new_tokens=40, stop=("=",),
+                                                        logprobs=True))
+    assert "=" in full.text and cut.text == full.text.split("=")[0] and cut.finish_reason == "stop"
+    # every generated token has a log-probability (end-of-sequence included), matching the greedy choice
+    assert len(full.token_logprobs) == len(full.text) + 1 and all(lp <= 0 for lp in full.token_logprobs)
+    assert full.cumulative_logprob == pytest.approx(sum(full.token_logprobs))
+    assert cut.token_logprobs == pytest.approx(full.token_logprobs[:len(cut.token_logprobs)])
+    assert math.isfinite(cut.cumulative_logprob)
+
+
 def test_generate_stage_writes_the_candidate_schema(tiny_models, tmp_path):
     from datasets import load_from_disk
 
     cfg = GenerationConfig(batch_size=2, shard_size=3, generators=[
         GeneratorConfig(name="strong", model="world:strong", n=2, max_new_tokens=30),
-        GeneratorConfig(name="weak", model="world:weak", n=3, max_new_tokens=30),
+        GeneratorConfig(name="weak", model="world:weak", n=3, max_new_tokens=30, logprobs=True),
     ])
     prompts = load_prompts(PromptSource(num_prompts=5), WorldConfig())
     assert run_generation(cfg, prompts, lambda ref: tiny_models[ref.split(":")[1]], tmp_path)
@@ -47,6 +61,11 @@ def test_generate_stage_writes_the_candidate_schema(tiny_models, tmp_path):
     assert len(ds) == 5 * (2 + 3) == len(set(ds["candidate_id"]))
     assert ds.filter(lambda r: r["generator"] == "weak")["sample_index"].count(2) == 5
     assert all(r["reference"] for r in ds) and ds[0]["sampling"]["max_new_tokens"] == 30
+    for row in ds:
+        if row["generator"] == "weak":  # logprobs: true
+            assert row["cumulative_logprob"] == pytest.approx(sum(row["token_logprobs"])) and row["cumulative_logprob"] < 0
+        else:
+            assert row["token_logprobs"] is None and row["cumulative_logprob"] is None
 
 
 def test_prompts_from_a_jsonl_file(tmp_path):
@@ -108,7 +127,6 @@ def test_data_parallel_workers_match_a_single_process(sharded_reference, tmp_pat
 
 def test_a_killed_run_resumes_without_redoing_or_duplicating(tiny_models, tmp_path):
     """Kill a real `prefopt generate` mid-way; the rerun keeps finished shards and adds each candidate once."""
-    import os
     import signal
     import subprocess
     import sys

@@ -38,6 +38,37 @@ def test_greedy_tokens_match_transformers(vllm_engine, hf_engine):
     assert [g[0].finish_reason for g in ours] == [g[0].finish_reason for g in reference]
 
 
+def test_token_logprobs_and_stop_strings_match_transformers(vllm_engine, hf_engine):
+    for params in (SamplingParams(n=1, temperature=0.0, max_new_tokens=40, logprobs=True),
+                   SamplingParams(n=1, temperature=0.0, max_new_tokens=40, logprobs=True, stop=(";", ". ="))):
+        ours, reference = vllm_engine.generate(PROMPTS, params), hf_engine.generate(PROMPTS, params)
+        for [a], [b] in zip(ours, reference):
+            assert (a.text, a.finish_reason) == (b.text, b.finish_reason)
+            assert len(a.token_logprobs) == len(b.token_logprobs) > 0
+            assert a.token_logprobs == pytest.approx(b.token_logprobs, abs=1e-3)
+            if params.stop:
+                assert not any(stop in a.text for stop in params.stop)
+    [[plain]] = vllm_engine.generate(["7*7+7"], SamplingParams(n=1, temperature=0.0, max_new_tokens=40))
+    [[stopped]] = vllm_engine.generate(["7*7+7"], SamplingParams(n=1, temperature=0.0, max_new_tokens=40, stop=(";",)))
+    assert ";" in plain.text and stopped.text == plain.text.split(";")[0] and stopped.finish_reason == "stop"
+    assert plain.token_logprobs is None
+
+
+def test_decoding_constrained_to_a_json_schema_or_to_choices(vllm_engine):
+    import json
+
+    schema = {"type": "object", "additionalProperties": False, "required": ["correctness", "format"],
+              "properties": {"correctness": {"type": "integer", "minimum": 1, "maximum": 5},
+                             "format": {"type": "integer", "enum": [1, 2, 3, 4, 5]}}}
+    outputs = vllm_engine.generate(PROMPTS, SamplingParams(n=2, temperature=1.0, max_new_tokens=60, json_schema=schema))
+    for group in outputs:
+        for completion in group:
+            value = json.loads(completion.text)  # a model that never saw JSON writes valid JSON
+            assert set(value) == {"correctness", "format"} and all(1 <= v <= 5 for v in value.values())
+    picks = vllm_engine.generate(PROMPTS, SamplingParams(n=3, temperature=1.0, max_new_tokens=4, choices=("A", "B")))
+    assert {c.text for group in picks for c in group} <= {"A", "B"}
+
+
 def test_samples_are_seeded_per_request(vllm_engine):
     params = SamplingParams(n=4, temperature=1.0, max_new_tokens=30, seed=100)
     full = vllm_engine.generate(PROMPTS, params)

@@ -1,7 +1,11 @@
-"""Generation engines: one interface, implemented by transformers' ``generate`` and by vLLM.
+"""Generation engines: one interface, implemented by transformers' ``generate``, offline vLLM and a server.
 
 An engine takes user messages, renders them with the model's chat template, and returns ``n``
 completions per prompt. Seeds are per call, so the same prompts, parameters and seed give the same text.
+Stop strings end a completion (the stop string itself is not part of the text); token log-probabilities
+(the model's raw distribution, before temperature) come back when asked for; a JSON schema or a list of
+choices constrains decoding where the engine can (vLLM offline and servers; transformers cannot, and
+returns free text, which callers must parse).
 """
 
 from __future__ import annotations
@@ -29,12 +33,27 @@ class SamplingParams:
     top_p: float = 1.0
     max_new_tokens: int = 64
     seed: int = 0
+    stop: tuple[str, ...] = ()  # strings that end a completion (excluded from its text)
+    logprobs: bool = False  # return each generated token's log-probability
+    json_schema: dict | None = None  # constrain the output to this JSON schema, where the engine can
+    choices: tuple[str, ...] | None = None  # constrain the output to one of these strings, where the engine can
 
 
 @dataclass(frozen=True)
 class Completion:
     text: str
     finish_reason: str  # "stop" or "length"
+    token_logprobs: tuple[float, ...] | None = None  # with SamplingParams.logprobs
+
+    @property
+    def cumulative_logprob(self) -> float | None:
+        return None if self.token_logprobs is None else float(sum(self.token_logprobs))
+
+
+def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
+    """``text`` up to the first stop string, and whether one was found."""
+    cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return (text[:min(cuts)], True) if cuts else (text, False)
 
 
 class GenerationEngine(Protocol):
@@ -74,9 +93,14 @@ class TransformersEngine:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(self.device).eval()
+        self._warned_unguided = False
 
     @torch.inference_mode()
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
+        if (params.json_schema or params.choices) and not self._warned_unguided:
+            logger.warning("The transformers engine cannot constrain decoding (JSON schema / choices): it returns "
+                           "free text, which the caller parses")
+            self._warned_unguided = True
         texts = render_prompts(self.tokenizer, prompts)
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         sampling = params.temperature > 0
@@ -91,19 +115,32 @@ class TransformersEngine:
             num_return_sequences=params.n,
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.eos_token_id,
+            stop_strings=list(params.stop) or None,
+            tokenizer=self.tokenizer if params.stop else None,
+            return_dict_in_generate=True,
+            output_logits=params.logprobs,
         )
-        new_tokens = out[:, enc["input_ids"].shape[1]:]
-        eos = self.tokenizer.eos_token_id
+        new_tokens = out.sequences[:, enc["input_ids"].shape[1]:]
+        token_logprobs = None
+        if params.logprobs:  # the raw distribution's log-probability of each generated token
+            logits = torch.stack(out.logits, dim=1).float()
+            token_logprobs = torch.log_softmax(logits, dim=-1).gather(2, new_tokens[..., None])[..., 0]
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
         results: list[list[Completion]] = []
         for i in range(len(prompts)):
             group = []
-            for row in new_tokens[i * params.n:(i + 1) * params.n]:
-                ids = row.tolist()
+            for j in range(i * params.n, (i + 1) * params.n):
+                ids = new_tokens[j].tolist()
+                # A sequence ends at its end-of-sequence token; without one, generate() pads it after a stop string
+                # ended it while others in the batch went on.
                 finished = eos in ids
-                ids = ids[: ids.index(eos)] if finished else ids
-                ids = [t for t in ids if t != self.tokenizer.pad_token_id]
-                group.append(Completion(self.tokenizer.decode(ids, skip_special_tokens=True),
-                                        "stop" if finished else "length"))
+                end = ids.index(eos) if finished else len(ids)
+                while not finished and end and ids[end - 1] == pad:
+                    end -= 1
+                text, stopped = cut_at_stop(self.tokenizer.decode(ids[:end], skip_special_tokens=True), params.stop)
+                # like vLLM: every generated token, the end-of-sequence token included
+                logprobs = None if token_logprobs is None else tuple(token_logprobs[j, :end + finished].tolist())
+                group.append(Completion(text, "stop" if finished or stopped else "length", logprobs))
             results.append(group)
         return results
 
@@ -126,25 +163,34 @@ class VLLMEngine:
         from vllm import LLM
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        defaults = {"max_model_len": min(4096, getattr(self.tokenizer, "model_max_length", 4096) or 4096)}
+        # JSON without free whitespace: an unsure model would otherwise pad with newlines until max_tokens.
+        defaults = {"max_model_len": min(4096, getattr(self.tokenizer, "model_max_length", 4096) or 4096),
+                    "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True}}
         if not torch.cuda.is_available():
             defaults.update(dtype="float32", enforce_eager=True, gpu_memory_utilization=0.2)
         self.llm = LLM(model=model_path, **{**defaults, **options})
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
         from vllm import SamplingParams as VLLMSamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
 
         texts = render_prompts(self.tokenizer, prompts)
         inputs = [{"prompt_token_ids": self.tokenizer(t, add_special_tokens=False)["input_ids"]} for t in texts]
         greedy = params.temperature == 0
+        structured = None
+        if params.json_schema is not None:
+            structured = StructuredOutputsParams(json=params.json_schema)
+        elif params.choices is not None:
+            structured = StructuredOutputsParams(choice=list(params.choices))
         per_request = [
             VLLMSamplingParams(n=params.n, temperature=params.temperature, top_p=1.0 if greedy else params.top_p,
-                               max_tokens=params.max_new_tokens, seed=params.seed + i)
+                               max_tokens=params.max_new_tokens, seed=params.seed + i, stop=list(params.stop) or None,
+                               logprobs=0 if params.logprobs else None, structured_outputs=structured)
             for i in range(len(prompts))
         ]
         outputs = self.llm.generate(inputs, per_request, use_tqdm=False)
-        return [[Completion(o.text, "length" if o.finish_reason == "length" else "stop") for o in out.outputs]
-                for out in outputs]
+        return [[Completion(o.text, "length" if o.finish_reason == "length" else "stop", _sampled_logprobs(o))
+                 for o in out.outputs] for out in outputs]
 
     def close(self) -> None:
         """Stop vLLM's engine process now rather than whenever the garbage collector gets to it."""
@@ -153,6 +199,13 @@ class VLLMEngine:
             engine_core.shutdown()
         del self.llm
         release_memory()
+
+
+def _sampled_logprobs(output) -> tuple[float, ...] | None:
+    """vLLM's per-position log-prob dicts reduced to the sampled tokens' log-probabilities."""
+    if output.logprobs is None:
+        return None
+    return tuple(float(position[token].logprob) for token, position in zip(output.token_ids, output.logprobs))
 
 
 class ServerEngine:
@@ -193,14 +246,23 @@ class ServerEngine:
         raise AssertionError("unreachable")
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
+        constraint = {}
+        if params.json_schema is not None:  # the OpenAI form, which vLLM's server and OpenAI's API both take
+            constraint["response_format"] = {"type": "json_schema",
+                                              "json_schema": {"name": "judgment", "schema": params.json_schema}}
+        elif params.choices is not None:  # vLLM's own extension
+            constraint["structured_outputs"] = {"choice": list(params.choices)}
+
         def one(i: int) -> list[Completion]:
             reply = self._post({
                 "model": self.model, "messages": [{"role": "user", "content": prompts[i]}], "n": params.n,
                 "temperature": params.temperature, "top_p": params.top_p, "max_tokens": params.max_new_tokens,
-                "seed": params.seed + i,
+                "seed": params.seed + i, **({"stop": list(params.stop)} if params.stop else {}),
+                **({"logprobs": True, "top_logprobs": 0} if params.logprobs else {}), **constraint,
             })
             choices = sorted(reply["choices"], key=lambda c: c["index"])
-            return [Completion(c["message"]["content"] or "", "length" if c["finish_reason"] == "length" else "stop")
+            return [Completion(c["message"]["content"] or "", "length" if c["finish_reason"] == "length" else "stop",
+                               tuple(t["logprob"] for t in c["logprobs"]["content"]) if params.logprobs else None)
                     for c in choices]
 
         with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:

@@ -19,13 +19,13 @@ from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from datasets import Dataset, load_dataset, load_from_disk
+from datasets import load_dataset, load_from_disk
 from tqdm.auto import tqdm
 
 from prefopt.cache import atomic_write
 from prefopt.configs import GenerationConfig, GeneratorConfig, PromptSource, WorldConfig
 from prefopt.generation.engines import GenerationEngine, SamplingParams, make_engine
-from prefopt.schemas import DATA_DIR, DataError
+from prefopt.schemas import DATA_DIR, DataError, arrow_dataset
 from prefopt.world.tasks import sample_problems
 
 logger = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ CANDIDATE_SCHEMA = pa.schema([
     ("sample_index", pa.int64()), ("completion", pa.string()), ("finish_reason", pa.string()),
     ("sampling", pa.struct([("temperature", pa.float64()), ("top_p", pa.float64()),
                             ("max_new_tokens", pa.int64()), ("seed", pa.int64())])),
+    ("token_logprobs", pa.list_(pa.float64())), ("cumulative_logprob", pa.float64()),
 ])
 
 
@@ -111,7 +112,8 @@ def generate_unit(engine: GenerationEngine, cfg: GenerationConfig, unit: WorkUni
         batch = prompts[start:min(start + cfg.batch_size, unit.stop)]
         # The seed follows the global prompt index, so samples do not depend on sharding.
         params = SamplingParams(n=gen.n, temperature=gen.temperature, top_p=gen.top_p,
-                                max_new_tokens=gen.max_new_tokens, seed=seed + start)
+                                max_new_tokens=gen.max_new_tokens, seed=seed + start, stop=tuple(gen.stop),
+                                logprobs=gen.logprobs)
         for i, (prompt, outs) in enumerate(zip(batch, engine.generate([p["prompt"] for p in batch], params))):
             for k, out in enumerate(outs):
                 rows.append({
@@ -126,13 +128,15 @@ def generate_unit(engine: GenerationEngine, cfg: GenerationConfig, unit: WorkUni
                     "finish_reason": out.finish_reason,
                     "sampling": {"temperature": gen.temperature, "top_p": gen.top_p,
                                  "max_new_tokens": gen.max_new_tokens, "seed": params.seed + i},
+                    "token_logprobs": None if out.token_logprobs is None else list(out.token_logprobs),
+                    "cumulative_logprob": out.cumulative_logprob,
                 })
     return rows
 
 
 def merge_units(units: list[WorkUnit], stage_dir: Path) -> None:
     """Concatenate every unit, in the fixed unit order, into ``stage_dir/data`` (atomically)."""
-    merged = Dataset(pa.concat_tables([pq.read_table(u.path(stage_dir)) for u in units]))
+    merged = arrow_dataset(pa.concat_tables([pq.read_table(u.path(stage_dir)) for u in units]))
     atomic_write(stage_dir / DATA_DIR, lambda tmp: merged.save_to_disk(str(tmp)))
 
 
