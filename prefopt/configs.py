@@ -117,13 +117,89 @@ class GenerationConfig:
 
 
 @dataclass(frozen=True)
+class PairwiseAuditConfig:
+    """Pairwise comparisons, each asked in both orders, to measure the LLM judge's position bias."""
+
+    generators: list[str] = _help("Two generators; sample i of the first is compared with sample i of the second.")
+    max_pairs: int = _help("Most pairs compared (a seeded random subset).", default=256)
+
+    def __post_init__(self):
+        if len(self.generators) != 2 or self.generators[0] == self.generators[1]:
+            raise ValueError(f"generators must name two different generators, got {self.generators}")
+        if self.max_pairs < 1:
+            raise ValueError(f"max_pairs must be >= 1, got {self.max_pairs}")
+
+
+@dataclass(frozen=True)
+class LLMJudgeConfig:
+    """An LLM that scores every candidate on a rubric's dimensions."""
+
+    model: str = _help("'world:<name>' (a tiny judge), a local model directory, or the model a server serves.")
+    engine: Literal["vllm", "server", "transformers"] = _help("Engine that runs the judge.", default="vllm")
+    engine_options: dict[str, Any] = _help("Engine arguments, as in generation.engine_options (for vLLM e.g. "
+                                           "enable_prefix_caching, max_model_len).", default_factory=dict)
+    rubric: str = _help("A preset (reasoning5, reasoning3, tiny_world) or a rubric YAML file.", default="reasoning5")
+    samples: int = _help("Judgments per candidate; their mean is the score, their spread the self-consistency.",
+                         default=1)
+    temperature: float = _help("Judge sampling temperature; 0 is greedy.", default=0.0)
+    top_p: float = _help("Nucleus sampling mass.", default=1.0)
+    max_new_tokens: int = _help("Most tokens per judgment.", default=256)
+    structured_output: bool = _help("Constrain answers to the rubric's JSON schema where the engine can (vLLM, "
+                                    "servers); transformers always answers free text.", default=True)
+    max_retries: int = _help("Times an unparseable answer is asked again; after that the failure is recorded.",
+                             default=2)
+    retry_temperature: float = _help("Temperature of retries when the judge is greedy (a greedy retry repeats "
+                                     "itself).", default=0.7)
+    batch_size: int = _help("Candidates per engine call.", default=64)
+    seed: int = _help("Base seed of the judge's sampling.", default=0)
+
+    def __post_init__(self):
+        if self.samples < 1 or self.max_retries < 0 or self.batch_size < 1 or self.max_new_tokens < 1:
+            raise ValueError("need samples >= 1, max_retries >= 0, batch_size >= 1 and max_new_tokens >= 1")
+        if self.samples > 1 and self.temperature == 0:
+            raise ValueError("samples > 1 needs temperature > 0 (greedy samples are identical)")
+
+
+@dataclass(frozen=True)
+class RewardModelConfig:
+    """A sequence-classification reward model: one score per candidate."""
+
+    model: str = _help("'world:<name>' or a local AutoModelForSequenceClassification directory (one label).")
+    batch_size: int = _help("Candidates per forward pass.", default=16)
+    max_length: int = _help("Most tokens per (prompt, response); longer ones lose their start.", default=1024)
+    dimension: str = _help("Name of the score's dimension.", default="reward")
+
+
+@dataclass(frozen=True)
 class JudgingConfig:
     """The judge stage: which judge scores candidates and how dimensions combine into the aggregate."""
 
-    judge: Literal["tiny_world_verifier"] = _help("Judge that scores every candidate.",
-                                                  default="tiny_world_verifier")
+    judge: Literal["tiny_world_verifier", "math_verifier", "llm", "reward_model"] = _help(
+        "'tiny_world_verifier' (step checker), 'math_verifier' (final answer against the reference), 'llm' (see "
+        "llm), 'reward_model' (see reward_model).", default="tiny_world_verifier")
     aggregate: str = _help("'mean', 'weighted' (uses weights), or one dimension's name.", default="mean")
     weights: dict[str, float] = _help("Per-dimension weights for aggregate 'weighted'.", default_factory=dict)
+    llm: LLMJudgeConfig | None = _help("The LLM judge (judge: llm).", default=None)
+    reward_model: RewardModelConfig | None = _help("The reward model (judge: reward_model).", default=None)
+    pairwise: PairwiseAuditConfig | None = _help("LLM judge only: pairwise comparisons for position bias.",
+                                                 default=None)
+    reference_judge: Literal["tiny_world_verifier", "math_verifier"] | None = _help(
+        "A verifier also run as ground truth, to report how well the judge agrees with it.", default=None)
+    shard_size: int = _help("Candidates per judged shard: the unit a killed run resumes from.", default=4096)
+
+    def __post_init__(self):
+        if self.judge in ("llm", "reward_model") and getattr(self, self.judge) is None:
+            raise ValueError(f"judge {self.judge!r} needs its section (judging.{self.judge})")
+        if self.pairwise is not None and self.judge != "llm":
+            raise ValueError("pairwise comparisons need judge: llm")
+        if self.shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+
+    @property
+    def model_refs(self) -> list[str]:
+        """Models the judge runs (world references are built by the pipeline)."""
+        section = self.llm if self.judge == "llm" else self.reward_model if self.judge == "reward_model" else None
+        return [section.model] if section is not None else []
 
 
 @dataclass(frozen=True)
@@ -348,7 +424,7 @@ class Recipe:
     evaluation: EvaluationConfig = _help("Eval stage.", default_factory=EvaluationConfig)
 
     def __post_init__(self):
-        refs = [g.model for g in self.generation.generators] + [self.training.model]
+        refs = [g.model for g in self.generation.generators] + [self.training.model] + self.judging.model_refs
         if self.pairing.margin_bayes is not None:
             refs.append(self.pairing.margin_bayes.proxy.model)
         for ref in refs:
@@ -362,6 +438,11 @@ class Recipe:
             if name not in names:
                 raise ValueError(f"pairing: generator {name!r} is not in generation.generators "
                                  f"(generators: {sorted(names)})")
+        if self.judging.pairwise is not None:
+            for name in self.judging.pairwise.generators:
+                if name not in names:
+                    raise ValueError(f"judging.pairwise: generator {name!r} is not in generation.generators "
+                                     f"(generators: {sorted(names)})")
         if self.pairing.unpaired and self.training.method != "kto":
             raise ValueError("pairing.strategy kto_unpaired makes unpaired examples: training.method must be 'kto'")
 
@@ -530,6 +611,13 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         training = dataclasses.replace(recipe.training,
                                        trl=checked_trl(recipe.training.trl, config_cls, "training.trl"))
         recipe = dataclasses.replace(recipe, training=training)
+        if recipe.judging.llm is not None:
+            from prefopt.judging.rubrics import load_rubric
+
+            try:
+                load_rubric(recipe.judging.llm.rubric)
+            except ConfigError as err:
+                raise ConfigError(f"judging.llm.rubric: {err}") from None
         mb = recipe.pairing.margin_bayes
         if mb is not None:
             proxy = dataclasses.replace(mb.proxy, trl=checked_trl(mb.proxy.trl, PrefDPOConfig,

@@ -24,11 +24,10 @@ from prefopt.configs import Recipe
 from prefopt.evaluation import accuracy
 from prefopt.evaluation.report import write_report
 from prefopt.generation.generate import load_prompts, run_generation
-from prefopt.judging.judge import judge_candidates
+from prefopt.judging.judge import run_judging
 from prefopt.pairing.build import base_pairs, build_pairs
 from prefopt.pairing.proxy import load_implicit_margins, run_proxy
 from prefopt.pairing.report import REPORT_DIR, write_pairs_report
-from prefopt.plots import plot_scores
 from prefopt.schemas import CANDIDATES, JUDGMENTS, check_training_data, load_stage_dataset, save_stage_dataset
 from prefopt.training.launch import FINAL_MODEL_DIR, launch_training, write_train_config
 from prefopt.world.models import build_tiny_model
@@ -85,7 +84,8 @@ class Pipeline:
         return content_hash("generate", prefopt.__version__, g, models, world if g.prompts.source == "tiny_world" else None)
 
     def judge_key(self) -> str:
-        return content_hash("judge", prefopt.__version__, self.recipe.judging, self.generate_key())
+        models = [self.model_key(ref) for ref in self.recipe.judging.model_refs]
+        return content_hash("judge", prefopt.__version__, self.recipe.judging, self.generate_key(), models)
 
     def pairs_key(self) -> str:
         return content_hash("pairs", prefopt.__version__, self.recipe.pairing, self.judge_key())
@@ -152,16 +152,17 @@ class Pipeline:
         return out
 
     def judge(self, input: str | Path | None = None, output: str | Path | None = None) -> Path:
+        """Judge in place, shard by shard, so that a killed run resumes where it stopped."""
         source = self._input(input, self.stage_dir("generate", self.generate_key()), "generate")
-
-        def work(tmp: Path) -> None:
-            candidates = load_stage_dataset(source, CANDIDATES, "candidates")
-            judgments = judge_candidates(self.recipe.judging, candidates)
-            save_stage_dataset(judgments, tmp)
-            plot_scores(judgments.flatten().to_pandas(), tmp / "scores.png")
-
         out = Path(output) if output else self.stage_dir("judge", self.judge_key())
-        return self._run_stage("judge", out, work, {"config": self.recipe.judging, "input": source})
+        if self._already_done("judge", out):
+            return out
+        logger.info("[judge] writing %s", out)
+        out.mkdir(parents=True, exist_ok=True)
+        run_judging(self.recipe.judging, load_stage_dataset(source, CANDIDATES, "candidates"), out, self.model_path)
+        mark_complete(out, {"stage": "judge", "config": self.recipe.judging, "input": source})
+        self.outcomes.append(StageOutcome("judge", out, "ran"))
+        return out
 
     def proxy(self, source: Path, explicit_input: bool) -> Path:
         """margin_bayes's proxy stage, in place (resumable): seed pairs, the proxy's DPO run, implicit margins."""

@@ -36,11 +36,16 @@ def plot_scores(judged: pd.DataFrame, path: Path) -> Path:
     """One histogram per dimension (``scores.<dim>`` columns) and the aggregate, one colour per generator."""
 
     def draw(ax, column):
-        for generator, group in judged.groupby("generator"):
-            ax.hist(group[column].dropna(), bins=20, range=(judged[column].min(), judged[column].max()), alpha=0.55,
-                    label=f"{generator} (mean {group[column].mean():.2f})")
+        values = judged[column].dropna()
         ax.set_title(column.removeprefix("scores."))
         ax.set_xlabel("score")
+        if values.empty:
+            ax.text(0.5, 0.5, "no scores", ha="center", va="center", transform=ax.transAxes)
+            return
+        for generator, group in judged.groupby("generator"):
+            scored = group[column].dropna()
+            ax.hist(scored, bins=20, range=(values.min(), values.max() + (values.max() == values.min())), alpha=0.55,
+                    label=f"{generator} ({len(scored)}, mean {scored.mean():.2f})")
 
     columns = ["aggregate"] + [c for c in judged.columns if c.startswith("scores.")]
     return _histogram_row(columns, "Judged scores by generator", "candidates", draw, path)

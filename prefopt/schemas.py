@@ -38,8 +38,14 @@ JUDGMENTS = {
     "judge": "name of the judge",
     "scores": "struct: one score per rubric dimension (null where the judge failed)",
     "aggregate": "the recipe's aggregate of the dimension scores (null where the judge failed)",
-    "raw_judgment": "the judge's raw output",
+    "raw_judgment": "the judge's raw output (LLM judge: a JSON list of every answer, failed attempts included)",
     "parse_status": "'ok' or the reason the judgment could not be used",
+}
+
+# Written by the judge stage (not required of judgments made elsewhere).
+JUDGMENTS_OPTIONAL = {
+    "attempts": "engine calls the judgment took (LLM judge: 1 + retries; others: 1)",
+    "sample_scores": "list of structs: each valid sample's scores (LLM judge with samples > 1: their mean is scores)",
 }
 
 PAIRS = {

@@ -34,6 +34,29 @@ def tiny_models(ci_recipe, model_cache) -> dict[str, str]:
     return {name: str(build_tiny_model(spec, model_cache, desc=name)) for name, spec in ci_recipe.world.models.items()}
 
 
+SMALL_VLLM = {"kv_cache_memory_bytes": 256 * 2**20, "max_model_len": 256}  # tiny models need a tiny KV cache
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tiny_models):
+    """The one offline vLLM engine (CPU build here) of the session, serving the CI strong model."""
+    from prefopt.generation.engines import VLLMEngine
+
+    engine = VLLMEngine(tiny_models["strong"], **SMALL_VLLM)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def hf_engine(tiny_models):
+    """transformers' generate on the same model."""
+    from prefopt.generation.engines import TransformersEngine
+
+    engine = TransformersEngine(tiny_models["strong"])
+    yield engine
+    engine.close()
+
+
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory, tiny_models) -> Path:
     """The CI recipe run end to end through the CLI once; later tests add stages beside its own."""

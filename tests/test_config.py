@@ -18,9 +18,11 @@ def write_variant(tmp_path, old, new, source=DEMO):
 
 
 def test_every_recipe_loads():
-    for path in [DEMO, REPO / "tests" / "recipes" / "ci.yaml"]:
+    paths = sorted((REPO / "recipes").rglob("*.yaml")) + [REPO / "tests" / "recipes" / "ci.yaml"]
+    assert DEMO in paths and len(paths) >= 3
+    for path in paths:
         recipe = load_recipe(path)
-        assert recipe.generation.generators and recipe.training.trl
+        assert recipe.generation.generators and recipe.training.trl, path
 
 
 def test_yaml_numbers_reach_trl_as_numbers():
@@ -55,6 +57,15 @@ def test_yaml_numbers_reach_trl_as_numbers():
          "pairing.margin_bayes", "top_fraction must be in (0, 1]"),
         ("strategy: generator_delta", "strategy: generator_delta\n  reward_augmented: {template: 'no placeholder'}",
          "pairing.reward_augmented", "must contain '{score}'"),
+        ("judge: tiny_world_verifier", "judge: llm", "judging", "needs its section (judging.llm)"),
+        ("judge: tiny_world_verifier", "judge: llm\n  llm: {model: 'world:strong', rubric: reasoning9}",
+         "judging.llm.rubric", "no such preset"),
+        ("judge: tiny_world_verifier", "judge: llm\n  llm: {model: 'world:strong', samples: 3}", "judging.llm",
+         "samples > 1 needs temperature > 0"),
+        ("judge: tiny_world_verifier", "judge: llm\n  llm: {model: 'world:nobody'}", "world:nobody",
+         "not defined under world.models"),
+        ("judge: tiny_world_verifier", "judge: tiny_world_verifier\n  pairwise: {generators: [strong, weak]}",
+         "judging", "pairwise comparisons need judge: llm"),
     ],
 )
 def test_bad_recipes_name_the_file_and_the_field(tmp_path, old, new, field, expected):
@@ -81,7 +92,8 @@ def test_schema_doc_lists_every_column():
     from prefopt import schemas
 
     doc = (REPO / "docs" / "schemas.md").read_text()
-    for schema in (schemas.CANDIDATES, schemas.CANDIDATES_OPTIONAL, schemas.JUDGMENTS, schemas.PAIRS,
+    for schema in (schemas.CANDIDATES, schemas.CANDIDATES_OPTIONAL, schemas.JUDGMENTS, schemas.JUDGMENTS_OPTIONAL,
+                   schemas.PAIRS,
                    schemas.PAIRS_OPTIONAL, schemas.UNPAIRED, schemas.EVAL_PREDICTIONS):
         for column in schema:
             assert f"| `{column}` |" in doc, column

@@ -51,3 +51,42 @@ def test_judge_stage_keeps_every_row_and_records_failures():
 def test_bad_aggregate_rule_is_rejected(cfg):
     with pytest.raises(ValueError, match="judging"):
         judge_candidates(cfg, Dataset.from_list([{"prompt": "1+2", "completion": "3"}]))
+
+
+def test_the_judge_stage_resumes_from_its_shards(run_dir, tmp_path):
+    from datasets import load_from_disk
+
+    from conftest import ci_stage
+    from prefopt.judging.judge import run_judging
+
+    candidates = load_from_disk(str(ci_stage(run_dir, "generate") / "data"))
+    cfg = JudgingConfig(shard_size=20)
+    out = tmp_path / "judge"
+    run_judging(cfg, candidates, out)
+    first = load_from_disk(str(out / "data")).to_pandas()
+    shards = sorted((out / "shards").glob("*.parquet"))
+    assert len(shards) == 5 and len(first) == len(candidates) == 96
+    assert (out / "quality.json").is_file() and (out / "scores.png").is_file()
+    # As if killed after all but one shard: the rerun judges only that one.
+    shards[2].unlink()
+    stamps = {p: p.stat().st_mtime_ns for p in shards if p.exists()}
+    run_judging(cfg, candidates, out)
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    resumed = load_from_disk(str(out / "data")).to_pandas()
+    assert resumed.drop(columns="raw_judgment").equals(first.drop(columns="raw_judgment"))
+    assert resumed["candidate_id"].is_unique
+    # Shards of other candidates are not silently reused.
+    with pytest.raises(ValueError, match="do not line up"):
+        run_judging(cfg, candidates.shuffle(seed=0), out)
+
+
+def test_quality_figures_of_a_verifier_run(run_dir):
+    import json
+
+    from conftest import ci_stage
+
+    quality = json.loads((ci_stage(run_dir, "judge") / "quality.json").read_text())
+    assert quality["judge"] == "tiny_world_verifier" and quality["parse_failure_rate"] == 0.0
+    [ranking] = quality["generator_ranking"]
+    assert (ranking["first"], ranking["second"], ranking["pairs"]) == ("strong", "weak", 48)
+    assert ranking["first_higher"] + ranking["equal"] + ranking["second_higher"] == pytest.approx(1.0)

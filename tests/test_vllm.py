@@ -9,25 +9,9 @@ import urllib.request
 
 import pytest
 
-from prefopt.generation.engines import SamplingParams, ServerEngine, TransformersEngine, VLLMEngine
+from prefopt.generation.engines import SamplingParams, ServerEngine
 
 PROMPTS = ["1+2", "3*4-1", "9-8*2", "7*7+7", "5-9", "2*3*4", "8+1-6", "6*6"]
-SMALL = {"kv_cache_memory_bytes": 256 * 2**20, "max_model_len": 256}  # tiny models need a tiny KV cache
-
-
-@pytest.fixture(scope="session")
-def vllm_engine(tiny_models):
-    """One offline vLLM engine for the whole session."""
-    engine = VLLMEngine(tiny_models["strong"], **SMALL)
-    yield engine
-    engine.close()
-
-
-@pytest.fixture(scope="module")
-def hf_engine(tiny_models):
-    engine = TransformersEngine(tiny_models["strong"])
-    yield engine
-    engine.close()
 
 
 def test_greedy_tokens_match_transformers(vllm_engine, hf_engine):

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 
+from prefopt.judging.base import Judgment
 from prefopt.world.tasks import solve
 
 DIMENSIONS = ("correctness", "step_accuracy", "format")
@@ -24,15 +24,9 @@ _FINAL_RE = re.compile(r"\. =(-?\d+)\s*$")
 _STEP_RE = re.compile(r"^(-?\d+)([+\-*])(\d+)=(-?\d+)$")
 
 
-@dataclass(frozen=True)
-class Judgment:
-    scores: dict[str, float] | None  # None when the candidate could not be judged
-    raw: str
-    status: str  # "ok" or why the judgment is unusable
-
-
-def score_trace(problem: str, completion: str) -> Judgment:
-    """Score one completion of ``problem``; a problem that is not chained arithmetic is a failure."""
+def score_trace(problem: str, completion: str, reference: str | None = None) -> Judgment:
+    """Score one completion of ``problem`` (the truth is recomputed, so ``reference`` is not needed); a problem
+    that is not chained arithmetic is a failure."""
     try:
         truth = solve(problem)
     except ValueError as err:

@@ -1,31 +1,36 @@
-"""Train tiny Llama "reasoners" on the arithmetic world by plain SFT, cached on disk by config hash.
+"""Train tiny Llama models on the arithmetic world by plain SFT, cached on disk by config hash.
 
-Strength is set by size and training steps: a strong generator, a weak generator and the SFT policy to
-be aligned are three :class:`TinyModelSpec` values. Training is deterministic from the seed, streams
-fresh problems every step (no epochs, no overfitting), and saves a standard ``save_pretrained`` directory
-that transformers, TRL and vLLM load like any hub model.
+Solvers (``task: solver``) learn to write worked traces; strength is set by size and training steps: a
+strong generator, a weak generator and the SFT policy to be aligned are three :class:`TinyModelSpec` values.
+A judge (``task: judge``) learns to answer the ``tiny_world`` rubric's prompt for a trace (right, or wrong the
+ways tiny models are) with the step verifier's scores on the rubric's 1-5 scale, as JSON: an LLM judge that
+the real LLM-judge machinery (prompts, structured output, parsing, quality figures) runs on. Training is
+deterministic from the seed, streams fresh data every step (no epochs, no overfitting), and saves a standard
+``save_pretrained`` directory that transformers, TRL and vLLM load like any hub model.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from prefopt.cache import atomic_output_dir, content_hash, default_cache_dir, is_complete
-from prefopt.world.tasks import Difficulty, sample_problems
+from prefopt.world.tasks import Difficulty, sample_problems, sample_trace
 from prefopt.world.tokenizer import build_tokenizer
 
 logger = logging.getLogger(__name__)
 
 # Bump when the world's data format, tokenizer or training loop changes: it invalidates cached models.
-WORLD_VERSION = 1
+WORLD_VERSION = 2
 HEAD_DIM = 32  # vLLM's CPU attention needs head_dim 32 (16 fails).
 
 
@@ -42,6 +47,8 @@ class TinyModelSpec:
     train_difficulty: Difficulty = field(
         default_factory=Difficulty, metadata={"help": "Problems the model is trained on."}
     )
+    task: Literal["solver", "judge"] = field(default="solver", metadata={
+        "help": "'solver' writes worked traces; 'judge' scores traces on the tiny_world rubric (an LLM judge)."})
 
     def __post_init__(self):
         if self.hidden_size % HEAD_DIM:
@@ -89,6 +96,34 @@ def sft_batch(tokenizer, rows: list[dict]) -> dict[str, torch.Tensor]:
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
 
 
+def judge_rows(problems: list[dict], rng: random.Random, pairwise_share: float = 0.3) -> list[dict]:
+    """SFT rows for the tiny judge on the tiny_world rubric's prompts: for one trace, the verifier's scores on the
+    rubric's scale as the compact JSON a constrained decoder writes; for two traces (``pairwise_share`` of the
+    rows), "A" or "B", whichever the verifier scores higher on the mean of its dimensions."""
+    from prefopt.judging.rubrics import load_rubric
+    from prefopt.judging.verifier import score_trace
+
+    rubric = load_rubric("tiny_world")
+
+    def scores(problem: str, trace: str) -> dict[str, float]:
+        return score_trace(problem, trace).scores
+
+    rows = []
+    for p in problems:
+        problem, trace = p["problem"], sample_trace(rng, p["problem"])
+        if rng.random() < pairwise_share:
+            other = sample_trace(rng, problem)
+            gap = sum(scores(problem, trace).values()) - sum(scores(problem, other).values())
+            if gap:
+                rows.append({"problem": rubric.pairwise_prompt(problem, trace, other), "solution": "A" if gap > 0
+                             else "B"})
+                continue
+        target = {d: round(rubric.low + (rubric.high - rubric.low) * v) for d, v in scores(problem, trace).items()}
+        rows.append({"problem": rubric.pointwise_prompt(problem, trace),
+                     "solution": json.dumps(target, separators=(",", ":"))})
+    return rows
+
+
 def train_tiny_model(spec: TinyModelSpec, output_dir: Path, desc: str = "tiny model") -> None:
     torch.manual_seed(spec.seed)
     tokenizer = build_tokenizer()
@@ -97,10 +132,13 @@ def train_tiny_model(spec: TinyModelSpec, output_dir: Path, desc: str = "tiny mo
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=spec.learning_rate,
                                                    total_steps=spec.train_steps, pct_start=0.1)
     data_seed = random.Random(spec.seed).randrange(2**31)
+    trace_rng = random.Random(data_seed)
     model.train()
     progress = tqdm(range(spec.train_steps), desc=f"SFT {desc}", unit="step", mininterval=2)
     for step in progress:
         rows = sample_problems(spec.batch_size, spec.train_difficulty, seed=data_seed + step)
+        if spec.task == "judge":
+            rows = judge_rows(rows, trace_rng)
         loss = model(**sft_batch(tokenizer, rows)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -120,7 +158,7 @@ def build_tiny_model(spec: TinyModelSpec, cache_dir: str | Path | None = None, d
     if is_complete(path):
         logger.info("Using cached %s at %s", desc, path)
         return path
-    logger.info("Training %s (%d layers, hidden %d, %d steps) into %s", desc, spec.num_layers,
+    logger.info("Training %s (%s, %d layers, hidden %d, %d steps) into %s", desc, spec.task, spec.num_layers,
                 spec.hidden_size, spec.train_steps, path)
     with atomic_output_dir(path, {"spec": dataclasses.asdict(spec), "world_version": WORLD_VERSION}) as tmp:
         train_tiny_model(spec, tmp, desc)

@@ -108,3 +108,43 @@ def sample_problems(n: int, difficulty: Difficulty, seed: int) -> list[dict]:
             }
         )
     return rows
+
+
+# -- traces of every quality, for training the tiny LLM judge ----------------------------------------------
+
+def _chain(first: int, terms: list[tuple[str, int]], slip: tuple[int, int] | None = None) -> list[Step]:
+    """Steps of ``first op x op y ...``; ``slip = (k, delta)`` miscomputes step k and carries the error on."""
+    steps, value = [], first
+    for k, (op, operand) in enumerate(terms):
+        result = apply(value, op, operand) + (slip[1] if slip and slip[0] == k else 0)
+        steps.append(Step(value, op, operand, result))
+        value = result
+    return steps
+
+
+def sample_trace(rng: random.Random, problem: str) -> str:
+    """A worked trace of ``problem`` that is right, or wrong the ways tiny models are wrong: a miscomputed step
+    carried on, a wrong final answer, a step skipped or added, a broken format, a cut-off or garbled trace."""
+    first, terms = parse_problem(problem)
+    truth = solve(problem)
+    kind = rng.choices(["correct", "slip", "final", "skip", "extra", "format", "truncate", "garble"],
+                       weights=[30, 20, 10, 10, 5, 10, 10, 5])[0]
+    if kind == "slip":
+        return render_solution(_chain(first, terms, (rng.randrange(len(terms)), rng.choice([-3, -2, -1, 1, 2, 3]))))
+    if kind == "final":
+        return ";".join(s.render() for s in truth) + f". ={truth[-1].result + rng.choice([-2, -1, 1, 2, 10])}"
+    if kind == "skip" and len(truth) > 1:
+        kept = [s for i, s in enumerate(truth) if i != rng.randrange(len(truth))]
+        return ";".join(s.render() for s in kept) + f". ={truth[-1].result}"
+    if kind == "extra":
+        last = truth[-1].result
+        return render_solution(truth + [Step(last, "+", 0, last)])
+    if kind == "format":
+        body = ";".join(s.render() for s in truth)
+        return rng.choice([body, body.replace(";", ", "), f"{body}. {truth[-1].result}", f"={truth[-1].result}"])
+    text = render_solution(truth)
+    if kind == "truncate":
+        return text[:rng.randrange(1, len(text))]
+    if kind == "garble":
+        return "".join(rng.choice("0123456789+-*=;. ") for _ in range(rng.randint(3, len(text))))
+    return text
