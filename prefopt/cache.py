@@ -38,6 +38,19 @@ def content_hash(*parts: Any, length: int = 12) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:length]
 
 
+def file_fingerprint(path: str | Path) -> str:
+    """A hash of a file's bytes, or of every file's relative path and bytes under a directory; '' if missing."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.is_file() else []
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16] if files else ""
+
+
 def is_complete(path: str | Path) -> bool:
     return (Path(path) / MANIFEST).is_file()
 

@@ -1,4 +1,4 @@
-"""``prefopt generate | judge | pairs | train | eval | run RECIPE.yaml`` and ``prefopt report pairs``."""
+"""``prefopt generate | judge | pairs | train | eval | run | sweep RECIPE.yaml`` and ``prefopt report pairs``."""
 
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ def _parser() -> argparse.ArgumentParser:
         "judge": "score candidates on the judge's rubric dimensions",
         "pairs": "build preference pairs and apply the sample-level delta filter",
         "train": "train the policy with DPO under accelerate launch",
-        "eval": "greedy accuracy in-domain and out-of-domain, and the results table",
+        "eval": "greedy accuracy on every evaluation set, and the results table",
         "run": "every stage in order, skipping those already complete",
+        "sweep": "every run of the recipe's sweep section (sharing cached stages), then the results table and plot",
     }
     for name, text in helps.items():
         p = sub.add_parser(name, help=text, description=text)
@@ -40,6 +41,15 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--shard", type=int, default=0, help="this worker's index (with --num-shards)")
             p.add_argument("--num-shards", type=int, default=1,
                            help="workers sharing the generation (e.g. a Slurm array); the last one merges")
+        if name == "sweep":
+            mode = p.add_mutually_exclusive_group()
+            mode.add_argument("--dry-run", action="store_true", help="list the runs and the stages they share")
+            mode.add_argument("--slurm", action="store_true",
+                              help="write a Slurm script (prepare, an array of the runs, collect) instead of running")
+            mode.add_argument("--run", type=int, metavar="I", help="run only run I (a Slurm array task)")
+            mode.add_argument("--prepare", action="store_true", help="only the stages the runs share")
+            mode.add_argument("--collect", action="store_true", help="only the table and plot of finished runs")
+            p.add_argument("--sbatch-args", default="", help="extra sbatch options for --slurm, e.g. '-p gpu'")
     report = sub.add_parser("report", help="summaries and plots of a stage's output",
                             description="Write summary.md, summary.json and PNG plots of a stage's output.")
     report.add_argument("what", choices=["pairs"], help="which stage's output")
@@ -73,6 +83,35 @@ def report_pairs(args) -> Path:
     return write_pairs_report(Path(args.output) if args.output else target / REPORT_DIR, frame, stats)
 
 
+def sweep_command(args) -> int:
+    from prefopt import sweep
+
+    try:
+        config, runs = sweep.expand(args.recipe, args.set, args.output_dir)
+        if args.dry_run:
+            print(sweep.describe(config, runs))
+            return 0
+        if args.slurm:
+            extra = [f"--set={item}" for item in args.set] + ([f"--output-dir={args.output_dir}"] if args.output_dir else [])
+            print(f"Written {sweep.slurm_script(args.recipe, config, runs, args.sbatch_args, extra)}; submit it with bash")
+            return 0
+        if args.run is not None:
+            if not 0 <= args.run < len(runs):
+                raise ConfigError(f"--run {args.run}: the sweep has runs 0 to {len(runs) - 1}")
+            print(sweep.run_one(config, runs, args.run).read_text())
+            return 0
+        if args.prepare:
+            sweep.prepare(runs)
+            return 0
+        table = sweep.collect(config, runs) if args.collect else sweep.run_all(config, runs)
+    except (ConfigError, DataError, FileNotFoundError) as err:
+        print(f"prefopt: error: {err}", file=sys.stderr)
+        return 2
+    print(table.read_text())
+    print(f"Written: {table.parent} (results.md, results.csv, results.json, accuracy.png)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s prefopt %(levelname)s %(message)s",
@@ -86,10 +125,15 @@ def main(argv: list[str] | None = None) -> int:
         print(summary.read_text())
         print(f"Written: {summary.parent}")
         return 0
+    if args.command == "sweep":
+        return sweep_command(args)
     try:
         recipe = load_recipe(args.recipe, args.set)
         if args.output_dir:
             recipe = dataclasses.replace(recipe, output_dir=args.output_dir)
+        if recipe.sweep is not None:
+            logger.info("The recipe has a sweep section: `prefopt %s` uses its base values; `prefopt sweep` runs "
+                        "the sweep", args.command)
         pipeline = Pipeline(recipe)
         if args.command == "run":
             report = pipeline.run()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -398,21 +400,85 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
-class EvaluationConfig:
-    """The eval stage: greedy accuracy in-domain and out-of-domain."""
+class BenchmarkFile:
+    """A local evaluation set (GSM8K, MATH-500 or alike: .jsonl, .json, .parquet or a saved dataset), scored by
+    the math verifier against its answer column."""
 
-    num_problems: int = _help("Problems per split.", default=200)
-    seed: int = _help("Seed of the evaluation problems (keep it apart from the prompt seed).", default=12345)
+    name: str = _help("Column name in the results table, e.g. 'gsm8k'.")
+    path: str = _help("The file or saved dataset directory.")
+    prompt_field: str = _help("Column holding the problem.", default="question")
+    answer_field: str = _help("Column holding the gold answer (a bare answer or a solution ending in '#### x' "
+                              "or \\boxed{x}).", default="answer")
+    domain: Literal["in_domain", "out_of_domain"] = _help("Which mean the set counts towards.", default="in_domain")
+    prompt_template: str = _help("How a problem is asked; '{prompt}' is replaced by it.", default="{prompt}")
+    limit: int | None = _help("Evaluate only the first this many problems.", default=None)
+
+    def __post_init__(self):
+        if "{prompt}" not in self.prompt_template:
+            raise ValueError("prompt_template must contain '{prompt}'")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {self.limit}")
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """The eval stage: greedy accuracy on the tiny world's splits and on local benchmark files."""
+
+    tiny_world: bool = _help("Evaluate the tiny world's in-domain and out-of-domain splits.", default=True)
+    num_problems: int = _help("Tiny-world problems per split.", default=200)
+    seed: int = _help("Seed of the tiny-world problems (keep it apart from the prompt seed).", default=12345)
+    benchmarks: list[BenchmarkFile] = _help("Local benchmark files, scored by the math verifier.",
+                                            default_factory=list)
+    system_prompt: str | None = _help("A system message before every problem (e.g. a reward-augmented policy's "
+                                      "conditioning on the top score).", default=None)
     max_new_tokens: int = _help("Most tokens per answer.", default=96)
     batch_size: int = _help("Problems per engine call.", default=100)
     engine: Literal["transformers", "vllm"] = _help("Engine for greedy decoding.", default="transformers")
     engine_options: dict[str, Any] = _help("Engine arguments (as in generation.engine_options).",
                                            default_factory=dict)
 
+    def __post_init__(self):
+        if not self.tiny_world and not self.benchmarks:
+            raise ValueError("nothing to evaluate: set tiny_world: true or list benchmarks")
+        names = [b.name for b in self.benchmarks] + (["in_domain", "out_of_domain"] if self.tiny_world else [])
+        if len(set(names)) != len(names):
+            raise ValueError(f"evaluation set names must be unique, got {names}")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Runs that differ in a few recipe fields; they share every stage whose inputs they share."""
+
+    name: str = _help("Sweep name: results go to <output_dir>/sweeps/<name>/.")
+    parameters: dict[str, list[Any]] = _help(
+        "Dotted recipe field (list items as name[i]) -> the values it takes, e.g. "
+        "{pairing.filter.top_fraction: [0.1, 0.3, 1.0]}.")
+    mode: Literal["product", "zip"] = _help("'product': every combination; 'zip': the i-th value of every list "
+                                            "together (lists of equal length).", default="product")
+    labels: list[str] = _help("A label per run for tables and plots (default: the values).", default_factory=list)
+    x: str | None = _help("The parameter on the plot's x axis (default: the first).", default=None)
+    x_values: list[float] = _help("Numeric x positions per run when the values themselves are not numbers "
+                                  "(e.g. each run's generator gap).", default_factory=list)
+
+    def __post_init__(self):
+        if not self.parameters or any(not isinstance(v, list) or not v for v in self.parameters.values()):
+            raise ValueError("parameters must map each field to a non-empty list of values")
+        sizes = [len(v) for v in self.parameters.values()]
+        if self.mode == "zip" and len(set(sizes)) != 1:
+            raise ValueError(f"mode zip needs lists of equal length, got {sizes}")
+        runs = sizes[0] if self.mode == "zip" else math.prod(sizes)
+        for name in ("labels", "x_values"):
+            if getattr(self, name) and len(getattr(self, name)) != runs:
+                raise ValueError(f"{name} needs one entry per run ({runs}), got {len(getattr(self, name))}")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"labels must be unique, got {self.labels}")
+        if self.x is not None and self.x not in self.parameters:
+            raise ValueError(f"x {self.x!r} is not one of the parameters {list(self.parameters)}")
+
 
 @dataclass(frozen=True)
 class Recipe:
-    """A whole prefopt run."""
+    """A whole prefopt run (or, with a sweep section, a family of runs)."""
 
     name: str = _help("Run name, used in logs and the results table.")
     output_dir: str = _help("Where stage outputs go (each under <stage>/<config hash>/).", default="runs")
@@ -422,6 +488,7 @@ class Recipe:
     pairing: PairingConfig = _help("Pairs stage.", default_factory=PairingConfig)
     training: TrainingConfig = _help("Train stage.", default_factory=TrainingConfig)
     evaluation: EvaluationConfig = _help("Eval stage.", default_factory=EvaluationConfig)
+    sweep: SweepConfig | None = _help("Run the recipe over lists of values (`prefopt sweep`).", default=None)
 
     def __post_init__(self):
         refs = [g.model for g in self.generation.generators] + [self.training.model] + self.judging.model_refs
@@ -577,24 +644,55 @@ def checked_trl(trl: dict[str, Any], config_cls: type, where: str) -> dict[str, 
     return checked
 
 
+_SEGMENT = re.compile(r"^([^\[\]]+)((?:\[\d+\])*)$")
+
+
+def set_path(data: dict, path: str, value: Any) -> None:
+    """Set ``value`` at a dotted path of a raw recipe mapping; ``name[i]`` indexes a list
+    (``generation.generators[0].n``). Missing mappings on the way are created."""
+    node: Any = data
+    steps: list[str | int] = []
+    for part in path.split("."):
+        match = _SEGMENT.match(part)
+        if not match:
+            raise ConfigError(f"{path}: {part!r} is not a field name (with optional [index])")
+        steps.append(match.group(1))
+        steps += [int(i) for i in re.findall(r"\d+", match.group(2))]
+    for i, step in enumerate(steps[:-1]):
+        where = path if i + 1 == len(steps) else "".join(f"[{s}]" if isinstance(s, int) else f".{s}"
+                                                        for s in steps[:i + 1]).lstrip(".")
+        if isinstance(step, int):
+            if not isinstance(node, list) or not -len(node) <= step < len(node):
+                raise ConfigError(f"{path}: {where} is not an item of a list")
+            node = node[step]
+        else:
+            if not isinstance(node, dict):
+                raise ConfigError(f"{path}: {where} is not a mapping")
+            node = node.setdefault(step, [] if isinstance(steps[i + 1], int) else {})
+    last = steps[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or not -len(node) <= last < len(node):
+            raise ConfigError(f"{path}: no item {last} to set")
+    elif not isinstance(node, dict):
+        raise ConfigError(f"{path}: the parent of {last!r} is not a mapping")
+    node[last] = value
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply ``dotted.key=value`` overrides (values parsed as YAML) to a raw recipe mapping."""
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected dotted.key=value")
-        node = data
-        parts = key.split(".")
-        for i, part in enumerate(parts[:-1]):
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {item!r}: {'.'.join(parts[:i + 1])} is not a mapping")
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            set_path(data, key, yaml.safe_load(raw))
+        except ConfigError as err:
+            raise ConfigError(f"--set {item!r}: {err}") from None
     return data
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Load and validate a recipe YAML file, with optional ``dotted.key=value`` overrides."""
+def read_recipe_data(path: str | Path, overrides: list[str] | None = None) -> dict:
+    """The raw mapping of a recipe file, with ``dotted.key=value`` overrides applied."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: recipe file not found")
@@ -602,28 +700,43 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe is a mapping, got {type(data).__name__}")
     try:
-        data = apply_overrides(data, overrides or [])
-        recipe = from_dict(Recipe, data)
-        from prefopt.training.trainers import PrefDPOConfig, PrefKTOConfig  # imported late: heavy
-
-        config_cls = PrefKTOConfig if recipe.training.method == "kto" else PrefDPOConfig
-        training = dataclasses.replace(recipe.training,
-                                       trl=checked_trl(recipe.training.trl, config_cls, "training.trl"))
-        recipe = dataclasses.replace(recipe, training=training)
-        if recipe.judging.llm is not None:
-            from prefopt.judging.rubrics import load_rubric
-
-            try:
-                load_rubric(recipe.judging.llm.rubric)
-            except ConfigError as err:
-                raise ConfigError(f"judging.llm.rubric: {err}") from None
-        mb = recipe.pairing.margin_bayes
-        if mb is not None:
-            proxy = dataclasses.replace(mb.proxy, trl=checked_trl(mb.proxy.trl, PrefDPOConfig,
-                                                                  "pairing.margin_bayes.proxy.trl"))
-            recipe = dataclasses.replace(recipe, pairing=dataclasses.replace(
-                recipe.pairing, margin_bayes=dataclasses.replace(mb, proxy=proxy)))
+        return apply_overrides(data, overrides or [])
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
+
+
+def recipe_from_data(data: dict) -> Recipe:
+    """A validated recipe from its raw mapping: types and values, TRL fields as the trainers will see them,
+    the judge's rubric."""
+    recipe = from_dict(Recipe, data)
+    from prefopt.training.trainers import PrefDPOConfig, PrefKTOConfig  # imported late: heavy
+
+    config_cls = PrefKTOConfig if recipe.training.method == "kto" else PrefDPOConfig
+    training = dataclasses.replace(recipe.training, trl=checked_trl(recipe.training.trl, config_cls, "training.trl"))
+    recipe = dataclasses.replace(recipe, training=training)
+    if recipe.judging.llm is not None:
+        from prefopt.judging.rubrics import load_rubric
+
+        try:
+            load_rubric(recipe.judging.llm.rubric)
+        except ConfigError as err:
+            raise ConfigError(f"judging.llm.rubric: {err}") from None
+    mb = recipe.pairing.margin_bayes
+    if mb is not None:
+        proxy = dataclasses.replace(mb.proxy, trl=checked_trl(mb.proxy.trl, PrefDPOConfig,
+                                                              "pairing.margin_bayes.proxy.trl"))
+        recipe = dataclasses.replace(recipe, pairing=dataclasses.replace(
+            recipe.pairing, margin_bayes=dataclasses.replace(mb, proxy=proxy)))
     return recipe
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Load and validate a recipe YAML file, with optional ``dotted.key=value`` overrides."""
+    data = read_recipe_data(path, overrides)
+    try:
+        return recipe_from_data(data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None

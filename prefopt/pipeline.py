@@ -19,7 +19,8 @@ from typing import Callable
 import torch
 
 import prefopt
-from prefopt.cache import atomic_output_dir, content_hash, default_cache_dir, is_complete, mark_complete
+from prefopt.cache import (atomic_output_dir, content_hash, default_cache_dir, file_fingerprint, is_complete,
+                           mark_complete)
 from prefopt.configs import Recipe
 from prefopt.evaluation import accuracy
 from prefopt.evaluation.report import write_report
@@ -58,7 +59,9 @@ class Pipeline:
     def model_key(self, ref: str) -> str:
         if ref.startswith(WORLD_PREFIX):
             return self.recipe.world.models[ref[len(WORLD_PREFIX):]].cache_key()
-        return content_hash("path", str(Path(ref).resolve()))
+        if Path(ref).exists():
+            return content_hash("path", str(Path(ref).resolve()))
+        return content_hash("id", ref)  # a hub id, or the name a server serves
 
     def model_path(self, ref: str, build: bool = True) -> str:
         """A model directory for ``ref``, building a tiny-world model first if it is not cached (and ``build``)."""
@@ -80,8 +83,9 @@ class Pipeline:
     def generate_key(self) -> str:
         g = self.recipe.generation
         models = {gen.name: self.model_key(gen.model) for gen in g.generators}
-        world = (self.recipe.world.in_domain, self.recipe.world.out_of_domain)
-        return content_hash("generate", prefopt.__version__, g, models, world if g.prompts.source == "tiny_world" else None)
+        source = ((self.recipe.world.in_domain, self.recipe.world.out_of_domain) if g.prompts.source == "tiny_world"
+                  else file_fingerprint(g.prompts.path))  # an edited prompt file is new input
+        return content_hash("generate", prefopt.__version__, g, models, source)
 
     def judge_key(self) -> str:
         models = [self.model_key(ref) for ref in self.recipe.judging.model_refs]
@@ -227,34 +231,41 @@ class Pipeline:
             save_stage_dataset(predictions, tmp)
             (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
 
+        files = [file_fingerprint(b.path) for b in cfg.benchmarks]
         out = self.stage_dir("eval", content_hash("eval", prefopt.__version__, cfg, world.in_domain,
-                                                  world.out_of_domain, key))
+                                                  world.out_of_domain, files, key))
         self._run_stage(f"eval {label}", out, work, {"config": cfg, "model": model_path})
         return json.loads((out / "summary.json").read_text())
 
+    def model_labels(self) -> tuple[str, str]:
+        """Labels of the policy before and after training, e.g. 'policy (before DPO)'."""
+        method = self.recipe.training.method.upper()
+        return f"policy (before {method})", f"policy (after {method})"
+
     def evaluate(self) -> dict[str, dict]:
         """Accuracy of every generator, the policy before training and (if trained) after."""
+        before, after = self.model_labels()
         refs = {gen.name: gen.model for gen in self.recipe.generation.generators}
-        refs["policy (before DPO)"] = self.recipe.training.model
+        refs[before] = self.recipe.training.model
         results = {label: self.evaluate_model(label, self.model_path(ref), self.model_key(ref))
                    for label, ref in refs.items()}
         trained = self.stage_dir("train", self.train_key())
         if is_complete(trained):
-            results["policy (after DPO)"] = self.evaluate_model("policy (after DPO)", str(trained / FINAL_MODEL_DIR),
-                                                                self.train_key())
+            results[after] = self.evaluate_model(after, str(trained / FINAL_MODEL_DIR), self.train_key())
         return results
 
-    def report(self, accuracies: dict[str, dict]) -> Path:
+    def report(self, accuracies: dict[str, dict], report_dir: Path | None = None) -> Path:
+        """results.md / results.json in ``report_dir`` (default: the output directory)."""
         pairs_dir = self.stage_dir("pairs", self.pairs_key())
         stats = json.loads((pairs_dir / "stats.json").read_text()) if is_complete(pairs_dir) else None
-        return write_report(self.root, self.recipe, accuracies, stats)
+        return write_report(report_dir or self.root, self.recipe, accuracies, stats, self.model_labels())
 
-    def run(self) -> Path:
+    def run(self, report_dir: Path | None = None) -> Path:
         self.generate()
         self.judge()
         self.pairs()
         self.train()
-        return self.report(self.evaluate())
+        return self.report(self.evaluate(), report_dir)
 
 
 def _generate_worker(recipe: Recipe, cache_dir: Path, output: Path, shard: int, num_shards: int,

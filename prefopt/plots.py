@@ -142,3 +142,37 @@ def plot_label_scores(examples: pd.DataFrame, path: Path) -> Path:
     ax.set_ylabel("examples")
     ax.legend(fontsize=7)
     return _save(fig, "KTO examples by label", path)
+
+
+def plot_sweep(rows: list[dict], xlabel: str, path: Path) -> Path:
+    """Left: accuracy after training against the swept value, in-domain and out-of-domain, the policy before
+    training dashed. Right: pairs kept and their mean judged gap."""
+    numeric = all(isinstance(r["x"], (int, float)) for r in rows)
+    xs = [r["x"] for r in rows] if numeric else list(range(len(rows)))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for domain, colour in (("in_domain", "tab:blue"), ("out_of_domain", "tab:orange")):
+        after = [r.get(f"{domain}_after") for r in rows]
+        if all(v is None for v in after):
+            continue
+        left.plot(xs, [100 * (v if v is not None else np.nan) for v in after], "o-", color=colour,
+                  label=f"{domain.replace('_', '-')} after")
+        before = [r.get(f"{domain}_before") for r in rows]
+        left.plot(xs, [100 * (v if v is not None else np.nan) for v in before], "--", color=colour, alpha=0.6,
+                  label=f"{domain.replace('_', '-')} before")
+    left.set_ylabel("accuracy (%)")
+    left.set_title("accuracy")
+    left.legend(fontsize=7)
+    steps = np.diff(sorted(set(xs)))
+    width = 0.6 * (steps.min() if numeric and len(steps) else 1)
+    right.bar(xs, [r.get("pairs_kept") or 0 for r in rows], width=width, alpha=0.4, color="tab:gray")
+    right.set_ylabel("pairs kept")
+    gap = right.twinx()
+    gap.plot(xs, [r.get("mean_gap_kept") if r.get("mean_gap_kept") is not None else np.nan for r in rows], "o-",
+             color="tab:green", label="mean judged gap (kept)")
+    gap.set_ylabel("mean judged gap")
+    right.set_title("pairs")
+    for ax in (left, right):
+        ax.set_xlabel(xlabel)
+        if not numeric:
+            ax.set_xticks(xs, [str(r["x"]) for r in rows], rotation=20, fontsize=7)
+    return _save(fig, "Sweep", path)

@@ -101,11 +101,12 @@ TRAIN_PAIRS = {column: PAIRS[column] for column in ("prompt", "chosen", "rejecte
 TRAIN_UNPAIRED = {column: UNPAIRED[column] for column in ("prompt", "completion", "label")}
 
 EVAL_PREDICTIONS = {
-    "split": "'in_domain' or 'out_of_domain'",
+    "set": "the evaluation set: the tiny world's 'in_domain' / 'out_of_domain', or a benchmark file's name",
+    "domain": "'in_domain' or 'out_of_domain': which mean the set counts towards",
     "problem": "the problem",
     "answer": "gold answer",
     "completion": "the model's greedy completion",
-    "correct": "final answer matches",
+    "correct": "final answer matches (tiny world: the step verifier; benchmark files: the math verifier)",
 }
 
 

@@ -95,7 +95,7 @@ class ScriptedEngine:
     def __init__(self, answers: dict[str, list[str]]):
         self.answers, self.calls = answers, []
 
-    def generate(self, prompts, params):
+    def generate(self, prompts, params, system=None):
         self.calls.append((list(prompts), params))
         return [[Completion(self.answers[p].pop(0), "stop") for _ in range(params.n)] for p in prompts]
 

@@ -52,8 +52,8 @@ def test_pairs_follow_the_schema_and_training_changed_the_policy(run_dir, tiny_m
 def test_eval_accuracy_matches_its_predictions(run_dir):
     for summary in (run_dir / "eval").glob("*/summary.json"):
         preds = load_from_disk(str(summary.parent / "data")).to_pandas()
-        for split, s in json.loads(summary.read_text()).items():
-            rows = preds[preds["split"] == split]
+        for name, s in json.loads(summary.read_text()).items():
+            rows = preds[preds["set"] == name]
             assert s["n"] == len(rows) == 16 and s["accuracy"] == pytest.approx(rows["correct"].mean())
 
 

@@ -1,49 +1,115 @@
-"""Greedy accuracy of a model on the tiny world, in-domain and out-of-domain.
+"""Greedy accuracy of a model on evaluation sets: the tiny world's splits and local benchmark files.
 
-Evaluation problems come from their own seed (``evaluation.seed``), apart from the generation prompts.
-Output: per-problem predictions (``prefopt.schemas.EVAL_PREDICTIONS``) and accuracy per split.
+The tiny world's ``in_domain`` and ``out_of_domain`` problems come from their own seed (``evaluation.seed``),
+apart from the generation prompts, and are scored by the step verifier's correctness. A benchmark file
+(GSM8K, MATH-500 or alike) is scored by the math verifier against its answer column. Output: per-problem
+predictions (``prefopt.schemas.EVAL_PREDICTIONS``) and ``{set: {accuracy, n, domain}}``.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Callable
 
 from datasets import Dataset
 from tqdm.auto import tqdm
 
-from prefopt.configs import EvaluationConfig, WorldConfig
-from prefopt.generation.engines import SamplingParams, make_engine
+from prefopt.configs import BenchmarkFile, EvaluationConfig, WorldConfig
+from prefopt.generation.engines import GenerationEngine, SamplingParams, make_engine
+from prefopt.generation.generate import read_table
+from prefopt.judging.math_verifier import score_math
 from prefopt.judging.verifier import score_trace
+from prefopt.schemas import DataError
 from prefopt.world.tasks import sample_problems
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("in_domain", "out_of_domain")
+DOMAINS = ("in_domain", "out_of_domain")
 
 
-def evaluate_model(model_path: str, world: WorldConfig, cfg: EvaluationConfig) -> tuple[Dataset, dict[str, dict]]:
-    """Greedy-decode every evaluation problem; return predictions and ``{split: {accuracy, n}}``."""
-    llm = make_engine(cfg.engine, model_path, **cfg.engine_options)
+@dataclass(frozen=True)
+class EvalSet:
+    name: str
+    domain: str
+    prompts: list[str]  # as the model is asked
+    problems: list[str]  # as recorded
+    answers: list[str]
+    correct: Callable[[str, str, str], bool]  # (problem, completion, answer)
+
+
+def _tiny_correct(problem: str, completion: str, answer: str) -> bool:
+    return bool(score_trace(problem, completion).scores["correctness"])
+
+
+def _math_correct(problem: str, completion: str, answer: str) -> bool:
+    return bool(score_math(problem, completion, answer).scores["correctness"])
+
+
+def tiny_world_sets(world: WorldConfig, cfg: EvaluationConfig) -> list[EvalSet]:
+    sets = []
+    for i, split in enumerate(DOMAINS):
+        rows = sample_problems(cfg.num_problems, getattr(world, split), seed=cfg.seed + i)
+        problems = [r["problem"] for r in rows]
+        sets.append(EvalSet(split, split, problems, problems, [r["answer"] for r in rows], _tiny_correct))
+    return sets
+
+
+def benchmark_set(bench: BenchmarkFile) -> EvalSet:
+    """A local benchmark file; every row must have a non-empty problem and answer."""
+    ds = read_table(bench.path, f"evaluation.benchmarks[{bench.name}]")
+    for column in (bench.prompt_field, bench.answer_field):
+        if column not in ds.column_names:
+            raise DataError(f"{bench.path}: missing column {column!r} (evaluation.benchmarks[{bench.name}]); it has "
+                            f"{ds.column_names}")
+    if bench.limit is not None:
+        ds = ds.select(range(min(bench.limit, len(ds))))
+    problems, answers = ds[bench.prompt_field], ds[bench.answer_field]
+    for i, (problem, answer) in enumerate(zip(problems, answers)):
+        if not isinstance(problem, str) or not problem.strip() or answer is None or not str(answer).strip():
+            raise DataError(f"{bench.path}: row {i}: needs a non-empty {bench.prompt_field!r} and {bench.answer_field!r}"
+                            f", got {problem!r} and {answer!r}")
+    prompts = [bench.prompt_template.replace("{prompt}", p) for p in problems]
+    return EvalSet(bench.name, bench.domain, prompts, problems, [str(a) for a in answers], _math_correct)
+
+
+def eval_sets(world: WorldConfig, cfg: EvaluationConfig) -> list[EvalSet]:
+    return (tiny_world_sets(world, cfg) if cfg.tiny_world else []) + [benchmark_set(b) for b in cfg.benchmarks]
+
+
+def evaluate_model(model_path: str, world: WorldConfig, cfg: EvaluationConfig,
+                   engine: GenerationEngine | None = None) -> tuple[Dataset, dict[str, dict]]:
+    """Greedy-decode every evaluation problem; return predictions and ``{set: {accuracy, n, domain}}``.
+
+    ``engine`` (already serving ``model_path``) is used as it is; otherwise one is made and closed again.
+    """
+    sets = eval_sets(world, cfg)  # read (and checked) before any model is loaded
+    own = engine is None
+    engine = make_engine(cfg.engine, model_path, **cfg.engine_options) if own else engine
+    params = SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens)
     rows = []
     try:
-        for split in SPLITS:
-            difficulty = getattr(world, split)
-            problems = sample_problems(cfg.num_problems, difficulty, seed=cfg.seed + SPLITS.index(split))
-            params = SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens)
-            for start in tqdm(range(0, len(problems), cfg.batch_size), desc=f"eval {split}", unit="batch"):
-                batch = problems[start:start + cfg.batch_size]
-                outputs = llm.generate([p["problem"] for p in batch], params)
-                for p, out in zip(batch, outputs):
-                    scores = score_trace(p["problem"], out[0].text).scores
-                    rows.append({"split": split, "problem": p["problem"], "answer": p["answer"],
-                                 "completion": out[0].text, "correct": bool(scores["correctness"])})
+        for s in sets:
+            for start in tqdm(range(0, len(s.prompts), cfg.batch_size), desc=f"eval {s.name}", unit="batch"):
+                outputs = engine.generate(s.prompts[start:start + cfg.batch_size], params, cfg.system_prompt)
+                for problem, answer, out in zip(s.problems[start:], s.answers[start:], outputs):
+                    rows.append({"set": s.name, "domain": s.domain, "problem": problem, "answer": answer,
+                                 "completion": out[0].text, "correct": s.correct(problem, out[0].text, answer)})
     finally:
-        llm.close()
-    predictions = Dataset.from_list(rows)
+        if own:
+            engine.close()
     summary = {}
-    for split in SPLITS:
-        correct = [r["correct"] for r in rows if r["split"] == split]
-        summary[split] = {"accuracy": sum(correct) / len(correct), "n": len(correct)}
-    logger.info("%s: in-domain %.1f%%, out-of-domain %.1f%%", model_path,
-                100 * summary["in_domain"]["accuracy"], 100 * summary["out_of_domain"]["accuracy"])
-    return predictions, summary
+    for s in sets:
+        correct = [r["correct"] for r in rows if r["set"] == s.name]
+        summary[s.name] = {"accuracy": sum(correct) / len(correct), "n": len(correct), "domain": s.domain}
+    logger.info("%s: %s", model_path, ", ".join(f"{k} {100 * v['accuracy']:.1f}%" for k, v in summary.items()))
+    return Dataset.from_list(rows), summary
+
+
+def domain_means(summary: dict[str, dict]) -> dict[str, float | None]:
+    """The mean accuracy of the sets of each domain (None for a domain without sets)."""
+    out = {}
+    for domain in DOMAINS:
+        values = [v["accuracy"] for name, v in summary.items() if v.get("domain", name) == domain]
+        out[domain] = sum(values) / len(values) if values else None
+    return out

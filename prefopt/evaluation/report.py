@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from prefopt.evaluation.accuracy import DOMAINS, domain_means
+
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
@@ -14,27 +16,48 @@ def _pp(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:+.1f} pp"
 
 
-def results_markdown(name: str, generator_pairs: list[tuple[str, str]], accuracies: dict[str, dict],
-                     pair_stats: dict | None) -> str:
-    def acc(label: str, split: str) -> float | None:
-        return accuracies[label][split]["accuracy"] if label in accuracies else None
+def columns(accuracies: dict[str, dict]) -> list[tuple[str, str]]:
+    """(key, header) of the results table: every evaluation set, then each domain's mean where a domain has
+    several sets."""
+    first = next(iter(accuracies.values()), {})
+    names = {"in_domain": "in-domain", "out_of_domain": "out-of-domain"}
+    cols = [(name, f"{names.get(name, name)} accuracy") for name in first]
+    for domain in DOMAINS:
+        if sum(v.get("domain", k) == domain for k, v in first.items()) > 1:
+            cols.append((f"mean:{domain}", f"{names[domain]} mean"))
+    return cols
 
-    def delta(a: str, b: str, split: str) -> float | None:
-        x, y = acc(a, split), acc(b, split)
+
+def value(summary: dict[str, dict], key: str) -> float | None:
+    if key.startswith("mean:"):
+        return domain_means(summary)[key[len("mean:"):]]
+    return summary[key]["accuracy"] if key in summary else None
+
+
+def results_markdown(name: str, generator_pairs: list[tuple[str, str]], accuracies: dict[str, dict],
+                     pair_stats: dict | None, policy_labels: tuple[str, str] = ("policy (before DPO)",
+                                                                                 "policy (after DPO)")) -> str:
+    cols = columns(accuracies)
+
+    def delta(a: str, b: str, key: str) -> float | None:
+        if a not in accuracies or b not in accuracies:
+            return None
+        x, y = value(accuracies[a], key), value(accuracies[b], key)
         return None if x is None or y is None else x - y
 
-    lines = [f"## prefopt results: {name}", "",
-             "| model | in-domain accuracy | out-of-domain accuracy |", "| --- | --- | --- |"]
-    for label in accuracies:
-        lines.append(f"| {label} | {_pct(acc(label, 'in_domain'))} | {_pct(acc(label, 'out_of_domain'))} |")
+    lines = [f"## prefopt results: {name}", "", "| model | " + " | ".join(h for _, h in cols) + " |",
+             "| --- " * (len(cols) + 1) + "|"]
+    for label, summary in accuracies.items():
+        lines.append(f"| {label} | " + " | ".join(_pct(value(summary, k)) for k, _ in cols) + " |")
     for chosen, rejected in generator_pairs:
-        lines.append(f"| generator delta ({chosen} - {rejected}) | {_pp(delta(chosen, rejected, 'in_domain'))} | "
-                     f"{_pp(delta(chosen, rejected, 'out_of_domain'))} |")
-    after, before = "policy (after DPO)", "policy (before DPO)"
-    lines.append(f"| DPO gain (after - before) | {_pp(delta(after, before, 'in_domain'))} | "
-                 f"{_pp(delta(after, before, 'out_of_domain'))} |")
-    n_eval = next(iter(accuracies.values()))["in_domain"]["n"] if accuracies else 0
-    lines += ["", f"Greedy accuracy on {n_eval} problems per split."]
+        lines.append(f"| generator delta ({chosen} - {rejected}) | " +
+                     " | ".join(_pp(delta(chosen, rejected, k)) for k, _ in cols) + " |")
+    before, after = policy_labels
+    method = after[len("policy (after "):-1]
+    lines.append(f"| {method} gain (after - before) | " + " | ".join(_pp(delta(after, before, k)) for k, _ in cols)
+                 + " |")
+    sizes = ", ".join(f"{k}: {v['n']}" for k, v in next(iter(accuracies.values()), {}).items())
+    lines += ["", f"Greedy accuracy; problems per set: {sizes}."]
     if pair_stats and "examples_kept" in pair_stats:
         s = pair_stats
         lines += ["", "| KTO examples | desirable | undesirable | dropped between thresholds |",
@@ -50,13 +73,14 @@ def results_markdown(name: str, generator_pairs: list[tuple[str, str]], accuraci
     return "\n".join(lines) + "\n"
 
 
-def write_report(root: Path, recipe, accuracies: dict[str, dict], pair_stats: dict | None) -> Path:
+def write_report(root: Path, recipe, accuracies: dict[str, dict], pair_stats: dict | None,
+                 policy_labels: tuple[str, str]) -> Path:
     """Write ``results.md`` and ``results.json`` under the run's output directory; return the Markdown path."""
     root.mkdir(parents=True, exist_ok=True)
     pairing = recipe.pairing
     generator_pairs = [(p.chosen, p.rejected) for p in pairing.generator_pairs] \
         if pairing.strategy == "generator_delta" else []
-    md = results_markdown(recipe.name, generator_pairs, accuracies, pair_stats)
+    md = results_markdown(recipe.name, generator_pairs, accuracies, pair_stats, policy_labels)
     (root / "results.md").write_text(md)
     (root / "results.json").write_text(json.dumps({"name": recipe.name, "accuracy": accuracies,
                                                    "pairs": pair_stats}, indent=2))

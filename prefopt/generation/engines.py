@@ -59,8 +59,8 @@ def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
 class GenerationEngine(Protocol):
     """What the generate and eval stages need from an engine."""
 
-    def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
-        """``n`` completions for each user message in ``prompts``."""
+    def generate(self, prompts: list[str], params: SamplingParams, system: str | None = None) -> list[list[Completion]]:
+        """``n`` completions for each user message in ``prompts`` (after the ``system`` message, if given)."""
 
     def close(self) -> None:
         """Release the model's memory."""
@@ -73,12 +73,15 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def render_prompts(tokenizer, prompts: list[str]) -> list[str]:
-    """User messages rendered through the chat template, ready for the assistant's turn."""
-    return [
-        tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-        for p in prompts
-    ]
+def messages(prompt: str, system: str | None = None) -> list[dict]:
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+
+
+def render_prompts(tokenizer, prompts: list[str], system: str | None = None) -> list[str]:
+    """User messages (after a system message, if given) rendered through the chat template, ready for the
+    assistant's turn."""
+    return [tokenizer.apply_chat_template(messages(p, system), tokenize=False, add_generation_prompt=True)
+            for p in prompts]
 
 
 class TransformersEngine:
@@ -96,12 +99,12 @@ class TransformersEngine:
         self._warned_unguided = False
 
     @torch.inference_mode()
-    def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
+    def generate(self, prompts: list[str], params: SamplingParams, system: str | None = None) -> list[list[Completion]]:
         if (params.json_schema or params.choices) and not self._warned_unguided:
             logger.warning("The transformers engine cannot constrain decoding (JSON schema / choices): it returns "
                            "free text, which the caller parses")
             self._warned_unguided = True
-        texts = render_prompts(self.tokenizer, prompts)
+        texts = render_prompts(self.tokenizer, prompts, system)
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         sampling = params.temperature > 0
         torch.manual_seed(params.seed)
@@ -170,11 +173,11 @@ class VLLMEngine:
             defaults.update(dtype="float32", enforce_eager=True, gpu_memory_utilization=0.2)
         self.llm = LLM(model=model_path, **{**defaults, **options})
 
-    def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
+    def generate(self, prompts: list[str], params: SamplingParams, system: str | None = None) -> list[list[Completion]]:
         from vllm import SamplingParams as VLLMSamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        texts = render_prompts(self.tokenizer, prompts)
+        texts = render_prompts(self.tokenizer, prompts, system)
         inputs = [{"prompt_token_ids": self.tokenizer(t, add_special_tokens=False)["input_ids"]} for t in texts]
         greedy = params.temperature == 0
         structured = None
@@ -245,7 +248,7 @@ class ServerEngine:
             time.sleep(delay)
         raise AssertionError("unreachable")
 
-    def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Completion]]:
+    def generate(self, prompts: list[str], params: SamplingParams, system: str | None = None) -> list[list[Completion]]:
         constraint = {}
         if params.json_schema is not None:  # the OpenAI form, which vLLM's server and OpenAI's API both take
             constraint["response_format"] = {"type": "json_schema",
@@ -255,7 +258,7 @@ class ServerEngine:
 
         def one(i: int) -> list[Completion]:
             reply = self._post({
-                "model": self.model, "messages": [{"role": "user", "content": prompts[i]}], "n": params.n,
+                "model": self.model, "messages": messages(prompts[i], system), "n": params.n,
                 "temperature": params.temperature, "top_p": params.top_p, "max_tokens": params.max_new_tokens,
                 "seed": params.seed + i, **({"stop": list(params.stop)} if params.stop else {}),
                 **({"logprobs": True, "top_logprobs": 0} if params.logprobs else {}), **constraint,

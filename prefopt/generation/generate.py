@@ -19,7 +19,7 @@ from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from datasets import load_dataset, load_from_disk
+from datasets import Dataset, load_dataset, load_from_disk
 from tqdm.auto import tqdm
 
 from prefopt.cache import atomic_write
@@ -51,18 +51,27 @@ def load_prompts(source: PromptSource, world: WorldConfig) -> list[dict]:
     return _prompts_from_file(source)
 
 
+def read_table(path: str | Path, where: str) -> Dataset:
+    """A .jsonl, .json or .parquet file, or a saved dataset directory, as a Dataset; ``where`` names the recipe
+    field in errors."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found ({where})")
+    if path.is_dir():
+        return load_from_disk(str(path))
+    kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(path.suffix)
+    if kind is None:
+        raise DataError(f"{path}: unsupported file type ({where}); expected .jsonl, .json, .parquet or a saved "
+                        "dataset directory")
+    try:
+        return load_dataset(kind, data_files=str(path), split="train")
+    except Exception as err:  # datasets raises several kinds for a malformed file
+        raise DataError(f"{path}: could not be read as {kind} ({where}): {err}") from None
+
+
 def _prompts_from_file(source: PromptSource) -> list[dict]:
     path = Path(source.path)
-    if not path.exists():
-        raise DataError(f"{path}: prompt file not found (generation.prompts.path)")
-    if path.is_dir():
-        ds = load_from_disk(str(path))
-    else:
-        kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(path.suffix)
-        if kind is None:
-            raise DataError(f"{path}: unsupported prompt file type; expected .jsonl, .json, .parquet or a "
-                            "saved dataset directory")
-        ds = load_dataset(kind, data_files=str(path), split="train")
+    ds = read_table(path, "generation.prompts.path")
     for column in filter(None, [source.prompt_field, source.reference_field]):
         if column not in ds.column_names:
             raise DataError(f"{path}: missing column {column!r} (generation.prompts); it has {ds.column_names}")

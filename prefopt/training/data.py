@@ -10,6 +10,7 @@ from __future__ import annotations
 import pandas as pd
 from datasets import Dataset
 
+from prefopt.generation.engines import messages
 from prefopt.schemas import PAIRS, TRAIN_UNPAIRED, DataError, require_columns
 from prefopt.training.trainers import GAP_KEY, SCORE_KEY
 
@@ -19,9 +20,7 @@ KTO_PAIRS = {c: PAIRS[c] for c in ("prompt", "chosen", "rejected", "chosen_id", 
 
 def prompt_messages(prompts: list[str], systems: list[str | None] | None = None) -> list[list[dict]]:
     """Chat messages of each prompt: a system message where one is given, then the user turn."""
-    systems = systems or [None] * len(prompts)
-    return [([{"role": "system", "content": s}] if s else []) + [{"role": "user", "content": p}]
-            for p, s in zip(prompts, systems)]
+    return [messages(p, s) for p, s in zip(prompts, systems or [None] * len(prompts))]
 
 
 def _assistant(texts: list[str]) -> list[list[dict]]:

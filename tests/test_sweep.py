@@ -1,0 +1,90 @@
+"""Sweeps: expansion, validation, dry runs, the Slurm script, and a real sweep whose runs share stages."""
+
+import csv
+import json
+
+import pytest
+import yaml
+
+from conftest import CI_RECIPE
+from prefopt.cli import main
+from prefopt.configs import ConfigError
+from prefopt.sweep import expand
+
+
+def sweep_recipe(tmp_path, sweep: dict, **top) -> str:
+    data = yaml.safe_load(CI_RECIPE.read_text())
+    data.update(sweep=sweep, **top)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(path)
+
+
+def test_product_and_zip_expansion(tmp_path):
+    path = sweep_recipe(tmp_path, {"name": "s", "parameters": {"pairing.filter.top_fraction": [0.25, 0.5],
+                                                               "generation.generators[0].n": [1, 2, 3]}})
+    sweep, runs = expand(path)
+    assert len(runs) == 6 and runs[4].label == "top_fraction=0.5,n=2"
+    assert runs[4].recipe.pairing.filter.top_fraction == 0.5 and runs[4].recipe.generation.generators[0].n == 2
+    assert runs[4].recipe.generation.generators[1].n == 2 and runs[4].recipe.name == "ci-tiny/top_fraction=0.5,n=2"
+    path = sweep_recipe(tmp_path, {"name": "z", "mode": "zip", "labels": ["small", "large"],
+                                   "parameters": {"pairing.filter.top_fraction": [0.25, 1.0],
+                                                  "training.trl.beta": [0.1, 0.5]}})
+    _, runs = expand(path)
+    assert [r.label for r in runs] == ["small", "large"] and runs[1].recipe.training.trl["beta"] == 0.5
+
+
+@pytest.mark.parametrize("sweep, message", [
+    ({"name": "s", "parameters": {"pairing.filter.top_fraction": [0.5, 1.5]}},
+     "sweep run 1 (top_fraction=1.5): pairing.filter: top_fraction must be in (0, 1]"),
+    ({"name": "s", "mode": "zip", "parameters": {"a.b": [1, 2], "c.d": [1]}}, "lists of equal length"),
+    ({"name": "s", "parameters": {"pairing.filter.top_fraction": [0.5]}, "labels": ["a", "b"]},
+     "labels needs one entry per run (1)"),
+    ({"name": "s", "parameters": {"generation.generators[7].n": [2]}}, "generators[7] is not an item of a list"),
+])
+def test_bad_sweeps_name_the_file_and_the_run(tmp_path, sweep, message):
+    path = sweep_recipe(tmp_path, sweep)
+    with pytest.raises(ConfigError) as err:
+        expand(path)
+    assert path in str(err.value) and message in str(err.value)
+
+
+def test_dry_run_shows_the_shared_stages(tmp_path, capsys):
+    path = sweep_recipe(tmp_path, {"name": "s", "parameters": {"pairing.filter.top_fraction": [0.5, 1.0]}})
+    assert main(["sweep", path, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "Distinct stage outputs: generate: 1, judge: 1, pairs: 2, train: 2 (for 2 runs)" in out
+
+
+def test_slurm_script(tmp_path):
+    path = sweep_recipe(tmp_path, {"name": "s", "parameters": {"pairing.filter.top_fraction": [0.5, 1.0]}},
+                        output_dir=str(tmp_path / "out"))
+    assert main(["sweep", path, "--slurm", "--sbatch-args", "-p gpu"]) == 0
+    script = (tmp_path / "out" / "sweeps" / "s" / "slurm.sh").read_text()
+    assert "--array=0-1" in script and "--dependency=afterok:$prepare" in script
+    assert "--dependency=afterany:$array" in script and "--run \\$SLURM_ARRAY_TASK_ID" in script
+    assert script.count(" -p gpu ") == 3 and "--prepare" in script and "--collect" in script
+
+
+def test_a_real_sweep_shares_its_stages_and_writes_the_table(tmp_path, tiny_models, capsys):
+    out = tmp_path / "out"
+    path = sweep_recipe(tmp_path, {"name": "gap", "parameters": {"pairing.filter.top_fraction": [0.5, 1.0]}},
+                        output_dir=str(out))
+    assert main(["sweep", path, "--run", "1"]) == 0  # as one array task would
+    assert main(["sweep", path, "--collect"]) == 0
+    assert "Not finished: top_fraction=0.5." in capsys.readouterr().out
+    assert main(["sweep", path]) == 0
+    assert [len(list((out / stage).iterdir())) for stage in ("generate", "judge", "pairs", "train")] == [1, 1, 2, 2]
+    results = out / "sweeps" / "gap"
+    rows = list(csv.DictReader(open(results / "results.csv")))
+    assert [r["run"] for r in rows] == ["top_fraction=0.5", "top_fraction=1.0"]
+    kept = [int(r["pairs_kept"]) for r in rows]
+    assert rows[0]["pairs_built"] == rows[1]["pairs_built"] == "48"  # one judged pool, built the same way
+    assert kept[0] == -(-kept[1] // 2)  # then the top half of what is kept without the filter
+    assert json.loads((results / "results.json").read_text())["missing"] == []
+    for column in ("in_domain_before", "in_domain_after", "out_of_domain_gain", "generator_gap_in_domain"):
+        assert column in rows[0]
+    table = (results / "results.md").read_text()
+    assert "| top_fraction=0.5 |" in table and "generator gap (ID)" in table and "Not finished" not in table
+    assert (results / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (results / "runs" / "top_fraction=1.0" / "results.md").is_file()
