@@ -37,8 +37,8 @@ class WorldConfig:
 
     in_domain: Difficulty = _help("Problems of the in-domain split.", default_factory=Difficulty)
     out_of_domain: Difficulty = _help(
-        "Problems of the out-of-domain split.", default_factory=lambda: Difficulty(min_ops=4, max_ops=4)
-    )
+        "Problems of the out-of-domain split; by default chains with operands never seen in training (0, 10-12).",
+        default_factory=lambda: Difficulty(min_ops=1, max_ops=3, min_operand=0, max_operand=12))
     models: dict[str, TinyModelSpec] = _help(
         "Tiny models to build by name; refer to one elsewhere as 'world:<name>'.", default_factory=dict
     )
@@ -352,6 +352,8 @@ class PairingConfig:
         default_factory=lambda: [GeneratorPair(chosen="strong", rejected="weak")])
     generators: list[str] = _help("Within-prompt strategies: generators whose candidates are pooled (empty: all).",
                                   default_factory=list)
+    max_samples: int | None = _help("Use only each generator's first this many samples per prompt (sample_index < "
+                                    "max_samples): sweep N over one generation at the largest N.", default=None)
     sweet_spot: SweetSpotConfig = _help("Positions for strategy sweet_spot.", default_factory=SweetSpotConfig)
     kto: KTOLabelConfig = _help("Label thresholds for strategy kto_unpaired.", default_factory=KTOLabelConfig)
     drop_ties: bool = _help("Drop pairs whose judged aggregate gap is zero (they are counted either way).",
@@ -366,6 +368,8 @@ class PairingConfig:
 
     def __post_init__(self):
         pairs = [(p.chosen, p.rejected) for p in self.generator_pairs]
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ValueError(f"max_samples must be >= 1, got {self.max_samples}")
         if self.strategy == "generator_delta" and not pairs:
             raise ValueError("strategy generator_delta needs at least one entry in generator_pairs")
         if len(set(pairs)) != len(pairs):

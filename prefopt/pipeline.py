@@ -21,7 +21,7 @@ import torch
 import prefopt
 from prefopt.cache import (atomic_output_dir, content_hash, default_cache_dir, file_fingerprint, is_complete,
                            mark_complete)
-from prefopt.configs import Recipe
+from prefopt.configs import ConfigError, Recipe
 from prefopt.evaluation import accuracy
 from prefopt.evaluation.report import write_report
 from prefopt.generation.generate import load_prompts, run_generation
@@ -286,7 +286,7 @@ def run_data_parallel(recipe: Recipe, cache_dir: Path, output: Path) -> None:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         gpus = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
         if len(gpus) < workers * tp:
-            raise ValueError(f"generation.data_parallel_size {workers} x tensor_parallel_size {tp} needs "
+            raise ConfigError(f"generation.data_parallel_size {workers} x tensor_parallel_size {tp} needs "
                              f"{workers * tp} GPUs; {len(gpus)} are visible")
         slices = [",".join(gpus[i * tp:(i + 1) * tp]) for i in range(workers)]
     context = multiprocessing.get_context("spawn")

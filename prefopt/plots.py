@@ -144,35 +144,38 @@ def plot_label_scores(examples: pd.DataFrame, path: Path) -> Path:
     return _save(fig, "KTO examples by label", path)
 
 
-def plot_sweep(rows: list[dict], xlabel: str, path: Path) -> Path:
-    """Left: accuracy after training against the swept value, in-domain and out-of-domain, the policy before
-    training dashed. Right: pairs kept and their mean judged gap."""
+def plot_sweep(rows: list[dict], xlabel: str, path: Path, title: str = "Sweep") -> Path:
+    """Accuracy after training against the swept value, in-domain and out-of-domain, a line per series (the
+    other swept fields), the policy before training dashed; and the pairs kept with their mean judged gap."""
     numeric = all(isinstance(r["x"], (int, float)) for r in rows)
-    xs = [r["x"] for r in rows] if numeric else list(range(len(rows)))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for domain, colour in (("in_domain", "tab:blue"), ("out_of_domain", "tab:orange")):
-        after = [r.get(f"{domain}_after") for r in rows]
-        if all(v is None for v in after):
-            continue
-        left.plot(xs, [100 * (v if v is not None else np.nan) for v in after], "o-", color=colour,
-                  label=f"{domain.replace('_', '-')} after")
-        before = [r.get(f"{domain}_before") for r in rows]
-        left.plot(xs, [100 * (v if v is not None else np.nan) for v in before], "--", color=colour, alpha=0.6,
-                  label=f"{domain.replace('_', '-')} before")
-    left.set_ylabel("accuracy (%)")
-    left.set_title("accuracy")
-    left.legend(fontsize=7)
+    ticks = list(dict.fromkeys(r["x"] for r in rows))
+    position = {x: (x if numeric else i) for i, x in enumerate(ticks)}
+    series = list(dict.fromkeys(r["series"] for r in rows))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, domain in zip(axes[:2], ("in_domain", "out_of_domain")):
+        for k, name in enumerate(series):
+            members = sorted((r for r in rows if r["series"] == name), key=lambda r: position[r["x"]])
+            after = [np.nan if r.get(f"{domain}_after") is None else 100 * r[f"{domain}_after"] for r in members]
+            ax.plot([position[r["x"]] for r in members], after, "o-", color=f"C{k}", label=name)
+        before = [r.get(f"{domain}_before") for r in rows if r.get(f"{domain}_before") is not None]
+        if before:
+            ax.axhline(100 * before[0], color="gray", linestyle="--", label="policy before training")
+        ax.set_title(f"{domain.replace('_', '-')} accuracy after training")
+        ax.set_ylabel("accuracy (%)")
+        ax.legend(fontsize=7)
+    first = sorted((r for r in rows if r["series"] == series[0]), key=lambda r: position[r["x"]])
+    xs = [position[r["x"]] for r in first]
     steps = np.diff(sorted(set(xs)))
-    width = 0.6 * (steps.min() if numeric and len(steps) else 1)
-    right.bar(xs, [r.get("pairs_kept") or 0 for r in rows], width=width, alpha=0.4, color="tab:gray")
-    right.set_ylabel("pairs kept")
-    gap = right.twinx()
-    gap.plot(xs, [r.get("mean_gap_kept") if r.get("mean_gap_kept") is not None else np.nan for r in rows], "o-",
-             color="tab:green", label="mean judged gap (kept)")
-    gap.set_ylabel("mean judged gap")
-    right.set_title("pairs")
-    for ax in (left, right):
+    axes[2].bar(xs, [r.get("pairs_kept") or 0 for r in first], width=0.6 * (steps.min() if len(steps) else 1),
+                alpha=0.4, color="tab:gray")
+    axes[2].set_ylabel("pairs kept (bars)")
+    gap = axes[2].twinx()
+    gap.plot(xs, [np.nan if r.get("mean_gap_kept") is None else r["mean_gap_kept"] for r in first], "o-",
+             color="tab:green")
+    gap.set_ylabel("mean judged gap of the kept pairs (line)")
+    axes[2].set_title("pairs")
+    for ax in axes:
         ax.set_xlabel(xlabel)
         if not numeric:
-            ax.set_xticks(xs, [str(r["x"]) for r in rows], rotation=20, fontsize=7)
-    return _save(fig, "Sweep", path)
+            ax.set_xticks(range(len(ticks)), [str(t) for t in ticks], rotation=20, fontsize=7)
+    return _save(fig, title, path)

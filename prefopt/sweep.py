@@ -133,9 +133,9 @@ def _policy_labels(accuracy: dict) -> tuple[str, str] | None:
     return (before, after) if before and after else None
 
 
-def result_row(run: SweepRun, results: dict, x: Any) -> dict:
+def result_row(run: SweepRun, results: dict) -> dict:
     """One run's line of the sweep table: its fields, pair counts and judged gaps, accuracy before and after."""
-    row: dict[str, Any] = {"run": run.label, "x": x, **{k: _text(v) for k, v in run.values.items()}}
+    row: dict[str, Any] = {"run": run.label, **{k: _text(v) for k, v in run.values.items()}}
     accuracy, stats = results["accuracy"], results.get("pairs") or {}
     pairing = run.recipe.pairing
     if pairing.strategy == "generator_delta":
@@ -163,27 +163,42 @@ def result_row(run: SweepRun, results: dict, x: Any) -> dict:
     return row
 
 
-def _x_values(sweep: SweepConfig, runs: list[SweepRun]) -> list[Any]:
-    if sweep.x_values:
-        return list(sweep.x_values)
+def x_axis(sweep: SweepConfig, runs: list[SweepRun], rows: dict[int, dict]) -> tuple[str, dict[int, Any]]:
+    """The plot's x label and each run's x: ``x_values`` if given; a numeric swept value; for a sweep over
+    generator pairings, the measured in-domain generator gap; else the run's label."""
     key = sweep.x or next(iter(sweep.parameters))
-    values = [run.values[key] for run in runs]
-    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-    return values if numeric else [run.label for run in runs]
+    if sweep.x_values:
+        return "x", {run.index: sweep.x_values[run.index] for run in runs}
+    values = {run.index: run.values[key] for run in runs}
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()):
+        return key, values
+    if key == "pairing.generator_pairs" and rows and all("generator_gap_in_domain" in r for r in rows.values()):
+        return "generator gap, in-domain (pp)", {i: round(100 * r["generator_gap_in_domain"], 1)
+                                                for i, r in rows.items()}
+    return key, {run.index: run.label for run in runs}
+
+
+def series_of(sweep: SweepConfig, run: SweepRun) -> str:
+    """The values of the swept fields other than the x one: runs sharing them form one line of the plot."""
+    key = sweep.x or next(iter(sweep.parameters))
+    others = [f"{k.split('.')[-1]}={_text(v)}" for k, v in run.values.items() if k != key]
+    return ", ".join(others) if sweep.mode == "product" and others else "runs"
 
 
 def collect(sweep: SweepConfig, runs: list[SweepRun]) -> Path:
     """The sweep's table (Markdown, CSV, JSON) and plot, from every run whose report exists."""
     out = sweep_dir(sweep, runs)
-    xs = _x_values(sweep, runs)
-    rows, missing = [], []
-    for run, x in zip(runs, xs):
+    done: dict[int, dict] = {}
+    missing = []
+    for run in runs:
         report = out / "runs" / run.slug / "results.json"
         pipeline = Pipeline(run.recipe)
         if report.is_file() and is_complete(pipeline.stage_dir("train", pipeline.train_key())):
-            rows.append(result_row(run, json.loads(report.read_text()), x))
+            done[run.index] = result_row(run, json.loads(report.read_text()))
         else:
             missing.append(run.label)
+    xlabel, xs = x_axis(sweep, runs, done)
+    rows = [{**row, "x": xs[i], "series": series_of(sweep, runs[i])} for i, row in done.items()]
     out.mkdir(parents=True, exist_ok=True)
     columns = list(dict.fromkeys(c for row in rows for c in row))
     with open(out / "results.csv", "w", newline="") as handle:
@@ -193,8 +208,7 @@ def collect(sweep: SweepConfig, runs: list[SweepRun]) -> Path:
     (out / "results.json").write_text(json.dumps({"sweep": sweep.name, "runs": rows, "missing": missing}, indent=2))
     (out / "results.md").write_text(sweep_markdown(sweep, rows, missing))
     if rows:
-        xlabel = "x" if sweep.x_values else sweep.x or next(iter(sweep.parameters))
-        plot_sweep(rows, xlabel, out / "accuracy.png")
+        plot_sweep(rows, xlabel, out / "accuracy.png", f"Sweep {sweep.name}")
     return out / "results.md"
 
 

@@ -1,9 +1,10 @@
 import pytest
 from datasets import Dataset
 
-from prefopt.configs import JudgingConfig
+from prefopt.configs import ConfigError, JudgingConfig
 from prefopt.judging.judge import aggregate_scores, judge_candidates
 from prefopt.judging.verifier import score_trace
+from prefopt.schemas import DataError
 
 
 @pytest.mark.parametrize(
@@ -49,7 +50,7 @@ def test_judge_stage_keeps_every_row_and_records_failures():
 
 @pytest.mark.parametrize("cfg", [JudgingConfig(aggregate="elegance"), JudgingConfig(aggregate="weighted")])
 def test_bad_aggregate_rule_is_rejected(cfg):
-    with pytest.raises(ValueError, match="judging"):
+    with pytest.raises(ConfigError, match="judging"):
         judge_candidates(cfg, Dataset.from_list([{"prompt": "1+2", "completion": "3"}]))
 
 
@@ -76,7 +77,7 @@ def test_the_judge_stage_resumes_from_its_shards(run_dir, tmp_path):
     assert resumed.drop(columns="raw_judgment").equals(first.drop(columns="raw_judgment"))
     assert resumed["candidate_id"].is_unique
     # Shards of other candidates are not silently reused.
-    with pytest.raises(ValueError, match="do not line up"):
+    with pytest.raises(DataError, match="do not line up"):
         run_judging(cfg, candidates.shuffle(seed=0), out)
 
 

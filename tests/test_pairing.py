@@ -9,7 +9,7 @@ from datasets import Dataset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from prefopt.configs import (REWARD_AUGMENTED_TEMPLATE, DeltaFilterConfig, GeneratorPair, KTOLabelConfig,
+from prefopt.configs import (REWARD_AUGMENTED_TEMPLATE, ConfigError, DeltaFilterConfig, GeneratorPair, KTOLabelConfig,
                              MarginBayesConfig, PairingConfig, ProxyConfig, RewardAugmentConfig)
 from prefopt.pairing import strategies as S
 from prefopt.pairing.build import build_pairs
@@ -92,7 +92,7 @@ def test_ties_are_kept_and_counted_when_asked():
 
 
 def test_duplicate_samples_are_named():
-    with pytest.raises(ValueError, match=r"share a \(prompt_id, generator, sample_index\), e.g. \('p1', 'strong', 0\)"):
+    with pytest.raises(DataError, match=r"share a \(prompt_id, generator, sample_index\), e.g. \('p1', 'strong', 0\)"):
         build_pairs(PairingConfig(), judgments(ROWS + [("p1", "strong", 0, 0.0, 0.0)]).map(
             lambda r, i: {"candidate_id": f"{r['candidate_id']}#{i}"}, with_indices=True))
 
@@ -194,6 +194,14 @@ def test_sweet_spot_at_plus_minus_1000_sigma_is_max_min(judged, seed):
     assert far["rejected_score"].tolist() == extremes["rejected_score"].tolist()
 
 
+def test_max_samples_uses_the_first_samples_of_each_generator():
+    rows = [("p", "g", i, s, s) for i, s in enumerate([0.0, 1.0, 0.25, 0.5])]
+    full = build_pairs(PairingConfig(strategy="max_min"), judgments(rows)).kept.iloc[0]
+    first3 = build_pairs(PairingConfig(strategy="max_min", max_samples=3), judgments(rows)).kept.iloc[0]
+    assert (full["prompt_candidates"], first3["prompt_candidates"]) == (4, 3)
+    assert first3["rejected_id"] == "p/g/0" and "p/g/3" not in (first3["chosen_id"], first3["rejected_id"])
+
+
 def test_positions_are_recorded_as_z_scores():
     rows = [("p", "g", i, s, s) for i, s in enumerate([0.0, 0.25, 0.5, 0.75, 1.0])]
     [pair] = S.sweet_spot(judgments(rows).flatten().to_pandas(), rejected_k=-1.0).frame.to_dict("records")
@@ -229,7 +237,7 @@ def test_min_gap_then_top_fraction_on_a_dimension():
 
 
 def test_unknown_filter_dimension_is_named():
-    with pytest.raises(ValueError, match="elegance"):
+    with pytest.raises(ConfigError, match="elegance"):
         build_pairs(PairingConfig(filter=DeltaFilterConfig(dimension="elegance", top_fraction=0.5)), judgments(ROWS))
 
 
@@ -327,7 +335,7 @@ def test_kto_unpaired_labels_by_absolute_score_with_class_balance():
 
 
 def test_kto_unpaired_needs_both_classes():
-    with pytest.raises(ValueError, match="both classes"):
+    with pytest.raises(DataError, match="both classes"):
         build_pairs(PairingConfig(strategy="kto_unpaired", kto=KTOLabelConfig(desirable_min=-1.0)), judgments(ROWS))
 
 

@@ -120,6 +120,13 @@ def test_kto_examples_train_the_kto_trainer(run_dir):
     assert (out / "model" / "model.safetensors").is_file()
 
 
+def test_a_recipe_that_leaves_no_pairs_gets_a_one_line_error(run_dir, capsys):
+    args = ["pairs", str(CI_RECIPE), "--output-dir", str(run_dir), "--set", "pairing.filter.min_gap=5"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "prefopt: error: no pairs left after pairing and filtering" in err and "Traceback" not in err
+
+
 def test_a_dpo_recipe_refuses_kto_examples():
     recipe = load_recipe(CI_RECIPE)
     with pytest.raises(ValueError, match="training.method must be 'kto'"):

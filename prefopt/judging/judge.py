@@ -24,13 +24,13 @@ from datasets import Dataset, load_from_disk
 from tqdm.auto import tqdm
 
 from prefopt.cache import atomic_write
-from prefopt.configs import JudgingConfig
+from prefopt.configs import ConfigError, JudgingConfig
 from prefopt.generation.engines import make_engine
 from prefopt.judging import math_verifier, verifier
 from prefopt.judging.base import FunctionJudge, Judge, JudgeItem, Judgment
 from prefopt.judging.quality import judge_quality, pairwise_quality, quality_markdown, reference_agreement
 from prefopt.plots import plot_scores
-from prefopt.schemas import DATA_DIR, arrow_dataset
+from prefopt.schemas import DATA_DIR, DataError, arrow_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +56,10 @@ def check_aggregate_rule(cfg: JudgingConfig, dimensions: tuple[str, ...], judge_
         if cfg.aggregate == "weighted":
             unknown = sorted(set(cfg.weights) - set(dimensions))
             if not cfg.weights or unknown or sum(cfg.weights.values()) <= 0:
-                raise ValueError(f"judging.weights must give positive weights to dimensions of {list(dimensions)}"
+                raise ConfigError(f"judging.weights must give positive weights to dimensions of {list(dimensions)}"
                                  f" (unknown: {unknown})")
     elif cfg.aggregate not in dimensions:
-        raise ValueError(f"judging.aggregate {cfg.aggregate!r} is not 'mean', 'weighted' or a dimension of "
+        raise ConfigError(f"judging.aggregate {cfg.aggregate!r} is not 'mean', 'weighted' or a dimension of "
                          f"judge {judge_name!r} {list(dimensions)}")
 
 
@@ -104,7 +104,7 @@ def judgment_table(judge: Judge, judgments: list[Judgment], cfg: JudgingConfig, 
 def _with_judgments(candidates: Dataset, judgments: pa.Table) -> Dataset:
     table = candidates.with_format("arrow")[:]  # the rows as they are ordered (data.table ignores a selection)
     if judgments.column("candidate_id").to_pylist() != table.column("candidate_id").to_pylist():
-        raise ValueError("judgments do not line up with the candidates (were the candidates regenerated?)")
+        raise DataError("judgments do not line up with the candidates (were the candidates regenerated?)")
     for name in judgments.column_names[1:]:
         table = table.append_column(name, judgments.column(name))
     return arrow_dataset(table)

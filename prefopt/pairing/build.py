@@ -19,7 +19,7 @@ from datasets import Dataset
 from prefopt.configs import PairingConfig
 from prefopt.pairing import strategies as S
 from prefopt.pairing.calibration import margin_bayes_scores
-from prefopt.schemas import arrow_dataset
+from prefopt.schemas import DataError, arrow_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +52,14 @@ def _mean(series: pd.Series) -> float | None:
     return None if series.empty else float(series.mean())
 
 
-def _flat(judgments: Dataset | pd.DataFrame) -> pd.DataFrame:
-    """Judgments as a flat frame of the columns pairing reads (raw judge outputs and the like stay on disk)."""
-    if isinstance(judgments, pd.DataFrame):
-        return judgments
-    return judgments.select_columns(S.CANDIDATE_COLUMNS + ["scores"]).flatten().to_pandas()
+def _flat(judgments: Dataset | pd.DataFrame, max_samples: int | None = None) -> pd.DataFrame:
+    """Judgments as a flat frame of the columns pairing reads (raw judge outputs and the like stay on disk),
+    limited to each generator's first ``max_samples`` samples per prompt."""
+    if not isinstance(judgments, pd.DataFrame):
+        judgments = judgments.select_columns(S.CANDIDATE_COLUMNS + ["scores"]).flatten().to_pandas()
+    if max_samples is not None:
+        judgments = judgments[judgments["sample_index"] < max_samples].reset_index(drop=True)
+    return judgments
 
 
 def describe(cfg: PairingConfig) -> str:
@@ -97,7 +100,7 @@ def run_strategy(cfg: PairingConfig, judged: pd.DataFrame) -> S.Built:
 
 def base_pairs(cfg: PairingConfig, judgments: Dataset | pd.DataFrame) -> pd.DataFrame:
     """The pairs that margin_bayes selects from: the strategy's pairs after ties, the gate and the filter."""
-    judged = _flat(judgments)
+    judged = _flat(judgments, cfg.max_samples)
     pairs, _ = _gated(cfg, run_strategy(cfg, judged).frame, {})
     return pairs
 
@@ -154,7 +157,7 @@ def build_pairs(cfg: PairingConfig, judgments: Dataset | pd.DataFrame, implicit:
     ``judgments`` is a judgments dataset or its flattened frame. ``implicit`` (each pair's implicit margin,
     indexed by pair_id) is needed by ``margin_bayes``; `prefopt pairs` computes it with the proxy model.
     """
-    judged = _flat(judgments)
+    judged = _flat(judgments, cfg.max_samples)
     dims = S.score_dimensions(judged)
     stats: dict = {"strategy": describe(cfg), "candidates": len(judged),
                    "unjudged_candidates": int(judged["aggregate"].isna().sum()),
@@ -202,7 +205,7 @@ def build_pairs(cfg: PairingConfig, judgments: Dataset | pd.DataFrame, implicit:
                 stats["pairs_kept"], stats["mean_margin_built"] or 0, stats["mean_margin_kept"] or 0,
                 100 * (stats["judge_agreement_rate"] or 0))
     if pairs.empty:
-        raise ValueError("no pairs left after pairing and filtering; loosen the selection or check the judge "
+        raise DataError("no pairs left after pairing and filtering; loosen the selection or check the judge "
                          f"({stats['pairs_built']} built, {stats['ties']} ties)")
     return PairingResult(to_dataset(pairs), stats, built.frame, pairs, scored)
 
@@ -222,6 +225,6 @@ def _build_unpaired(cfg: PairingConfig, judged: pd.DataFrame, dims: list[str], s
     logger.info("KTO examples: %d desirable, %d undesirable, %d between thresholds dropped", desirable,
                 len(frame) - desirable, between)
     if desirable == 0 or desirable == len(frame):
-        raise ValueError(f"kto_unpaired needs both classes; got {desirable} desirable of {len(frame)}: move "
+        raise DataError(f"kto_unpaired needs both classes; got {desirable} desirable of {len(frame)}: move "
                          "pairing.kto.desirable_min")
     return PairingResult(to_dataset(frame), stats, frame.iloc[:0], frame)

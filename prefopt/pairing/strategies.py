@@ -18,6 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from prefopt.configs import ConfigError
+from prefopt.schemas import DataError
+
 TIE_TOLERANCE = 1e-9  # judged gaps this small are ties
 TEXT_COLUMNS = ["prompt", "completion"]
 KEY_COLUMNS = ["candidate_id", "prompt_id", "generator", "sample_index", "aggregate"]
@@ -103,7 +106,7 @@ def generator_delta(judged: pd.DataFrame, generator_pairs: list[tuple[str, str]]
     duplicated = cands.duplicated(["prompt_id", "generator", "sample_index"], keep=False)
     if duplicated.any():
         first = cands[duplicated].iloc[0]
-        raise ValueError(f"judgments: {int(duplicated.sum())} candidates share a (prompt_id, generator, sample_index), "
+        raise DataError(f"judgments: {int(duplicated.sum())} candidates share a (prompt_id, generator, sample_index), "
                          f"e.g. ({first['prompt_id']!r}, {first['generator']!r}, {first['sample_index']}); "
                          "generator_delta pairs sample i with sample i, so each must be unique")
     position = pd.Series(np.arange(len(cands)), name="position")
@@ -269,7 +272,7 @@ def sample_delta_filter(pairs: pd.DataFrame, dimension: str = "aggregate", top_f
     """
     column = gap_column(dimension)
     if column not in pairs.columns:
-        raise ValueError(f"pairing.filter.dimension {dimension!r}: no such gap; have "
+        raise ConfigError(f"pairing.filter.dimension {dimension!r}: no such gap; have "
                          f"{['aggregate'] + [c[len('margins.'):] for c in pairs.columns if c.startswith('margins.')]}")
     kept = pairs
     if min_gap is not None:
@@ -315,5 +318,5 @@ def reward_augment(pairs: pd.DataFrame, template: str, placement: str = "system"
     else:
         both["prompt"] = (texts + "\n\n" + both["prompt"].astype("str")).to_numpy()
     if not both["pair_id"].is_unique:
-        raise ValueError("reward augmentation produced a pair twice: the pairs hold both (a, b) and (b, a)")
+        raise DataError("reward augmentation produced a pair twice: the pairs hold both (a, b) and (b, a)")
     return sort_pairs(both)
