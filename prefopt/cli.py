@@ -83,32 +83,61 @@ def report_pairs(args) -> Path:
     return write_pairs_report(Path(args.output) if args.output else target / REPORT_DIR, frame, stats)
 
 
+def report_command(args) -> int:
+    summary = report_pairs(args)
+    print(summary.read_text())
+    print(f"Written: {summary.parent}")
+    return 0
+
+
 def sweep_command(args) -> int:
     from prefopt import sweep
 
-    try:
-        config, runs = sweep.expand(args.recipe, args.set, args.output_dir)
-        if args.dry_run:
-            print(sweep.describe(config, runs))
-            return 0
-        if args.slurm:
-            extra = [f"--set={item}" for item in args.set] + ([f"--output-dir={args.output_dir}"] if args.output_dir else [])
-            print(f"Written {sweep.slurm_script(args.recipe, config, runs, args.sbatch_args, extra)}; submit it with bash")
-            return 0
-        if args.run is not None:
-            if not 0 <= args.run < len(runs):
-                raise ConfigError(f"--run {args.run}: the sweep has runs 0 to {len(runs) - 1}")
-            print(sweep.run_one(config, runs, args.run).read_text())
-            return 0
-        if args.prepare:
-            sweep.prepare(runs)
-            return 0
-        table = sweep.collect(config, runs) if args.collect else sweep.run_all(config, runs)
-    except (ConfigError, DataError, FileNotFoundError) as err:
-        print(f"prefopt: error: {err}", file=sys.stderr)
-        return 2
+    config, runs = sweep.expand(args.recipe, args.set, args.output_dir)
+    if args.dry_run:
+        print(sweep.describe(config, runs))
+        return 0
+    if args.slurm:
+        extra = [f"--set={item}" for item in args.set] + ([f"--output-dir={args.output_dir}"] if args.output_dir else [])
+        print(f"Written {sweep.slurm_script(args.recipe, config, runs, args.sbatch_args, extra)}; submit it with bash")
+        return 0
+    if args.run is not None:
+        if not 0 <= args.run < len(runs):
+            raise ConfigError(f"--run {args.run}: the sweep has runs 0 to {len(runs) - 1}")
+        print(sweep.run_one(config, runs, args.run).read_text())
+        return 0
+    if args.prepare:
+        sweep.prepare(runs)
+        return 0
+    table = sweep.collect(config, runs) if args.collect else sweep.run_all(config, runs)
     print(table.read_text())
     print(f"Written: {table.parent} (results.md, results.csv, results.json, accuracy.png)")
+    return 0
+
+
+def stage_command(args) -> int:
+    """One stage, or ``run`` (all of them) and ``eval`` (evaluation and the results table)."""
+    recipe = load_recipe(args.recipe, args.set)
+    if args.output_dir:
+        recipe = dataclasses.replace(recipe, output_dir=args.output_dir)
+    if recipe.sweep is not None:
+        logger.info("The recipe has a sweep section: `prefopt %s` uses its base values; `prefopt sweep` runs the "
+                    "sweep", args.command)
+    pipeline = Pipeline(recipe)
+    if args.command not in ("run", "eval"):
+        kwargs = {"output": args.output}
+        if args.command == "generate":
+            kwargs.update(shard=args.shard, num_shards=args.num_shards)
+        else:
+            kwargs["input"] = args.input
+        print(getattr(pipeline, args.command)(**kwargs))
+        return 0
+    report = pipeline.run() if args.command == "run" else pipeline.report(pipeline.evaluate())
+    for outcome in pipeline.outcomes:
+        logger.info("%-26s %-6s %s", outcome.name, outcome.status, outcome.path)
+    print()
+    print(report.read_text())
+    print(f"Written: {report} and {report.with_suffix('.json')}")
     return 0
 
 
@@ -116,47 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s prefopt %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")
-    if args.command == "report":
-        try:
-            summary = report_pairs(args)
-        except (ConfigError, DataError, FileNotFoundError) as err:
-            print(f"prefopt: error: {err}", file=sys.stderr)
-            return 2
-        print(summary.read_text())
-        print(f"Written: {summary.parent}")
-        return 0
-    if args.command == "sweep":
-        return sweep_command(args)
+    command = {"report": report_command, "sweep": sweep_command}.get(args.command, stage_command)
     try:
-        recipe = load_recipe(args.recipe, args.set)
-        if args.output_dir:
-            recipe = dataclasses.replace(recipe, output_dir=args.output_dir)
-        if recipe.sweep is not None:
-            logger.info("The recipe has a sweep section: `prefopt %s` uses its base values; `prefopt sweep` runs "
-                        "the sweep", args.command)
-        pipeline = Pipeline(recipe)
-        if args.command == "run":
-            report = pipeline.run()
-        elif args.command == "eval":
-            report = pipeline.report(pipeline.evaluate())
-        else:
-            stage = getattr(pipeline, args.command)
-            kwargs = {"output": args.output}
-            if args.command == "generate":
-                kwargs.update(shard=args.shard, num_shards=args.num_shards)
-            else:
-                kwargs["input"] = args.input
-            print(stage(**kwargs))
-            return 0
-    except (ConfigError, DataError, FileNotFoundError) as err:
+        return command(args)
+    except (ConfigError, DataError, FileNotFoundError) as err:  # the user's to fix: one line, no traceback
         print(f"prefopt: error: {err}", file=sys.stderr)
         return 2
-    for outcome in pipeline.outcomes:
-        logger.info("%-26s %-6s %s", outcome.name, outcome.status, outcome.path)
-    print()
-    print(report.read_text())
-    print(f"Written: {report} and {report.with_suffix('.json')}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -126,6 +126,18 @@ class Pipeline:
         self.outcomes.append(StageOutcome(name, output, "ran"))
         return output
 
+    def _run_in_place(self, name: str, output: Path, work: Callable[[Path], bool], manifest: dict) -> Path:
+        """A stage that works directly in ``output``, keeping partial progress there for a rerun to resume from;
+        it is marked complete when ``work`` returns True (False: other workers still have their part to do)."""
+        if self._already_done(name, output):
+            return output
+        logger.info("[%s] writing %s", name, output)
+        output.mkdir(parents=True, exist_ok=True)
+        if work(output):
+            mark_complete(output, {"stage": name, **manifest})
+            self.outcomes.append(StageOutcome(name, output, "ran"))
+        return output
+
     def _input(self, given: str | Path | None, default: Path, upstream: str) -> Path:
         path = Path(given) if given else default
         if not given and not is_complete(path):
@@ -140,47 +152,42 @@ class Pipeline:
         it starts that many workers itself. Either way, the run that finds every unit done merges them.
         """
         g = self.recipe.generation
+
+        def work(out: Path) -> bool:
+            if num_shards == 1 and g.data_parallel_size > 1:
+                run_data_parallel(self.recipe, self.cache_dir, out)
+            merged = run_generation(g, load_prompts(g.prompts, self.recipe.world), self.model_path, out, shard,
+                                    num_shards)
+            if not merged:
+                self.outcomes.append(StageOutcome(f"generate shard {shard}/{num_shards}", out, "ran"))
+            return merged
+
         out = Path(output) if output else self.stage_dir("generate", self.generate_key())
-        if self._already_done("generate", out):
-            return out
-        logger.info("[generate] writing %s", out)
-        out.mkdir(parents=True, exist_ok=True)
-        if num_shards == 1 and g.data_parallel_size > 1:
-            run_data_parallel(self.recipe, self.cache_dir, out)
-        prompts = load_prompts(g.prompts, self.recipe.world)
-        if run_generation(g, prompts, self.model_path, out, shard, num_shards):
-            mark_complete(out, {"stage": "generate", "config": g})
-            self.outcomes.append(StageOutcome("generate", out, "ran"))
-        else:
-            self.outcomes.append(StageOutcome(f"generate shard {shard}/{num_shards}", out, "ran"))
-        return out
+        return self._run_in_place("generate", out, work, {"config": g})
 
     def judge(self, input: str | Path | None = None, output: str | Path | None = None) -> Path:
         """Judge in place, shard by shard, so that a killed run resumes where it stopped."""
         source = self._input(input, self.stage_dir("generate", self.generate_key()), "generate")
+
+        def work(out: Path) -> bool:
+            candidates = load_stage_dataset(source, CANDIDATES, "candidates")
+            run_judging(self.recipe.judging, candidates, out, self.model_path)
+            return True
+
         out = Path(output) if output else self.stage_dir("judge", self.judge_key())
-        if self._already_done("judge", out):
-            return out
-        logger.info("[judge] writing %s", out)
-        out.mkdir(parents=True, exist_ok=True)
-        run_judging(self.recipe.judging, load_stage_dataset(source, CANDIDATES, "candidates"), out, self.model_path)
-        mark_complete(out, {"stage": "judge", "config": self.recipe.judging, "input": source})
-        self.outcomes.append(StageOutcome("judge", out, "ran"))
-        return out
+        return self._run_in_place("judge", out, work, {"config": self.recipe.judging, "input": source})
 
     def proxy(self, source: Path, explicit_input: bool) -> Path:
         """margin_bayes's proxy stage, in place (resumable): seed pairs, the proxy's DPO run, implicit margins."""
         cfg = self.recipe.pairing
+
+        def work(out: Path) -> bool:
+            pairs = base_pairs(cfg, load_stage_dataset(source, JUDGMENTS, "judgments"))
+            run_proxy(cfg.margin_bayes.proxy, pairs, self.model_path(cfg.margin_bayes.proxy.model), out, cfg.seed)
+            return True
+
         out = self.stage_dir("proxy", self.proxy_key(str(source.resolve()) if explicit_input else self.judge_key()))
-        if self._already_done("proxy", out):
-            return out
-        logger.info("[proxy] writing %s", out)
-        out.mkdir(parents=True, exist_ok=True)
-        pairs = base_pairs(cfg, load_stage_dataset(source, JUDGMENTS, "judgments"))
-        run_proxy(cfg.margin_bayes.proxy, pairs, self.model_path(cfg.margin_bayes.proxy.model), out, cfg.seed)
-        mark_complete(out, {"stage": "proxy", "config": cfg.margin_bayes.proxy, "input": source})
-        self.outcomes.append(StageOutcome("proxy", out, "ran"))
-        return out
+        return self._run_in_place("proxy", out, work, {"config": cfg.margin_bayes.proxy, "input": source})
 
     def pairs(self, input: str | Path | None = None, output: str | Path | None = None) -> Path:
         source = self._input(input, self.stage_dir("judge", self.judge_key()), "judge")
@@ -202,15 +209,15 @@ class Pipeline:
     def train(self, input: str | Path | None = None, output: str | Path | None = None) -> Path:
         """Train in place (not in a temporary directory) so that a crashed run resumes from its checkpoints."""
         source = self._input(input, self.stage_dir("pairs", self.pairs_key()), "pairs")
+        t = self.recipe.training
+
+        def work(out: Path) -> bool:
+            check_training_data(source, t.method)  # fail fast, before launching
+            launch_training(t, source, self.model_path(t.model), out)
+            return True
+
         out = Path(output) if output else self.stage_dir("train", self.train_key())
-        if self._already_done("train", out):
-            return out
-        check_training_data(source, self.recipe.training.method)  # fail fast, before launching
-        logger.info("[train] writing %s", out)
-        launch_training(self.recipe.training, source, self.model_path(self.recipe.training.model), out)
-        mark_complete(out, {"stage": "train", "config": self.recipe.training, "input": source})
-        self.outcomes.append(StageOutcome("train", out, "ran"))
-        return out
+        return self._run_in_place("train", out, work, {"config": t, "input": source})
 
     def write_train_config(self) -> Path:
         """The flat train config for this recipe's train stage, for launching its entry point by hand.
