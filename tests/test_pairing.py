@@ -316,6 +316,15 @@ def test_reward_augmented_doubles_and_flips_with_the_papers_text():
     assert original["system"].endswith("where 1 is lowest and 10 is highest):\nOverall score: 10.")
 
 
+@pytest.mark.parametrize("values, decimals, text", [
+    ([10.0, 5.5, 3.25, 7.0, 1.04999, -0.0001, 100.0], 1, ["10", "5.5", "3.2", "7", "1", "0", "100"]),
+    ([2.5, 9.9, 10.0, 0.2], 0, ["2", "10", "10", "0"]),
+    ([3.14159], 3, ["3.142"]),
+])
+def test_scores_print_without_needless_decimals(values, decimals, text):
+    assert S.format_score(np.array(values), decimals).tolist() == text
+
+
 def test_reward_augmented_prefix_placement():
     cfg = PairingConfig(reward_augmented=RewardAugmentConfig(template="Score: {score}.", placement="prefix"))
     kept = build_pairs(cfg, judgments(ROWS[:2])).kept

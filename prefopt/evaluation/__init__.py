@@ -1,1 +1,1 @@
-"""The eval stage: greedy accuracy in-domain and out-of-domain, and the results table."""
+"""The eval stage: greedy accuracy on the tiny world's splits and local benchmark files, and the results table."""

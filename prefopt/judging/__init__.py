@@ -1,1 +1,1 @@
-"""The judge stage: judges score every candidate per rubric dimension; aggregate rules."""
+"""The judge stage: verifiers, LLM judges on rubrics and reward models score every candidate per dimension."""

@@ -1,1 +1,1 @@
-"""The pairs stage: pair-construction strategies and the sample-level delta filter."""
+"""The pairs stage: pair-construction strategies, selections (sample-level delta, margin_bayes), relabelling."""

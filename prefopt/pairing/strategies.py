@@ -162,7 +162,8 @@ def _pick_best(cands: pd.DataFrame, groups: _Groups, seed: int) -> np.ndarray:
     return groups.first_per_group(-cands["aggregate"].to_numpy(float), tiebreak_keys(cands["candidate_id"], seed))
 
 
-def _excluding(positions: np.ndarray, n: int) -> np.ndarray:
+def _taken(positions: np.ndarray, n: int) -> np.ndarray:
+    """A mask of ``n`` rows, true at ``positions``."""
     mask = np.zeros(n, dtype=bool)
     mask[positions] = True
     return mask
@@ -173,7 +174,7 @@ def max_min(judged: pd.DataFrame, generators: list[str] | None = None, seed: int
     cands, groups, short = _within_prompt(judged, generators)
     chosen = _pick_best(cands, groups, seed)
     score = cands["aggregate"].to_numpy(float)
-    taken = _excluding(chosen, len(cands))
+    taken = _taken(chosen, len(cands))
     rejected = groups.first_per_group(taken, score, tiebreak_keys(cands["candidate_id"], seed, "min"))
     return _within_prompt_pairs(judged, cands, groups, chosen, rejected, "max_min", short)
 
@@ -182,7 +183,7 @@ def max_random(judged: pd.DataFrame, generators: list[str] | None = None, seed: 
     """Per prompt: the best candidate against a uniformly random other one (the UltraFeedback baseline)."""
     cands, groups, short = _within_prompt(judged, generators)
     chosen = _pick_best(cands, groups, seed)
-    taken = _excluding(chosen, len(cands))
+    taken = _taken(chosen, len(cands))
     rejected = groups.first_per_group(taken, tiebreak_keys(cands["candidate_id"], seed, "random"))
     return _within_prompt_pairs(judged, cands, groups, chosen, rejected, "max_random", short)
 
@@ -208,7 +209,7 @@ def sweet_spot(judged: pd.DataFrame, chosen_k: float | None = None, rejected_k: 
         chosen = _pick_best(cands, groups, seed)
     else:
         chosen = groups.first_per_group(np.abs(score - (mean + chosen_k * std)), -score, tiebreak_keys(ids, seed))
-    taken = _excluding(chosen, len(cands))
+    taken = _taken(chosen, len(cands))
     rejected = groups.first_per_group(taken, np.abs(score - (mean + rejected_k * std)), score,
                                       tiebreak_keys(ids, seed, "rejected"))
     label = f"sweet_spot(chosen={'max' if chosen_k is None else f'mu{chosen_k:+g}sigma'},rejected=mu{rejected_k:+g}sigma)"
@@ -282,10 +283,11 @@ def sample_delta_filter(pairs: pd.DataFrame, dimension: str = "aggregate", top_f
     return sort_pairs(kept)
 
 
-def format_score(values: np.ndarray, decimals: int) -> list[str]:
+def format_score(values: np.ndarray, decimals: int) -> pd.Series:
     """Scores as text: rounded to ``decimals``, integral values without a decimal point."""
-    rounded = np.round(values.astype(float), decimals)
-    return [str(int(v)) if float(v).is_integer() else f"{v:.{decimals}f}".rstrip("0") for v in rounded]
+    rounded = pd.Series(np.round(np.asarray(values, dtype=float), decimals) + 0.0)  # + 0.0: no "-0"
+    text = rounded.astype(str)
+    return text.str.replace(r"(\.\d*?)0+$", r"\1", regex=True).str.replace(r"\.$", "", regex=True)
 
 
 def reward_augment(pairs: pd.DataFrame, template: str, placement: str = "system",
@@ -312,7 +314,10 @@ def reward_augment(pairs: pd.DataFrame, template: str, placement: str = "system"
         (lo, hi), (t_lo, t_hi) = score_range, target_range
         score = t_lo + (np.clip(score, lo, hi) - lo) / (hi - lo) * (t_hi - t_lo)
     both["condition_score"] = score
-    texts = pd.Series([template.replace("{score}", s) for s in format_score(score, decimals)], dtype="str")
+    scores, parts = format_score(score, decimals), template.split("{score}")
+    texts = pd.Series(parts[0], index=scores.index)
+    for part in parts[1:]:
+        texts = texts + scores + part
     if placement == "system":
         both["system"] = texts.to_numpy()
     else:
