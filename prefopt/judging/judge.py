@@ -103,7 +103,11 @@ def judgment_table(judge: Judge, judgments: list[Judgment], cfg: JudgingConfig, 
 
 def _with_judgments(candidates: Dataset, judgments: pa.Table) -> Dataset:
     table = candidates.with_format("arrow")[:]  # the rows as they are ordered (data.table ignores a selection)
-    if judgments.column("candidate_id").to_pylist() != table.column("candidate_id").to_pylist():
+
+    def ids(t: pa.Table) -> pa.Array:
+        return t.column("candidate_id").combine_chunks().cast(pa.large_string())
+
+    if not ids(judgments).equals(ids(table)):
         raise DataError("judgments do not line up with the candidates (were the candidates regenerated?)")
     for name in judgments.column_names[1:]:
         table = table.append_column(name, judgments.column(name))
