@@ -433,8 +433,12 @@ class EvaluationConfig:
     seed: int = _help("Seed of the tiny-world problems (keep it apart from the prompt seed).", default=12345)
     benchmarks: list[BenchmarkFile] = _help("Local benchmark files, scored by the math verifier.",
                                             default_factory=list)
-    system_prompt: str | None = _help("A system message before every problem (e.g. a reward-augmented policy's "
-                                      "conditioning on the top score).", default=None)
+    system_prompt: str | None = _help("A system message before every problem, for every model evaluated.",
+                                      default=None)
+    trained_system_prompt: str | None = _help(
+        "A system message for the trained policy only, in place of system_prompt (e.g. a reward-augmented policy's "
+        "conditioning on the top score; the models it is compared with are asked as they were trained).",
+        default=None)
     max_new_tokens: int = _help("Most tokens per answer.", default=96)
     batch_size: int = _help("Problems per engine call.", default=100)
     engine: Literal["transformers", "vllm"] = _help("Engine for greedy decoding.", default="transformers")

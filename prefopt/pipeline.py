@@ -230,18 +230,21 @@ class Pipeline:
         return write_train_config(self.recipe.training, pairs, self.model_path(self.recipe.training.model, build=False),
                                   out)
 
-    def evaluate_model(self, label: str, model_path: str, key: str) -> dict:
+    def evaluate_model(self, label: str, model_path: str, key: str, trained: bool = False) -> dict:
+        """One model's accuracy on every evaluation set (the trained policy may get its own system message)."""
         cfg, world = self.recipe.evaluation, self.recipe.world
+        system = cfg.trained_system_prompt if trained and cfg.trained_system_prompt is not None else cfg.system_prompt
 
         def work(tmp: Path) -> None:
-            predictions, summary = accuracy.evaluate_model(model_path, world, cfg)
+            predictions, summary = accuracy.evaluate_model(model_path, world, cfg, system=system)
             save_stage_dataset(predictions, tmp)
             (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
 
         files = [file_fingerprint(b.path) for b in cfg.benchmarks]
-        out = self.stage_dir("eval", content_hash("eval", prefopt.__version__, cfg, world.in_domain,
+        settings = dataclasses.replace(cfg, system_prompt=system, trained_system_prompt=None)  # what this model gets
+        out = self.stage_dir("eval", content_hash("eval", prefopt.__version__, settings, world.in_domain,
                                                   world.out_of_domain, files, key))
-        self._run_stage(f"eval {label}", out, work, {"config": cfg, "model": model_path})
+        self._run_stage(f"eval {label}", out, work, {"config": settings, "model": model_path})
         return json.loads((out / "summary.json").read_text())
 
     def model_labels(self) -> tuple[str, str]:
@@ -258,7 +261,7 @@ class Pipeline:
                    for label, ref in refs.items()}
         trained = self.stage_dir("train", self.train_key())
         if is_complete(trained):
-            results[after] = self.evaluate_model(after, str(trained / FINAL_MODEL_DIR), self.train_key())
+            results[after] = self.evaluate_model(after, str(trained / FINAL_MODEL_DIR), self.train_key(), trained=True)
         return results
 
     def report(self, accuracies: dict[str, dict], report_dir: Path | None = None) -> Path:

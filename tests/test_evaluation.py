@@ -85,3 +85,27 @@ def test_results_table_has_a_column_per_set_and_domain_means():
     assert "| model | gsm8k accuracy | math500 accuracy | theoremqa accuracy | in-domain mean |" in table
     assert "| policy (after DPO) | 75.0% | 25.0% | 20.0% | 50.0% |" in table
     assert "| DPO gain (after - before) | +25.0 pp | +0.0 pp | +10.0 pp | +12.5 pp |" in table
+
+
+def test_the_trained_system_prompt_reaches_only_the_trained_policy(run_dir):
+    import dataclasses
+
+    from conftest import CI_RECIPE
+    from prefopt.cache import read_manifest
+    from prefopt.configs import load_recipe
+    from prefopt.pipeline import Pipeline
+
+    recipe = load_recipe(CI_RECIPE)
+    recipe = dataclasses.replace(recipe, output_dir=str(run_dir), evaluation=dataclasses.replace(
+        recipe.evaluation, trained_system_prompt="Score 10."))
+    pipeline = Pipeline(recipe)
+    results = pipeline.evaluate()
+    assert set(results) == {"strong", "weak", "policy (before DPO)", "policy (after DPO)"}
+    asked = {o.name: read_manifest(o.path)["config"]["system_prompt"] for o in pipeline.outcomes
+             if o.name.startswith("eval ")}
+    assert asked == {"eval strong": None, "eval weak": None, "eval policy (before DPO)": None,
+                     "eval policy (after DPO)": "Score 10."}
+    after = [o.path for o in pipeline.outcomes if o.name == "eval policy (after DPO)"][0]
+    from datasets import load_from_disk
+
+    assert len(load_from_disk(str(after / "data"))) == 32  # every problem answered under the conditioning

@@ -78,11 +78,13 @@ def eval_sets(world: WorldConfig, cfg: EvaluationConfig) -> list[EvalSet]:
 
 
 def evaluate_model(model_path: str, world: WorldConfig, cfg: EvaluationConfig,
-                   engine: GenerationEngine | None = None) -> tuple[Dataset, dict[str, dict]]:
+                   engine: GenerationEngine | None = None, system: str | None = None) -> tuple[Dataset, dict[str, dict]]:
     """Greedy-decode every evaluation problem; return predictions and ``{set: {accuracy, n, domain}}``.
 
     ``engine`` (already serving ``model_path``) is used as it is; otherwise one is made and closed again.
+    ``system`` is the system message (default: ``cfg.system_prompt``).
     """
+    system = cfg.system_prompt if system is None else system
     sets = eval_sets(world, cfg)  # read (and checked) before any model is loaded
     own = engine is None
     engine = make_engine(cfg.engine, model_path, **cfg.engine_options) if own else engine
@@ -91,7 +93,7 @@ def evaluate_model(model_path: str, world: WorldConfig, cfg: EvaluationConfig,
     try:
         for s in sets:
             for start in tqdm(range(0, len(s.prompts), cfg.batch_size), desc=f"eval {s.name}", unit="batch"):
-                outputs = engine.generate(s.prompts[start:start + cfg.batch_size], params, cfg.system_prompt)
+                outputs = engine.generate(s.prompts[start:start + cfg.batch_size], params, system)
                 for problem, answer, out in zip(s.problems[start:], s.answers[start:], outputs):
                     rows.append({"set": s.name, "domain": s.domain, "problem": problem, "answer": answer,
                                  "completion": out[0].text, "correct": s.correct(problem, out[0].text, answer)})
