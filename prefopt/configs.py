@@ -666,16 +666,17 @@ def set_path(data: dict, path: str, value: Any) -> None:
             raise ConfigError(f"{path}: {part!r} is not a field name (with optional [index])")
         steps.append(match.group(1))
         steps += [int(i) for i in re.findall(r"\d+", match.group(2))]
+    def named(upto: int) -> str:  # the path up to a step, for errors
+        return "".join(f"[{s}]" if isinstance(s, int) else f".{s}" for s in steps[:upto]).lstrip(".")
+
     for i, step in enumerate(steps[:-1]):
-        where = path if i + 1 == len(steps) else "".join(f"[{s}]" if isinstance(s, int) else f".{s}"
-                                                        for s in steps[:i + 1]).lstrip(".")
         if isinstance(step, int):
             if not isinstance(node, list) or not -len(node) <= step < len(node):
-                raise ConfigError(f"{path}: {where} is not an item of a list")
+                raise ConfigError(f"{path}: {named(i + 1)} is not an item of a list")
             node = node[step]
         else:
             if not isinstance(node, dict):
-                raise ConfigError(f"{path}: {where} is not a mapping")
+                raise ConfigError(f"{path}: {named(i + 1)} is not a mapping")
             node = node.setdefault(step, [] if isinstance(steps[i + 1], int) else {})
     last = steps[-1]
     if isinstance(last, int):

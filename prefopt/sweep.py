@@ -30,6 +30,7 @@ from prefopt.configs import ConfigError, Recipe, SweepConfig, from_dict, read_re
 from prefopt.evaluation.accuracy import domain_means
 from prefopt.pipeline import Pipeline
 from prefopt.plots import plot_sweep
+from prefopt.tables import num, pct, pp
 
 logger = logging.getLogger(__name__)
 
@@ -212,33 +213,21 @@ def collect(sweep: SweepConfig, runs: list[SweepRun]) -> Path:
     return out / "results.md"
 
 
-def _pct(x) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
-
-
-def _pp(x) -> str:
-    return "n/a" if x is None else f"{100 * x:+.1f} pp"
-
-
-def _num(x) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
-
-
 def sweep_markdown(sweep: SweepConfig, rows: list[dict], missing: list[str]) -> str:
     gaps = [c for c in ("generator_gap_in_domain", "generator_gap_out_of_domain") if any(c in r for r in rows)]
     header = ["run", *(["generator gap (ID)", "generator gap (OOD)"][:len(gaps)] if gaps else []), "pairs kept",
               "mean judged gap (kept)", "ID before", "ID after", "ID gain", "OOD before", "OOD after", "OOD gain"]
     lines = [f"## prefopt sweep: {sweep.name}", "", "| " + " | ".join(header) + " |", "| --- " * len(header) + "|"]
     for r in rows:
-        cells = [r["run"], *[_pp(r.get(g)) for g in gaps], str(r.get("pairs_kept")), _num(r.get("mean_gap_kept"))]
+        cells = [r["run"], *[pp(r.get(g)) for g in gaps], str(r.get("pairs_kept")), num(r.get("mean_gap_kept"))]
         for domain in ("in_domain", "out_of_domain"):
-            cells += [_pct(r.get(f"{domain}_before")), _pct(r.get(f"{domain}_after")), _pp(r.get(f"{domain}_gain"))]
+            cells += [pct(r.get(f"{domain}_before")), pct(r.get(f"{domain}_after")), pp(r.get(f"{domain}_gain"))]
         lines.append("| " + " | ".join(cells) + " |")
     dims = sorted({c[len("mean_gap_kept_"):] for r in rows for c in r if c.startswith("mean_gap_kept_")})
     if dims:
         lines += ["", "Mean judged gap of the kept pairs per dimension:", "",
                   "| run | " + " | ".join(dims) + " |", "| --- " * (len(dims) + 1) + "|"]
-        lines += ["| " + r["run"] + " | " + " | ".join(_num(r.get(f"mean_gap_kept_{d}")) for d in dims) + " |"
+        lines += ["| " + r["run"] + " | " + " | ".join(num(r.get(f"mean_gap_kept_{d}")) for d in dims) + " |"
                   for r in rows]
     if missing:
         lines += ["", f"Not finished: {', '.join(missing)}."]

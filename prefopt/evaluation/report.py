@@ -6,14 +6,7 @@ import json
 from pathlib import Path
 
 from prefopt.evaluation.accuracy import DOMAINS, domain_means
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
-
-
-def _pp(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:+.1f} pp"
+from prefopt.tables import pct, pp
 
 
 def columns(accuracies: dict[str, dict]) -> list[tuple[str, str]]:
@@ -48,13 +41,13 @@ def results_markdown(name: str, generator_pairs: list[tuple[str, str]], accuraci
     lines = [f"## prefopt results: {name}", "", "| model | " + " | ".join(h for _, h in cols) + " |",
              "| --- " * (len(cols) + 1) + "|"]
     for label, summary in accuracies.items():
-        lines.append(f"| {label} | " + " | ".join(_pct(value(summary, k)) for k, _ in cols) + " |")
+        lines.append(f"| {label} | " + " | ".join(pct(value(summary, k)) for k, _ in cols) + " |")
     for chosen, rejected in generator_pairs:
         lines.append(f"| generator delta ({chosen} - {rejected}) | " +
-                     " | ".join(_pp(delta(chosen, rejected, k)) for k, _ in cols) + " |")
+                     " | ".join(pp(delta(chosen, rejected, k)) for k, _ in cols) + " |")
     before, after = policy_labels
     method = after[len("policy (after "):-1]
-    lines.append(f"| {method} gain (after - before) | " + " | ".join(_pp(delta(after, before, k)) for k, _ in cols)
+    lines.append(f"| {method} gain (after - before) | " + " | ".join(pp(delta(after, before, k)) for k, _ in cols)
                  + " |")
     sizes = ", ".join(f"{k}: {v['n']}" for k, v in next(iter(accuracies.values()), {}).items())
     lines += ["", f"Greedy accuracy; problems per set: {sizes}."]
@@ -69,7 +62,7 @@ def results_markdown(name: str, generator_pairs: list[tuple[str, str]], accuraci
                       "judge agrees chosen > rejected | ties |",
                   "| --- | --- | --- | --- | --- | --- |",
                   f"| {s['pairs_built']} | {s['pairs_kept']} | {s['mean_margin_built']:.3f} | "
-                  f"{s['mean_margin_kept']:.3f} | {_pct(s['judge_agreement_rate'])} | {s['ties']} |"]
+                  f"{s['mean_margin_kept']:.3f} | {pct(s['judge_agreement_rate'])} | {s['ties']} |"]
     return "\n".join(lines) + "\n"
 
 

@@ -167,9 +167,10 @@ def run_judging(cfg: JudgingConfig, candidates: Dataset, stage_dir: Path,
     The judge is made (its model loaded) only if work is left; pass ``judge`` to use one already made.
     """
     n, size = len(candidates), cfg.shard_size
-    todo = [k for k in range(-(-n // size)) if not _shard_path(stage_dir, k).exists()]
+    shards = -(-n // size)
+    todo = [k for k in range(shards) if not _shard_path(stage_dir, k).exists()]
     needs_pairwise = cfg.pairwise is not None and not (stage_dir / PAIRWISE_DIR).exists()
-    logger.info("[judge] %d candidates in %d shards, %d already judged", n, -(-n // size), -(-n // size) - len(todo))
+    logger.info("[judge] %d candidates in %d shards, %d already judged", n, shards, shards - len(todo))
     owned = judge is None and (todo or needs_pairwise)
     if owned:
         judge = make_judge(cfg, model_path)
@@ -187,7 +188,7 @@ def run_judging(cfg: JudgingConfig, candidates: Dataset, stage_dir: Path,
     finally:
         if owned:
             judge.close()
-    judgments = pa.concat_tables([pq.read_table(_shard_path(stage_dir, k)) for k in range(-(-n // size))])
+    judgments = pa.concat_tables([pq.read_table(_shard_path(stage_dir, k)) for k in range(shards)])
     judged = _with_judgments(candidates, judgments)
     atomic_write(stage_dir / DATA_DIR, lambda tmp: judged.save_to_disk(str(tmp)))
     write_quality(cfg, judged, stage_dir)
@@ -199,7 +200,7 @@ def write_quality(cfg: JudgingConfig, judged: Dataset, stage_dir: Path) -> dict:
     dims = tuple(c[len("scores."):] for c in flat.columns if c.startswith("scores."))
     samples = cfg.llm.samples if cfg.judge == "llm" else 1
     quality = {"judge": flat["judge"].iloc[0] if len(flat) else cfg.judge,
-               **judge_quality(flat.assign(sample_scores=judged["sample_scores"]), dims, samples)}
+               **judge_quality(flat, dims, samples)}
     if cfg.pairwise is not None:
         verdicts = load_from_disk(str(stage_dir / PAIRWISE_DIR)).to_pandas()
         quality["pairwise"] = pairwise_quality(verdicts.replace({np.nan: None}), cfg.pairwise.generators[0])

@@ -17,9 +17,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-
-def _rate(mask: pd.Series) -> float | None:
-    return None if mask.empty else float(mask.mean())
+from prefopt.tables import mean, pct
 
 
 def _spearman(a: pd.Series, b: pd.Series) -> float | None:
@@ -41,8 +39,8 @@ def generator_ranking(judged: pd.DataFrame, column: str = "aggregate") -> list[d
         if a not in table or b not in table:
             continue
         both = table[[a, b]].dropna()
-        rows.append({"first": a, "second": b, "pairs": len(both), "first_higher": _rate(both[a] > both[b]),
-                     "equal": _rate(both[a] == both[b]), "second_higher": _rate(both[a] < both[b])})
+        rows.append({"first": a, "second": b, "pairs": len(both), "first_higher": mean(both[a] > both[b]),
+                     "equal": mean(both[a] == both[b]), "second_higher": mean(both[a] < both[b])})
     return rows
 
 
@@ -58,7 +56,7 @@ def self_consistency(sample_scores: pd.Series, dimensions: tuple[str, ...]) -> d
     out = {}
     for d in dimensions:
         spread = grouped[d].agg(lambda v: float(np.std(v))).loc[several]
-        out[d] = {"exact_agreement": _rate(spread == 0), "mean_std": None if spread.empty else float(spread.mean())}
+        out[d] = {"exact_agreement": mean(spread == 0), "mean_std": mean(spread)}
     out["overall"] = {key: None if not several.size else float(np.mean([out[d][key] for d in dimensions]))
                       for key in ("exact_agreement", "mean_std")}
     return out
@@ -70,10 +68,10 @@ def judge_quality(judged: pd.DataFrame, dimensions: tuple[str, ...], samples: in
     quality = {
         "candidates": len(judged),
         "judged": int(ok.sum()),
-        "parse_failure_rate": _rate(~ok),
+        "parse_failure_rate": mean(~ok),
         "failure_reasons": judged.loc[~ok, "parse_status"].str.split(":").str[0].value_counts().to_dict(),
         "mean_attempts": None if judged.empty else float(attempts.mean()),
-        "retried_rate": _rate(attempts > 1),
+        "retried_rate": mean(attempts > 1),
         "generator_ranking": generator_ranking(judged),
     }
     if samples > 1 and "sample_scores" in judged:
@@ -89,9 +87,9 @@ def pairwise_quality(verdicts: pd.DataFrame, first_generator: str) -> dict:
     return {
         "pairs": len(verdicts),
         "both_orders_answered": len(valid),
-        "position_bias_rate": _rate(valid["first_shown_first"] != valid["first_shown_second"]),
-        "shown_first_win_rate": _rate(shown_first_wins),
-        f"{first_generator}_consistent_win_rate": _rate(consistent["first_shown_first"] == "first"),
+        "position_bias_rate": mean(valid["first_shown_first"] != valid["first_shown_second"]),
+        "shown_first_win_rate": mean(shown_first_wins),
+        f"{first_generator}_consistent_win_rate": mean(consistent["first_shown_first"] == "first"),
     }
 
 
@@ -113,38 +111,34 @@ def reference_agreement(judged: pd.DataFrame, reference: pd.DataFrame) -> dict:
     return out
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
-
-
 def quality_markdown(quality: dict) -> str:
     q = quality
     attempts = "n/a" if q["mean_attempts"] is None else f"{q['mean_attempts']:.2f}"
     lines = ["## Judge quality", "", f"Judge: `{q['judge']}`", "",
              "| candidates | judged | parse failures | retried | mean attempts |", "| --- | --- | --- | --- | --- |",
-             f"| {q['candidates']} | {q['judged']} | {_pct(q['parse_failure_rate'])} | {_pct(q['retried_rate'])} | "
+             f"| {q['candidates']} | {q['judged']} | {pct(q['parse_failure_rate'])} | {pct(q['retried_rate'])} | "
              f"{attempts} |"]
     if q["failure_reasons"]:
         lines += ["", "Failure reasons: " + ", ".join(f"{k} ({v})" for k, v in q["failure_reasons"].items())]
     if q["generator_ranking"]:
         lines += ["", "| first | second | pairs | first scored higher | equal | second scored higher |",
                   "| --- | --- | --- | --- | --- | --- |"]
-        lines += [f"| {r['first']} | {r['second']} | {r['pairs']} | {_pct(r['first_higher'])} | {_pct(r['equal'])} | "
-                  f"{_pct(r['second_higher'])} |" for r in q["generator_ranking"]]
+        lines += [f"| {r['first']} | {r['second']} | {r['pairs']} | {pct(r['first_higher'])} | {pct(r['equal'])} | "
+                  f"{pct(r['second_higher'])} |" for r in q["generator_ranking"]]
     if q.get("self_consistency"):
         lines += ["", "| dimension | all samples agree | mean std |", "| --- | --- | --- |"]
-        lines += [f"| {d} | {_pct(v['exact_agreement'])} | "
+        lines += [f"| {d} | {pct(v['exact_agreement'])} | "
                   f"{'n/a' if v['mean_std'] is None else format(v['mean_std'], '.3f')} |"
                   for d, v in q["self_consistency"].items()]
     if q.get("pairwise"):
         p = q["pairwise"]
         lines += ["", "| pairs | both orders answered | position bias (verdict flips with order) | first shown wins |",
                   "| --- | --- | --- | --- |",
-                  f"| {p['pairs']} | {p['both_orders_answered']} | {_pct(p['position_bias_rate'])} | "
-                  f"{_pct(p['shown_first_win_rate'])} |"]
+                  f"| {p['pairs']} | {p['both_orders_answered']} | {pct(p['position_bias_rate'])} | "
+                  f"{pct(p['shown_first_win_rate'])} |"]
     if q.get("reference_agreement"):
         r = q["reference_agreement"]
         rho = r["aggregate_spearman"]
         lines += ["", f"Against the reference verifier: aggregate Spearman {'n/a' if rho is None else f'{rho:.3f}'}, "
-                      f"same order on {_pct(r['pair_order_agreement'])} of {r['pairs_compared']} generator pairs."]
+                      f"same order on {pct(r['pair_order_agreement'])} of {r['pairs_compared']} generator pairs."]
     return "\n".join(lines) + "\n"

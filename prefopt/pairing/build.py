@@ -20,6 +20,7 @@ from prefopt.configs import PairingConfig
 from prefopt.pairing import strategies as S
 from prefopt.pairing.calibration import margin_bayes_scores
 from prefopt.schemas import DataError, arrow_dataset
+from prefopt.tables import mean
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +47,6 @@ def to_dataset(frame: pd.DataFrame) -> Dataset:
         nested = pa.StructArray.from_arrays(arrays, names=[c[len(struct) + 1:] for c in names])
         table = table.drop_columns(names).append_column(struct, nested)
     return arrow_dataset(table)
-
-
-def _mean(series: pd.Series) -> float | None:
-    return None if series.empty else float(series.mean())
 
 
 def _flat(judgments: Dataset | pd.DataFrame, max_samples: int | None = None) -> pd.DataFrame:
@@ -101,16 +98,16 @@ def run_strategy(cfg: PairingConfig, judged: pd.DataFrame) -> S.Built:
 def base_pairs(cfg: PairingConfig, judgments: Dataset | pd.DataFrame) -> pd.DataFrame:
     """The pairs that margin_bayes selects from: the strategy's pairs after ties, the gate and the filter."""
     judged = _flat(judgments, cfg.max_samples)
-    pairs, _ = _gated(cfg, run_strategy(cfg, judged).frame, {})
-    return pairs
+    return _gated(cfg, run_strategy(cfg, judged).frame, {})
 
 
-def _gated(cfg: PairingConfig, pairs: pd.DataFrame, stats: dict) -> tuple[pd.DataFrame, dict]:
+def _gated(cfg: PairingConfig, pairs: pd.DataFrame, stats: dict) -> pd.DataFrame:
+    """Drop ties, apply the agreement gate and the sample-delta filter; count each step into ``stats``."""
     ties = pairs["margin"].abs() <= S.TIE_TOLERANCE
     stats["ties"] = int(ties.sum())
-    stats["tie_rate"] = _mean(ties.astype(float))
+    stats["tie_rate"] = mean(ties.astype(float))
     stats["judge_disagreements"] = int((pairs["margin"] < -S.TIE_TOLERANCE).sum())
-    stats["judge_agreement_rate"] = _mean(pairs["judge_agrees"].astype(float))
+    stats["judge_agreement_rate"] = mean(pairs["judge_agrees"].astype(float))
     if cfg.drop_ties:
         pairs = pairs[~ties]
     stats["ties_dropped"] = stats["ties"] if cfg.drop_ties else 0
@@ -124,7 +121,7 @@ def _gated(cfg: PairingConfig, pairs: pd.DataFrame, stats: dict) -> tuple[pd.Dat
         pairs = S.sample_delta_filter(pairs, f.dimension, f.top_fraction, f.min_gap)
         pairs = pairs.assign(strategy=pairs["strategy"] + f"+sample_delta({_filter_rule(cfg)})")
     stats["dropped_by_filter"] = before - len(pairs)
-    return pairs, stats
+    return pairs
 
 
 def select_margin_bayes(cfg: PairingConfig, pairs: pd.DataFrame, implicit: pd.Series
@@ -146,7 +143,7 @@ def select_margin_bayes(cfg: PairingConfig, pairs: pd.DataFrame, implicit: pd.Se
     correlation = (float(np.corrcoef(external, implicit_margin)[0, 1])
                    if len(pairs) > 1 and external.std() > 0 and implicit_margin.std() > 0 else None)
     info = {**bounds, "fusion": mb.fusion, "external_implicit_correlation": correlation,
-            "mean_fused_score_all": _mean(scored["fused_score"]), "mean_fused_score_kept": _mean(kept["fused_score"])}
+            "mean_fused_score_all": mean(scored["fused_score"]), "mean_fused_score_kept": mean(kept["fused_score"])}
     return kept, scored, info
 
 
@@ -172,16 +169,16 @@ def build_pairs(cfg: PairingConfig, judgments: Dataset | pd.DataFrame, implicit:
                        cfg.strategy, built.short_prompts[:3])
     pairs = built.frame
     stats["pairs_built"] = len(pairs)
-    stats["mean_margin_built"] = _mean(pairs["margin"])
+    stats["mean_margin_built"] = mean(pairs["margin"])
     if cfg.strategy == "generator_delta":
         stats["generator_pairs"] = [
             {"chosen": p.chosen, "rejected": p.rejected, "pairs_built": int(len(group)),
-             "judge_agreement_rate": _mean(group["judge_agrees"].astype(float)),
-             "judge_disagreement_rate": _mean((group["margin"] < -S.TIE_TOLERANCE).astype(float)),
-             "mean_margin": _mean(group["margin"])}
+             "judge_agreement_rate": mean(group["judge_agrees"].astype(float)),
+             "judge_disagreement_rate": mean((group["margin"] < -S.TIE_TOLERANCE).astype(float)),
+             "mean_margin": mean(group["margin"])}
             for p in cfg.generator_pairs
             for group in [pairs[(pairs["chosen_generator"] == p.chosen) & (pairs["rejected_generator"] == p.rejected)]]]
-    pairs, stats = _gated(cfg, pairs, stats)
+    pairs = _gated(cfg, pairs, stats)
     scored = None
     if cfg.margin_bayes is not None:
         if implicit is None:
@@ -197,8 +194,8 @@ def build_pairs(cfg: PairingConfig, judgments: Dataset | pd.DataFrame, implicit:
         stats["reward_augmented_rows"] = len(pairs) - selected
     stats.update({
         "pairs_kept": len(pairs),
-        "mean_margin_kept": _mean(pairs["margin"]),
-        "mean_margins_kept": {d: _mean(pairs[f"margins.{d}"]) for d in dims},
+        "mean_margin_kept": mean(pairs["margin"]),
+        "mean_margins_kept": {d: mean(pairs[f"margins.{d}"]) for d in dims},
     })
     logger.info("Pairs (%s): %d built from %d prompts, %d ties, %d kept (mean judged gap %.3f -> %.3f, judge "
                 "agrees on %.0f%%)", stats["strategy"], stats["pairs_built"], stats["prompts"], stats["ties"],
@@ -217,10 +214,10 @@ def _build_unpaired(cfg: PairingConfig, judged: pd.DataFrame, dims: list[str], s
     stats.update({
         "examples_kept": len(frame), "desirable": desirable, "undesirable": len(frame) - desirable,
         "dropped_between_thresholds": between,
-        "class_weights": {"desirable": _mean(frame.loc[frame["label"], "class_weight"]),
-                          "undesirable": _mean(frame.loc[~frame["label"], "class_weight"])},
-        "mean_score": {"desirable": _mean(frame.loc[frame["label"], "score"]),
-                       "undesirable": _mean(frame.loc[~frame["label"], "score"])},
+        "class_weights": {"desirable": mean(frame.loc[frame["label"], "class_weight"]),
+                          "undesirable": mean(frame.loc[~frame["label"], "class_weight"])},
+        "mean_score": {"desirable": mean(frame.loc[frame["label"], "score"]),
+                       "undesirable": mean(frame.loc[~frame["label"], "score"])},
     })
     logger.info("KTO examples: %d desirable, %d undesirable, %d between thresholds dropped", desirable,
                 len(frame) - desirable, between)

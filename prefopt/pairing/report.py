@@ -15,20 +15,10 @@ from pathlib import Path
 import pandas as pd
 
 from prefopt import plots
+from prefopt.pairing.strategies import TIE_TOLERANCE
+from prefopt.tables import mean, num, pct
 
 REPORT_DIR = "report"
-
-
-def _mean(series: pd.Series) -> float | None:
-    return None if series.empty else float(series.mean())
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
-
-
-def _num(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
 
 
 def pair_summary(pairs: pd.DataFrame) -> dict:
@@ -41,15 +31,15 @@ def pair_summary(pairs: pd.DataFrame) -> dict:
         "pairs": len(pairs),
         "prompts": int(pairs["prompt_id"].nunique()),
         "strategies": pairs["strategy"].value_counts().to_dict(),
-        "ties": int((pairs["margin"] == 0).sum()),
-        "judge_agreement_rate": _mean(pairs["judge_agrees"].astype(float)),
-        "mean_margin": _mean(pairs["margin"]),
-        "mean_margins": {d: _mean(pairs[f"margins.{d}"]) for d in dims},
+        "ties": int((pairs["margin"].abs() <= TIE_TOLERANCE).sum()),
+        "judge_agreement_rate": mean(pairs["judge_agrees"].astype(float)),
+        "mean_margin": mean(pairs["margin"]),
+        "mean_margins": {d: mean(pairs[f"margins.{d}"]) for d in dims},
         "generators": {g: {"chosen": int((pairs["chosen_generator"] == g).sum()),
                            "rejected": int((pairs["rejected_generator"] == g).sum())} for g in generators},
         "matchups": [{"chosen": c, "rejected": r, **{k: float(v) for k, v in row.items()}}
                      for (c, r), row in matchups.iterrows()],
-        "mean_length": {"chosen": _mean(pairs["chosen"].str.len()), "rejected": _mean(pairs["rejected"].str.len())},
+        "mean_length": {"chosen": mean(pairs["chosen"].str.len()), "rejected": mean(pairs["rejected"].str.len())},
     }
 
 
@@ -61,8 +51,8 @@ def unpaired_summary(examples: pd.DataFrame) -> dict:
         "desirable": int(examples["label"].sum()),
         "undesirable": int((~examples["label"]).sum()),
         "desirable_rate_by_generator": {g: float(row["mean"]) for g, row in by_generator.iterrows()},
-        "mean_score": {"desirable": _mean(examples.loc[examples["label"], "score"]),
-                       "undesirable": _mean(examples.loc[~examples["label"], "score"])},
+        "mean_score": {"desirable": mean(examples.loc[examples["label"], "score"]),
+                       "undesirable": mean(examples.loc[~examples["label"], "score"])},
     }
 
 
@@ -75,7 +65,7 @@ def pairs_markdown(summary: dict, stats: dict | None) -> str:
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
                   f"| {stats['candidates']} | {stats['unjudged_candidates']} | {stats['prompts']} | "
                   f"{stats['prompts_too_few_candidates']} | {stats['pairs_built']} | {stats['ties']} | "
-                  f"{_pct(stats['tie_rate'])} | {_pct(stats['judge_agreement_rate'])} | "
+                  f"{pct(stats['tie_rate'])} | {pct(stats['judge_agreement_rate'])} | "
                   f"{stats['dropped_by_agreement_gate']} | {stats['dropped_by_filter']} | {stats['pairs_kept']} |", ""]
         if "margin_bayes" in stats:
             mb = stats["margin_bayes"]
@@ -83,18 +73,18 @@ def pairs_markdown(summary: dict, stats: dict | None) -> str:
                       f"{stats['pairs_kept'] + stats['dropped_by_margin_bayes']}; calibration external "
                       f"[{mb['external_low']:g}, {mb['external_high']:.3g}], implicit [{mb['implicit_low']:g}, "
                       f"{mb['implicit_high']:.3g}]; external/implicit correlation "
-                      f"{_num(mb['external_implicit_correlation'])}.", ""]
+                      f"{num(mb['external_implicit_correlation'])}.", ""]
     dims = list(summary["mean_margins"])
     lines += ["| pairs | prompts | judge agrees | mean margin | " + " | ".join(f"mean {d} margin" for d in dims) +
               " | chosen length | rejected length |",
               "| --- " * (6 + len(dims)) + "|",
-              f"| {summary['pairs']} | {summary['prompts']} | {_pct(summary['judge_agreement_rate'])} | "
-              f"{_num(summary['mean_margin'])} | " + " | ".join(_num(summary["mean_margins"][d]) for d in dims) +
-              f" | {_num(summary['mean_length']['chosen'])} | {_num(summary['mean_length']['rejected'])} |", "",
+              f"| {summary['pairs']} | {summary['prompts']} | {pct(summary['judge_agreement_rate'])} | "
+              f"{num(summary['mean_margin'])} | " + " | ".join(num(summary["mean_margins"][d]) for d in dims) +
+              f" | {num(summary['mean_length']['chosen'])} | {num(summary['mean_length']['rejected'])} |", "",
               "| chosen generator | rejected generator | pairs | judge agrees | mean margin |",
               "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {m['chosen']} | {m['rejected']} | {int(m['pairs'])} | {_pct(m['judge_agreement_rate'])} | "
-              f"{_num(m['mean_margin'])} |" for m in summary["matchups"]]
+    lines += [f"| {m['chosen']} | {m['rejected']} | {int(m['pairs'])} | {pct(m['judge_agreement_rate'])} | "
+              f"{num(m['mean_margin'])} |" for m in summary["matchups"]]
     return "\n".join(lines) + "\n"
 
 
@@ -106,9 +96,9 @@ def unpaired_markdown(summary: dict, stats: dict | None) -> str:
     lines += ["| examples | desirable | undesirable | mean score (desirable) | mean score (undesirable) |",
               "| --- | --- | --- | --- | --- |",
               f"| {summary['examples']} | {summary['desirable']} | {summary['undesirable']} | "
-              f"{_num(summary['mean_score']['desirable'])} | {_num(summary['mean_score']['undesirable'])} |", "",
+              f"{num(summary['mean_score']['desirable'])} | {num(summary['mean_score']['undesirable'])} |", "",
               "| generator | desirable rate |", "| --- | --- |"]
-    lines += [f"| {g} | {_pct(r)} |" for g, r in summary["desirable_rate_by_generator"].items()]
+    lines += [f"| {g} | {pct(r)} |" for g, r in summary["desirable_rate_by_generator"].items()]
     return "\n".join(lines) + "\n"
 
 
