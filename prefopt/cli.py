@@ -1,4 +1,8 @@
-"""``prefopt generate | judge | pairs | train | eval | run | sweep RECIPE.yaml`` and ``prefopt report pairs``."""
+"""``prefopt generate | judge | pairs | train | eval | run | sweep RECIPE.yaml`` and ``prefopt report pairs``.
+
+Only the command that runs imports the stages (and with them torch, transformers, datasets, vLLM): ``--help``
+and argument errors answer at once.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,8 @@ import logging
 import sys
 from pathlib import Path
 
-from prefopt.configs import ConfigError, load_recipe
-from prefopt.pipeline import Pipeline
-from prefopt.schemas import DataError
+from prefopt.configs import load_recipe
+from prefopt.errors import ConfigError, DataError
 
 logger = logging.getLogger("prefopt")
 
@@ -68,6 +71,8 @@ def report_pairs(args) -> Path:
     from prefopt.pairing.report import REPORT_DIR, write_pairs_report
     from prefopt.schemas import load_stage_dataset
 
+    from prefopt.pipeline import Pipeline
+
     target = Path(args.target)
     if target.suffix in (".yaml", ".yml"):
         recipe = load_recipe(target, args.set)
@@ -117,6 +122,8 @@ def sweep_command(args) -> int:
 
 def stage_command(args) -> int:
     """One stage, or ``run`` (all of them) and ``eval`` (evaluation and the results table)."""
+    from prefopt.pipeline import Pipeline
+
     recipe = load_recipe(args.recipe, args.set)
     if args.output_dir:
         recipe = dataclasses.replace(recipe, output_dir=args.output_dir)

@@ -19,12 +19,11 @@ from typing import Any, Literal
 
 import yaml
 
-from prefopt.world.models import TinyModelSpec
+from prefopt.errors import ConfigError
+from prefopt.generation.registry import ENGINES
+from prefopt.registry import lookup
+from prefopt.world.specs import TinyModelSpec
 from prefopt.world.tasks import Difficulty
-
-
-class ConfigError(ValueError):
-    """A recipe or stage config that cannot be used; the message names the file and the field."""
 
 
 def _help(text: str, **kwargs) -> Any:
@@ -96,9 +95,9 @@ class GenerationConfig:
     """The generate stage: prompts, an engine, and a pool of generators run one after another."""
 
     prompts: PromptSource = _help("Prompt source.", default_factory=PromptSource)
-    engine: Literal["transformers", "vllm", "server"] = _help(
-        "'vllm' (offline vllm.LLM), 'server' (an OpenAI-compatible server) or 'transformers' (generate).",
-        default="transformers")
+    engine: str = _help(
+        "'vllm' (offline vllm.LLM), 'server' (an OpenAI-compatible server) or 'transformers' (generate); any name in "
+        "prefopt.generation.registry.ENGINES.", default="transformers")
     engine_options: dict[str, Any] = _help(
         "Engine arguments: vllm.LLM keywords (tensor_parallel_size, max_model_len, gpu_memory_utilization, "
         "...) or, for 'server', base_url, api_key, max_concurrency, max_retries, timeout.", default_factory=dict)
@@ -109,6 +108,7 @@ class GenerationConfig:
     generators: list[GeneratorConfig] = _help("The generator pool.", default_factory=list)
 
     def __post_init__(self):
+        lookup(ENGINES, self.engine, "engine", ValueError)
         if min(self.batch_size, self.shard_size, self.data_parallel_size) < 1:
             raise ValueError("batch_size, shard_size and data_parallel_size must be >= 1")
         if not self.generators:
@@ -441,11 +441,15 @@ class EvaluationConfig:
         default=None)
     max_new_tokens: int = _help("Most tokens per answer.", default=96)
     batch_size: int = _help("Problems per engine call.", default=100)
-    engine: Literal["transformers", "vllm"] = _help("Engine for greedy decoding.", default="transformers")
+    engine: str = _help("Engine for greedy decoding: one that loads the model's weights itself ('transformers', "
+                        "'vllm').", default="transformers")
     engine_options: dict[str, Any] = _help("Engine arguments (as in generation.engine_options).",
                                            default_factory=dict)
 
     def __post_init__(self):
+        if not lookup(ENGINES, self.engine, "engine", ValueError).runs_local_weights:
+            raise ValueError(f"engine: {self.engine!r} does not load the evaluated model; expected one of "
+                             f"{ENGINES.names(runs_local_weights=True)}")
         if not self.tiny_world and not self.benchmarks:
             raise ValueError("nothing to evaluate: set tiny_world: true or list benchmarks")
         names = [b.name for b in self.benchmarks] + (["in_domain", "out_of_domain"] if self.tiny_world else [])
@@ -621,6 +625,9 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
     except (ValueError, TypeError) as err:
         if isinstance(err, ConfigError):
             raise
+        name, sep, rest = str(err).partition(": ")
+        if sep and name in fields:  # "field: what is wrong" names the field itself
+            raise ConfigError(f"{where}.{name}: {rest}" if where else f"{name}: {rest}") from None
         raise ConfigError(f"{label}: {err}") from None
 
 

@@ -12,6 +12,8 @@ import pyarrow as pa
 from datasets import Dataset, load_from_disk
 from datasets.fingerprint import generate_random_fingerprint
 
+from prefopt.errors import DataError
+
 DATA_DIR = "data"
 
 CANDIDATES = {
@@ -108,10 +110,6 @@ EVAL_PREDICTIONS = {
     "completion": "the model's greedy completion",
     "correct": "final answer matches (tiny world: the step verifier; benchmark files: the math verifier)",
 }
-
-
-class DataError(ValueError):
-    """An input dataset that a stage cannot use; the message names the path and the column."""
 
 
 def require_columns(ds: Dataset, schema: dict[str, str], source: str, what: str) -> None:

@@ -23,6 +23,8 @@ from typing import Protocol
 
 import torch
 
+from prefopt.generation.registry import engine_class
+
 logger = logging.getLogger(__name__)
 
 
@@ -275,11 +277,7 @@ class ServerEngine:
         pass
 
 
-ENGINES = {"transformers": TransformersEngine, "vllm": VLLMEngine, "server": ServerEngine}
-
-
 def make_engine(kind: str, model_path: str, **options) -> GenerationEngine:
-    """An engine by name; ``options`` go to its constructor (for vLLM: ``vllm.LLM`` arguments)."""
-    if kind not in ENGINES:
-        raise ValueError(f"unknown engine {kind!r}; available: {sorted(ENGINES)}")
-    return ENGINES[kind](model_path, **options)
+    """An engine by its registered name (:data:`prefopt.generation.registry.ENGINES`); ``options`` go to its
+    constructor (for vLLM: ``vllm.LLM`` arguments)."""
+    return engine_class(kind)(model_path, **options)

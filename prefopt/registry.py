@@ -1,0 +1,97 @@
+"""Registries for prefopt's extension points: pair strategies, losses, judges, engines.
+
+Each extension point keeps one :class:`Registry`. An entry is registered once, under its name, with the
+capabilities callers ask about (``registry.get(name).needs_generator_labels``) instead of comparing names
+across the code. Looking up an unknown name raises :class:`UnknownName` (a ``ValueError``) that lists the
+valid names, so recipe validation can report it in one line.
+
+This module is a leaf: it imports nothing of prefopt, and nothing heavy.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+class UnknownName(ValueError):
+    """A name that no entry of a registry has; the message lists the valid ones."""
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    """One registered extension: its name, the object (a function or class), its capabilities and help."""
+
+    name: str
+    target: T
+    help: str = ""
+    capabilities: dict[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, item: str) -> Any:
+        capabilities = self.__dict__.get("capabilities", {})
+        if item in capabilities:
+            return capabilities[item]
+        raise AttributeError(f"{self.__dict__.get('name', '?')!r} has no capability {item!r}")
+
+
+class Registry(Generic[T]):
+    """Names of one kind of extension, each with its target and capabilities.
+
+    ``defaults`` lists every capability the registry's entries have, with the value an entry gets when it does
+    not set it; registering an unknown capability is an error, so a misspelt one cannot go unnoticed.
+    """
+
+    def __init__(self, kind: str, **defaults: Any):
+        self.kind = kind
+        self.defaults = defaults
+        self._entries: dict[str, Entry[T]] = {}
+
+    def register(self, name: str, target: T | None = None, *, help: str = "", **capabilities: Any):
+        """Register ``target`` under ``name``; without ``target``, a decorator that registers what it decorates."""
+        unknown = sorted(set(capabilities) - set(self.defaults))
+        if unknown:
+            raise TypeError(f"{self.kind} {name!r}: unknown capabilities {unknown}; known: {sorted(self.defaults)}")
+
+        def add(obj: T) -> T:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self._entries[name] = Entry(name, obj, help, {**self.defaults, **capabilities})
+            return obj
+
+        return add if target is None else add(target)
+
+    def get(self, name: str) -> Entry[T]:
+        """The entry named ``name``; an unknown name raises :class:`UnknownName` listing the valid ones."""
+        try:
+            return self._entries[name]
+        except (KeyError, TypeError):
+            raise UnknownName(self.unknown_message(name)) from None
+
+    def unknown_message(self, name: Any) -> str:
+        close = difflib.get_close_matches(str(name), self.names(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown {self.kind} {name!r}{hint}; expected one of {self.names()}"
+
+    def names(self, **where: Any) -> list[str]:
+        """Registered names in order of registration, optionally only those whose capabilities match ``where``."""
+        return [n for n, e in self._entries.items() if all(e.capabilities.get(k) == v for k, v in where.items())]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[Entry[T]]:
+        return iter(self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def lookup(registry: Registry, name: str, where: str, error: Callable[[str], Exception]) -> Entry:
+    """``registry.get(name)``, with an unknown name raised as ``error(f"{where}: ...")``."""
+    try:
+        return registry.get(name)
+    except UnknownName as err:
+        raise error(f"{where}: {err}") from None

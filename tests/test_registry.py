@@ -1,0 +1,90 @@
+"""The registry behind every extension point, and the engine names checked when a recipe loads."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from prefopt.configs import ConfigError, load_recipe
+from prefopt.generation.registry import ENGINES, engine_class
+from prefopt.registry import Registry, UnknownName, lookup
+
+DEMO = Path(__file__).parents[1] / "recipes" / "demo" / "tiny.yaml"
+
+
+def test_entries_carry_their_capabilities_and_defaults():
+    reg = Registry("widget", fast=False, colour="grey")
+    reg.register("a", print, fast=True, help="the quick one")
+    reg.register("b", len)
+    assert reg.get("a").fast is True and reg.get("a").colour == "grey" and reg.get("a").target is print
+    assert reg.get("b").fast is False
+    assert reg.names() == ["a", "b"] and reg.names(fast=True) == ["a"]
+    assert "a" in reg and "c" not in reg and len(reg) == 2
+
+
+def test_decorator_registers_and_returns_the_object():
+    reg = Registry("loss")
+
+    @reg.register("mine")
+    def mine():
+        return 1
+
+    assert reg.get("mine").target is mine and mine() == 1
+
+
+def test_unknown_names_list_the_valid_ones_and_suggest_the_closest():
+    reg = Registry("strategy")
+    for name in ("max_min", "max_random", "sweet_spot"):
+        reg.register(name, name)
+    with pytest.raises(UnknownName, match=r"unknown strategy 'max_mni' \(did you mean 'max_min'\?\); expected one of "
+                                          r"\['max_min', 'max_random', 'sweet_spot'\]"):
+        reg.get("max_mni")
+    with pytest.raises(UnknownName, match="unknown strategy 7;"):
+        reg.get(7)
+    with pytest.raises(ConfigError, match="^pairing.strategy: unknown strategy 'zzz'; expected"):
+        lookup(reg, "zzz", "pairing.strategy", ConfigError)
+
+
+def test_mistakes_in_registering_are_caught():
+    reg = Registry("judge", needs_reference=False)
+    reg.register("a", 1)
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.register("a", 2)
+    with pytest.raises(TypeError, match="unknown capabilities \\['needs_referenc'\\]"):
+        reg.register("b", 3, needs_referenc=True)
+    with pytest.raises(AttributeError, match="no capability 'colour'"):
+        reg.get("a").colour
+
+
+def test_engine_targets_resolve_to_their_classes():
+    for entry in ENGINES:
+        cls = engine_class(entry.name)
+        assert cls.__name__.lower().startswith(entry.name) and callable(getattr(cls, "generate"))
+    assert ENGINES.names(runs_local_weights=False) == ["server"]
+
+
+def test_engine_registry_imports_no_torch():
+    code = "import sys, prefopt.generation.registry; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
+        == "False"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("generation.engine=vlm", "generation.engine: unknown engine 'vlm' (did you mean 'vllm'?); expected one of "
+                              "['transformers', 'vllm', 'server']"),
+    ("evaluation.engine=server", "evaluation.engine: 'server' does not load the evaluated model; expected one of "
+                                 "['transformers', 'vllm']"),
+])
+def test_unknown_or_unfit_engine_fails_at_load_naming_the_field(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_recipe(DEMO, [override])
+    assert str(err.value) == f"{DEMO}: {message}"
+
+
+def test_cli_help_imports_no_heavy_library():
+    code = ("import runpy, sys\nsys.argv = ['prefopt', '--help']\ntry:\n    runpy.run_module('prefopt.cli', "
+            "run_name='__main__')\nexcept SystemExit as e:\n    assert e.code == 0\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'vllm', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "usage: prefopt" in out and out.strip().endswith("[]")
