@@ -53,6 +53,19 @@ def _parser() -> argparse.ArgumentParser:
             mode.add_argument("--prepare", action="store_true", help="only the stages the runs share")
             mode.add_argument("--collect", action="store_true", help="only the table and plot of finished runs")
             p.add_argument("--sbatch-args", default="", help="extra sbatch options for --slurm, e.g. '-p gpu'")
+    plan = sub.add_parser("plan", help="each stage's key, output directory and status, running nothing",
+                          description="Print what `prefopt run` would do: every stage's key, output directory and "
+                                      "status (complete, damaged, partial with the shards done, missing).")
+    plan.add_argument("recipe", help="recipe YAML file")
+    plan.add_argument("--output-dir", help="override the recipe's output_dir")
+    plan.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
+    plan.add_argument("--input", action="append", default=[], metavar="STAGE=PATH",
+                      help="data given by hand to a stage (judge, pairs or train), as with that stage's --input")
+    plan.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    verify = sub.add_parser("verify", help="check every finished output under a directory against its manifest",
+                            description="Check every finished stage output under RUN_DIR: each file recorded when it "
+                                        "finished is there, with its size and SHA-256. Exit code 1 on any mismatch.")
+    verify.add_argument("run_dir", help="a run's output directory (or one stage output)")
     report = sub.add_parser("report", help="summaries and plots of a stage's output",
                             description="Write summary.md, summary.json and PNG plots of a stage's output.")
     report.add_argument("what", choices=["pairs"], help="which stage's output")
@@ -120,6 +133,53 @@ def sweep_command(args) -> int:
     return 0
 
 
+def _inputs(items: list[str]) -> dict[str, str]:
+    inputs = {}
+    for item in items:
+        stage, sep, path = item.partition("=")
+        if not sep or stage not in ("judge", "pairs", "train") or not path:
+            raise ConfigError(f"--input {item!r}: expected STAGE=PATH with STAGE one of judge, pairs, train")
+        inputs[stage] = path
+    return inputs
+
+
+def plan_command(args) -> int:
+    import json
+
+    from prefopt.pipeline import Pipeline
+
+    recipe = load_recipe(args.recipe, args.set)
+    if args.output_dir:
+        recipe = dataclasses.replace(recipe, output_dir=args.output_dir)
+    rows = Pipeline(recipe, inputs=_inputs(args.input)).plan()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        detail = {"partial": f" ({row.get('shards', 0)} shards done)",
+                  "damaged": f" ({'; '.join(row.get('problems', [])[:3])})"}.get(row["status"], "")
+        print(f"{row['stage']:<28} {row['key']:<13} {row['status']}{detail}  {row['path']}")
+    return 0
+
+
+def verify_command(args) -> int:
+    from prefopt.cache import MANIFEST, verify_output
+
+    root = Path(args.run_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such directory")
+    outputs = sorted({m.parent for m in root.rglob(MANIFEST)})
+    if not outputs:
+        raise FileNotFoundError(f"{root}: no finished stage output here (no {MANIFEST})")
+    failed = 0
+    for output in outputs:
+        problems = verify_output(output)
+        failed += bool(problems)
+        print(f"{'FAILED' if problems else 'ok':<7} {output}" + "".join(f"\n        {p}" for p in problems))
+    print(f"{len(outputs) - failed} of {len(outputs)} outputs verified" + (f"; {failed} failed" if failed else ""))
+    return 1 if failed else 0
+
+
 def stage_command(args) -> int:
     """One stage, or ``run`` (all of them) and ``eval`` (evaluation and the results table)."""
     from prefopt.pipeline import Pipeline
@@ -152,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s prefopt %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")
-    command = {"report": report_command, "sweep": sweep_command}.get(args.command, stage_command)
+    command = {"report": report_command, "sweep": sweep_command, "plan": plan_command,
+               "verify": verify_command}.get(args.command, stage_command)
     try:
         return command(args)
     except (ConfigError, DataError, FileNotFoundError) as err:  # the user's to fix: one line, no traceback

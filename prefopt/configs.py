@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
+from prefopt.cache import is_secret_key
 from prefopt.errors import ConfigError
 from prefopt.generation.registry import ENGINES
 from prefopt.registry import lookup
@@ -100,7 +101,8 @@ class GenerationConfig:
         "prefopt.generation.registry.ENGINES.", default="transformers")
     engine_options: dict[str, Any] = _help(
         "Engine arguments: vllm.LLM keywords (tensor_parallel_size, max_model_len, gpu_memory_utilization, "
-        "...) or, for 'server', base_url, api_key, max_concurrency, max_retries, timeout.", default_factory=dict)
+        "...) or, for 'server', base_url, api_key_env (the environment variable holding the key, default "
+        "OPENAI_API_KEY), max_concurrency, max_retries, timeout.", default_factory=dict)
     batch_size: int = _help("Prompts per engine call.", default=64)
     shard_size: int = _help("Prompts per output shard: the unit of resume and of sharding.", default=256)
     data_parallel_size: int = _help("Worker processes, each with its own engine and GPUs (tensor_parallel_size "
@@ -719,9 +721,23 @@ def read_recipe_data(path: str | Path, overrides: list[str] | None = None) -> di
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe is a mapping, got {type(data).__name__}")
     try:
-        return apply_overrides(data, overrides or [])
+        data = apply_overrides(data, overrides or [])
+        reject_secrets(data)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
+    return data
+
+
+def reject_secrets(data: Any, where: str = "") -> None:
+    """Refuse a secret written into a recipe (it would end up in version control, logs and run manifests)."""
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else []
+    for key, value in items:
+        path = f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}" if where else str(key)
+        if is_secret_key(key) and value not in (None, ""):
+            raise ConfigError(f"{path}: a secret does not belong in a recipe (it would be written to logs and "
+                              "manifests); put it in an environment variable (servers: engine_options.api_key_env "
+                              "names it, default OPENAI_API_KEY)")
+        reject_secrets(value, path)
 
 
 def recipe_from_data(data: dict) -> Recipe:

@@ -1,8 +1,13 @@
 """Run a recipe's stages in order, each into ``<output_dir>/<stage>/<key>/``, skipping finished ones.
 
-A stage's key is a content hash of its own config section and the keys of everything it reads (its input
-stage, the models it uses), so a rerun of an unchanged recipe finds every output complete and does no work,
-and two recipes that share a prefix of stages share those outputs.
+A stage's key is a content hash of its own config section, a per-stage format version, and the identity of
+everything it reads: its input stage's key (or, for an ``--input`` given by hand, that data's content
+fingerprint), the models it uses (tiny-world specs, or a local directory's content), and the files its config
+names (prompt files, rubric files, benchmark files). So a rerun of an unchanged recipe on unchanged inputs finds
+every output complete and does no work, any changed input reruns what depends on it, and two recipes that
+share a prefix of stages share those outputs. Secrets never enter a key (:func:`prefopt.cache.is_secret_key`).
+
+Stage code is imported when a stage runs, so keys and plans (``prefopt plan``) need no torch.
 """
 
 from __future__ import annotations
@@ -16,26 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 import prefopt
-from prefopt.cache import (atomic_output_dir, content_hash, default_cache_dir, file_fingerprint, is_complete,
-                           mark_complete)
+from prefopt.cache import (MANIFEST, atomic_output_dir, cached_fingerprint, content_hash, default_cache_dir,
+                           file_fingerprint, is_complete, mark_complete, output_problems)
 from prefopt.configs import ConfigError, Recipe
-from prefopt.evaluation import accuracy
-from prefopt.evaluation.report import write_report
-from prefopt.generation.generate import load_prompts, run_generation
-from prefopt.judging.judge import run_judging
-from prefopt.pairing.build import base_pairs, build_pairs
-from prefopt.pairing.proxy import load_implicit_margins, run_proxy
-from prefopt.pairing.report import REPORT_DIR, write_pairs_report
-from prefopt.schemas import CANDIDATES, JUDGMENTS, check_training_data, load_stage_dataset, save_stage_dataset
-from prefopt.training.launch import FINAL_MODEL_DIR, launch_training, write_train_config
-from prefopt.world.models import build_tiny_model
+from prefopt.layout import FINAL_MODEL_DIR, stage_dir
 
 logger = logging.getLogger(__name__)
 
 WORLD_PREFIX = "world:"
+# Bump a stage's number when what it writes changes for the same config: its cached outputs are then redone.
+FORMAT_VERSIONS = {"generate": 1, "judge": 1, "pairs": 1, "proxy": 1, "train": 1, "eval": 1}
 
 
 @dataclass(frozen=True)
@@ -48,20 +44,30 @@ class StageOutcome:
 class Pipeline:
     """The stages of one recipe. Each method returns the stage's output directory."""
 
-    def __init__(self, recipe: Recipe, cache_dir: str | Path | None = None):
+    def __init__(self, recipe: Recipe, cache_dir: str | Path | None = None,
+                 inputs: dict[str, str | Path] | None = None):
         self.recipe = recipe
         self.root = Path(recipe.output_dir)
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.inputs = {stage: Path(path) for stage, path in (inputs or {}).items()}  # data given by hand, per stage
         self.outcomes: list[StageOutcome] = []
         self._model_paths: dict[str, str] = {}
 
     # -- models ---------------------------------------------------------------------------------------------
     def model_key(self, ref: str) -> str:
+        """A tiny-world model's spec, a local model's content (every file), or a hub id / served name as given."""
         if ref.startswith(WORLD_PREFIX):
             return self.recipe.world.models[ref[len(WORLD_PREFIX):]].cache_key()
         if Path(ref).exists():
-            return content_hash("path", str(Path(ref).resolve()))
+            return content_hash("local", cached_fingerprint(ref, self.cache_dir))
         return content_hash("id", ref)  # a hub id, or the name a server serves
+
+    def input_key(self, given: str | Path) -> str:
+        """The identity of data given by hand (``--input``): its content, wherever it lies."""
+        fingerprint = file_fingerprint(given)
+        if not fingerprint:
+            raise FileNotFoundError(f"{given}: no dataset here (the --input path is missing or empty)")
+        return content_hash("input", fingerprint)
 
     def model_path(self, ref: str, build: bool = True) -> str:
         """A model directory for ``ref``, building a tiny-world model first if it is not cached (and ``build``)."""
@@ -74,39 +80,49 @@ class Pipeline:
         cached = is_complete(self.cache_dir / "models" / spec.cache_key())
         if not cached and not build:
             raise FileNotFoundError(f"{ref} is not built yet; `prefopt run` or `prefopt train` builds it")
+        from prefopt.world.models import build_tiny_model
+
         path = build_tiny_model(spec, self.cache_dir, desc=f"world:{name}")
         self.outcomes.append(StageOutcome(f"model {name}", path, "cached" if cached else "ran"))
         self._model_paths[ref] = str(path)
         return str(path)
 
     # -- keys -----------------------------------------------------------------------------------------------
+    def _key(self, stage: str, *parts) -> str:
+        return content_hash(stage, prefopt.__version__, FORMAT_VERSIONS[stage], *parts)
+
     def generate_key(self) -> str:
         g = self.recipe.generation
         models = {gen.name: self.model_key(gen.model) for gen in g.generators}
         source = ((self.recipe.world.in_domain, self.recipe.world.out_of_domain) if g.prompts.source == "tiny_world"
                   else file_fingerprint(g.prompts.path))  # an edited prompt file is new input
-        return content_hash("generate", prefopt.__version__, g, models, source)
+        return self._key("generate", g, models, source)
+
+    def _upstream(self, stage: str, default: Callable[[], str]) -> str:
+        """The identity of what ``stage`` reads: data given by hand, else the previous stage's key."""
+        return self.input_key(self.inputs[stage]) if stage in self.inputs else default()
 
     def judge_key(self) -> str:
-        models = [self.model_key(ref) for ref in self.recipe.judging.model_refs]
-        return content_hash("judge", prefopt.__version__, self.recipe.judging, self.generate_key(), models)
+        j = self.recipe.judging
+        models = [self.model_key(ref) for ref in j.model_refs]
+        rubric = file_fingerprint(j.llm.rubric) if j.llm is not None and Path(j.llm.rubric).is_file() else None
+        return self._key("judge", j, self._upstream("judge", self.generate_key), models, rubric)
 
     def pairs_key(self) -> str:
-        return content_hash("pairs", prefopt.__version__, self.recipe.pairing, self.judge_key())
+        return self._key("pairs", self.recipe.pairing, self._upstream("pairs", self.judge_key))
 
     def proxy_key(self, upstream: str) -> str:
         """The proxy depends on the pairs it is trained on and scores, not on how margin_bayes then selects."""
         p = self.recipe.pairing
         base = dataclasses.replace(p, margin_bayes=None, reward_augmented=None)
-        return content_hash("proxy", prefopt.__version__, base, p.margin_bayes.proxy, upstream,
-                            self.model_key(p.margin_bayes.proxy.model))
+        return self._key("proxy", base, p.margin_bayes.proxy, upstream, self.model_key(p.margin_bayes.proxy.model))
 
     def train_key(self) -> str:
         t = self.recipe.training
-        return content_hash("train", prefopt.__version__, t, self.pairs_key(), self.model_key(t.model))
+        return self._key("train", t, self._upstream("train", self.pairs_key), self.model_key(t.model))
 
     def stage_dir(self, name: str, key: str) -> Path:
-        return self.root / name / key
+        return stage_dir(self.root, name, key)
 
     # -- running --------------------------------------------------------------------------------------------
     def _already_done(self, name: str, output: Path) -> bool:
@@ -132,15 +148,28 @@ class Pipeline:
         if self._already_done(name, output):
             return output
         logger.info("[%s] writing %s", name, output)
+        created = not output.exists()
         output.mkdir(parents=True, exist_ok=True)
-        if work(output):
+        try:
+            finished = work(output)
+        except BaseException:
+            if created and not any(output.iterdir()):  # failed before writing anything: leave no empty output
+                output.rmdir()
+            raise
+        if finished:
             mark_complete(output, {"stage": name, **manifest})
             self.outcomes.append(StageOutcome(name, output, "ran"))
         return output
 
-    def _input(self, given: str | Path | None, default: Path, upstream: str) -> Path:
-        path = Path(given) if given else default
-        if not given and not is_complete(path):
+    def _input(self, stage: str, given: str | Path | None, upstream: str, default: Callable[[], Path]) -> Path:
+        """What ``stage`` reads: ``given`` (recorded, so that this stage's key and the later ones follow it), an
+        input set when the pipeline was made, or the finished output of the ``upstream`` stage."""
+        if given:
+            self.inputs[stage] = Path(given)
+        if stage in self.inputs:
+            return self.inputs[stage]
+        path = default()
+        if not is_complete(path):
             raise FileNotFoundError(f"{path}: the {upstream} stage has not run for this recipe; "
                                     f"run `prefopt {upstream}` first (or `prefopt run`)")
         return path
@@ -154,6 +183,8 @@ class Pipeline:
         g = self.recipe.generation
 
         def work(out: Path) -> bool:
+            from prefopt.generation.generate import load_prompts, run_generation
+
             if num_shards == 1 and g.data_parallel_size > 1:
                 run_data_parallel(self.recipe, self.cache_dir, out)
             merged = run_generation(g, load_prompts(g.prompts, self.recipe.world), self.model_path, out, shard,
@@ -167,9 +198,12 @@ class Pipeline:
 
     def judge(self, input: str | Path | None = None, output: str | Path | None = None) -> Path:
         """Judge in place, shard by shard, so that a killed run resumes where it stopped."""
-        source = self._input(input, self.stage_dir("generate", self.generate_key()), "generate")
+        source = self._input("judge", input, "generate", lambda: self.stage_dir("generate", self.generate_key()))
 
         def work(out: Path) -> bool:
+            from prefopt.judging.judge import run_judging
+            from prefopt.schemas import CANDIDATES, load_stage_dataset
+
             candidates = load_stage_dataset(source, CANDIDATES, "candidates")
             run_judging(self.recipe.judging, candidates, out, self.model_path)
             return True
@@ -177,25 +211,34 @@ class Pipeline:
         out = Path(output) if output else self.stage_dir("judge", self.judge_key())
         return self._run_in_place("judge", out, work, {"config": self.recipe.judging, "input": source})
 
-    def proxy(self, source: Path, explicit_input: bool) -> Path:
+    def proxy(self, source: Path) -> Path:
         """margin_bayes's proxy stage, in place (resumable): seed pairs, the proxy's DPO run, implicit margins."""
         cfg = self.recipe.pairing
 
         def work(out: Path) -> bool:
+            from prefopt.pairing.build import base_pairs
+            from prefopt.pairing.proxy import run_proxy
+            from prefopt.schemas import JUDGMENTS, load_stage_dataset
+
             pairs = base_pairs(cfg, load_stage_dataset(source, JUDGMENTS, "judgments"))
             run_proxy(cfg.margin_bayes.proxy, pairs, self.model_path(cfg.margin_bayes.proxy.model), out, cfg.seed)
             return True
 
-        out = self.stage_dir("proxy", self.proxy_key(str(source.resolve()) if explicit_input else self.judge_key()))
+        out = self.stage_dir("proxy", self.proxy_key(self._upstream("pairs", self.judge_key)))
         return self._run_in_place("proxy", out, work, {"config": cfg.margin_bayes.proxy, "input": source})
 
     def pairs(self, input: str | Path | None = None, output: str | Path | None = None) -> Path:
-        source = self._input(input, self.stage_dir("judge", self.judge_key()), "judge")
+        from prefopt.pairing.build import build_pairs
+        from prefopt.pairing.proxy import load_implicit_margins
+        from prefopt.pairing.report import REPORT_DIR, write_pairs_report
+        from prefopt.schemas import JUDGMENTS, load_stage_dataset, save_stage_dataset
+
+        source = self._input("pairs", input, "judge", lambda: self.stage_dir("judge", self.judge_key()))
         out = Path(output) if output else self.stage_dir("pairs", self.pairs_key())
         if self._already_done("pairs", out):
             return out
         cfg = self.recipe.pairing
-        implicit = load_implicit_margins(self.proxy(source, input is not None)) if cfg.margin_bayes else None
+        implicit = load_implicit_margins(self.proxy(source)) if cfg.margin_bayes else None
 
         def work(tmp: Path) -> None:
             judgments = load_stage_dataset(source, JUDGMENTS, "judgments")
@@ -208,10 +251,13 @@ class Pipeline:
 
     def train(self, input: str | Path | None = None, output: str | Path | None = None) -> Path:
         """Train in place (not in a temporary directory) so that a crashed run resumes from its checkpoints."""
-        source = self._input(input, self.stage_dir("pairs", self.pairs_key()), "pairs")
+        source = self._input("train", input, "pairs", lambda: self.stage_dir("pairs", self.pairs_key()))
         t = self.recipe.training
 
         def work(out: Path) -> bool:
+            from prefopt.schemas import check_training_data
+            from prefopt.training.launch import launch_training
+
             check_training_data(source, t.method)  # fail fast, before launching
             launch_training(t, source, self.model_path(t.model), out)
             return True
@@ -224,7 +270,9 @@ class Pipeline:
 
         Needs the pairs stage done and the policy built (it never trains a model: many ranks call this).
         """
-        pairs = self._input(None, self.stage_dir("pairs", self.pairs_key()), "pairs")
+        from prefopt.training.launch import write_train_config
+
+        pairs = self._input("train", None, "pairs", lambda: self.stage_dir("pairs", self.pairs_key()))
         out = self.stage_dir("train", self.train_key())
         out.mkdir(parents=True, exist_ok=True)
         return write_train_config(self.recipe.training, pairs, self.model_path(self.recipe.training.model, build=False),
@@ -233,19 +281,50 @@ class Pipeline:
     def evaluate_model(self, label: str, model_path: str, key: str, trained: bool = False) -> dict:
         """One model's accuracy on every evaluation set (the trained policy may get its own system message)."""
         cfg, world = self.recipe.evaluation, self.recipe.world
-        system = cfg.trained_system_prompt if trained and cfg.trained_system_prompt is not None else cfg.system_prompt
+        system = self._eval_settings(trained).system_prompt
 
         def work(tmp: Path) -> None:
+            from prefopt.evaluation import accuracy
+            from prefopt.schemas import save_stage_dataset
+
             predictions, summary = accuracy.evaluate_model(model_path, world, cfg, system=system)
             save_stage_dataset(predictions, tmp)
             (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
 
-        files = [file_fingerprint(b.path) for b in cfg.benchmarks]
-        settings = dataclasses.replace(cfg, system_prompt=system, trained_system_prompt=None)  # what this model gets
-        out = self.stage_dir("eval", content_hash("eval", prefopt.__version__, settings, world.in_domain,
-                                                  world.out_of_domain, files, key))
+        settings = self._eval_settings(trained)
+        out = self.stage_dir("eval", self.eval_key(key, trained))
         self._run_stage(f"eval {label}", out, work, {"config": settings, "model": model_path})
         return json.loads((out / "summary.json").read_text())
+
+    def _eval_settings(self, trained: bool):
+        """The evaluation config as one model gets it (the trained policy may have its own system message)."""
+        cfg = self.recipe.evaluation
+        system = cfg.trained_system_prompt if trained and cfg.trained_system_prompt is not None else cfg.system_prompt
+        return dataclasses.replace(cfg, system_prompt=system, trained_system_prompt=None)
+
+    def eval_key(self, model_key: str, trained: bool = False) -> str:
+        cfg, world = self.recipe.evaluation, self.recipe.world
+        files = [file_fingerprint(b.path) for b in cfg.benchmarks]
+        return self._key("eval", self._eval_settings(trained), world.in_domain, world.out_of_domain, files, model_key)
+
+    def plan(self) -> list[dict]:
+        """Every stage this recipe runs, in order, with its key, output directory and status, running nothing:
+        ``complete``, ``damaged`` (finished, but files are missing or changed), ``partial`` (started; shards done
+        so far) or ``missing``."""
+        stages = [("generate", self.generate_key()), ("judge", self.judge_key())]
+        if self.recipe.pairing.margin_bayes is not None:
+            stages.append(("proxy", self.proxy_key(self._upstream("pairs", self.judge_key))))
+        stages += [("pairs", self.pairs_key()), ("train", self.train_key())]
+        before, after = self.model_labels()
+        models = {gen.name: gen.model for gen in self.recipe.generation.generators}
+        models[before] = self.recipe.training.model
+        evals = [(f"eval {label}", self.eval_key(self.model_key(ref))) for label, ref in models.items()]
+        evals.append((f"eval {after}", self.eval_key(self.train_key(), trained=True)))
+        rows = []
+        for name, key in stages + evals:
+            path = self.stage_dir(name.split()[0], key)
+            rows.append({"stage": name, "key": key, "path": str(path), **stage_status(path)})
+        return rows
 
     def model_labels(self) -> tuple[str, str]:
         """Labels of the policy before and after training, e.g. 'policy (before DPO)'."""
@@ -266,6 +345,8 @@ class Pipeline:
 
     def report(self, accuracies: dict[str, dict], report_dir: Path | None = None) -> Path:
         """results.md / results.json in ``report_dir`` (default: the output directory)."""
+        from prefopt.evaluation.report import write_report
+
         pairs_dir = self.stage_dir("pairs", self.pairs_key())
         stats = json.loads((pairs_dir / "stats.json").read_text()) if is_complete(pairs_dir) else None
         return write_report(report_dir or self.root, self.recipe, accuracies, stats, self.model_labels())
@@ -276,6 +357,17 @@ class Pipeline:
         self.pairs()
         self.train()
         return self.report(self.evaluate(), report_dir)
+
+
+def stage_status(path: Path) -> dict:
+    """``{"status": ..., "shards": n}`` of one stage's output directory (shards: finished shard files, if any)."""
+    shards = len(list((path / "shards").rglob("*.parquet"))) if (path / "shards").is_dir() else 0
+    if (path / MANIFEST).is_file():
+        problems = output_problems(path)
+        return {"status": "damaged", "problems": problems} if problems else {"status": "complete"}
+    if path.is_dir():
+        return {"status": "partial", "shards": shards}
+    return {"status": "missing"}
 
 
 def _generate_worker(recipe: Recipe, cache_dir: Path, output: Path, shard: int, num_shards: int,
@@ -292,6 +384,8 @@ def run_data_parallel(recipe: Recipe, cache_dir: Path, output: Path) -> None:
     workers = g.data_parallel_size
     tp = int(g.engine_options.get("tensor_parallel_size", 1))
     slices: list[str | None] = [None] * workers
+    import torch
+
     if torch.cuda.is_available():
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         gpus = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]

@@ -218,13 +218,16 @@ class ServerEngine:
 
     Requests run ``max_concurrency`` at a time; a failed request (connection error, timeout, HTTP 429 or
     5xx) is retried ``max_retries`` times with exponential backoff before the run stops with the error.
-    The server applies the model's chat template. ``model_path`` is the model name the server serves.
+    The server applies the model's chat template. ``model_path`` is the model name the server serves. The key
+    comes from the environment variable ``api_key_env`` (recipes hold no secrets); ``api_key`` is for callers
+    in Python.
     """
 
     def __init__(self, model_path: str, base_url: str = "http://127.0.0.1:8000/v1", api_key: str | None = None,
-                 max_concurrency: int = 16, max_retries: int = 3, timeout: float = 120.0, backoff: float = 1.0):
+                 api_key_env: str = "OPENAI_API_KEY", max_concurrency: int = 16, max_retries: int = 3,
+                 timeout: float = 120.0, backoff: float = 1.0):
         self.model, self.base_url = model_path, base_url.rstrip("/")
-        self.api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        self.api_key = api_key or os.environ.get(api_key_env)
         self.max_concurrency, self.max_retries = max_concurrency, max_retries
         self.timeout, self.backoff = timeout, backoff
 
