@@ -1,7 +1,12 @@
+from types import SimpleNamespace
+
+import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from prefopt.registry import UnknownName
 from prefopt.training import losses as L
 
 floats = st.floats(-5, 5, allow_nan=False, width=32)
@@ -19,6 +24,21 @@ def test_weight_one_offset_zero_and_hard_label_are_plain_dpo(h):
 
 
 @settings(max_examples=50, deadline=None)
+@given(vectors, vectors)
+def test_registered_losses_are_their_formulas(h, gap):
+    n = min(len(h), len(gap))
+    h, gap = h[:n], gap[:n]
+    cfg = SimpleNamespace(gap_transform="tanh", gap_scale=2.0, gap_clip_min=0.0, gap_clip_max=1.0, offset_alpha=0.5,
+                          soft_label_tau=0.3)
+    weights = torch.rand(n, dtype=h.dtype)
+    loss = {e.name: e.target(h, 0.1, gap, weights, cfg) for e in L.PAIR_LOSSES}
+    assert torch.equal(loss["stock"], L.dpo_sigmoid(h, 0.1)) and torch.equal(loss["sigmoid"], L.dpo_sigmoid(h, 0.1))
+    assert torch.allclose(loss["weighted"], weights * L.dpo_sigmoid(h, 0.1))
+    assert torch.allclose(loss["offset"], -F.logsigmoid(0.1 * h - 0.5 * torch.tanh(2 * gap.clamp_min(0))))
+    assert torch.allclose(loss["soft_label"], L.soft_label_dpo(h, 0.1, torch.sigmoid(gap / 0.3)))
+
+
+@settings(max_examples=50, deadline=None)
 @given(vectors)
 def test_gap_transforms(gap):
     assert torch.equal(L.transform_gap(gap, "none"), torch.ones_like(gap))
@@ -26,8 +46,16 @@ def test_gap_transforms(gap):
     clipped = L.transform_gap(gap, "clipped", scale=1.0, clip_min=0.1, clip_max=0.9)
     assert clipped.min() >= 0.1 and clipped.max() <= 0.9
     assert torch.allclose(L.transform_gap(gap, "tanh"), torch.tanh(gap))
-    weights = L.normalize_per_batch(L.transform_gap(gap, "clipped", clip_min=0.1, clip_max=1.0))
-    assert torch.isclose(weights.mean(), torch.tensor(1.0, dtype=weights.dtype))
+
+
+def test_unknown_gap_transforms_and_losses_list_the_valid_names():
+    with pytest.raises(UnknownName, match=r"unknown gap transform 'sqrt'; expected one of \['none', 'linear'"):
+        L.transform_gap(torch.zeros(2), "sqrt")
+    with pytest.raises(UnknownName, match="did you mean 'weighted'"):
+        L.PAIR_LOSSES.get("wieghted")
+    assert L.PAIR_LOSSES.names() == ["stock", "sigmoid", "weighted", "offset", "soft_label"]
+    assert L.PAIR_LOSSES.names(uses_gap=True) == ["weighted", "offset", "soft_label"]
+    assert L.PAIR_LOSSES.names(replaces_trl=False) == ["stock"]
 
 
 def test_a_larger_offset_demands_a_larger_margin():

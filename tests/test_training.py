@@ -12,9 +12,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
 
 from prefopt.training.data import to_conversational
-from conftest import assert_same_loss_and_grads
+from conftest import CI_RECIPE, assert_same_loss_and_grads
 from conftest import trainer_config as config
-from prefopt.training.trainers import GAP_KEY, PrefDPOConfig, PrefDPOTrainer
+from prefopt.training.trainers import GAP_KEY, TRL_DPO_LOSSES, PrefDPOConfig, PrefDPOTrainer
 from prefopt.world.tasks import Difficulty, sample_problems
 
 
@@ -133,21 +133,23 @@ def test_a_missing_gap_column_is_named(pairs, tiny_models, tmp_path):
 
 
 def test_two_process_cpu_data_parallel_training(pairs, tiny_models, tmp_path):
-    """`accelerate launch --cpu --num_processes 2` on the real entry point, a few steps, model saved."""
+    """Two gloo processes on the CPU (`accelerate launch --multi_gpu --num_processes 2` with `use_cpu`; `--cpu
+    --num_processes 2` would run one) on the real entry point, a few steps, model saved."""
     pairs_dir = tmp_path / "pairs"
     pairs.save_to_disk(str(pairs_dir / "data"))
     cfg = {"pairs_path": str(pairs_dir), "model_name_or_path": tiny_models["policy"], "output_dir": str(tmp_path / "out"),
            "bf16": False, "gradient_checkpointing": False, "report_to": "none", "save_strategy": "no",
            "per_device_train_batch_size": 2, "max_steps": 3, "max_length": 64, "logging_steps": 1,
-           "pref_loss": "weighted", "sft_route_threshold": 0.2}
+           "pref_loss": "weighted", "sft_route_threshold": 0.2, "use_cpu": True}
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(cfg))
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "-m", "prefopt.training.dpo", "--config", str(tmp_path / "train.yaml")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "out" / "model" / "model.safetensors").is_file()
     assert "'routed_to_sft'" in result.stdout + result.stderr
+    assert "'epoch': '0.75'" in result.stdout  # 3 steps of 2 ranks x 2 pairs: 12 of the 16 pairs
 
 
 def test_every_accelerate_config_parses():
@@ -179,3 +181,81 @@ def test_training_resumes_from_its_last_checkpoint(pairs, tiny_models, tmp_path,
     assert f"Resuming from {tmp_path / 'out' / 'checkpoint-2'}" in caplog.text
     state = json.loads((tmp_path / "out" / "checkpoint-3" / "trainer_state.json").read_text())
     assert state["global_step"] == 3 and len([e for e in state["log_history"] if "loss" in e]) == 3
+
+
+@pytest.mark.parametrize("trl, expected", [
+    ({"loss_type": ["foo"]}, "training.trl: loss_type: unknown loss_type 'foo'; expected one of ['sigmoid', 'hinge'"),
+    ({"loss_type": ["sigmoid", "sft", "sigmod"]}, "loss_type: unknown loss_type 'sigmod' (did you mean 'sigmoid'?)"),
+    ({"pref_loss": "wieghted"}, ("training.trl: pref_loss: unknown loss 'wieghted' (did you mean 'weighted'?); "
+                                 "expected one of ['stock', 'sigmoid', 'weighted', 'offset', 'soft_label']")),
+    ({"pref_loss": "weighted", "gap_transform": "sqrt"},
+     "gap_transform: unknown gap transform 'sqrt'; expected one of ['none', 'linear', 'clipped', 'tanh']"),
+    ({"pref_loss": "weighted", "loss_type": ["hinge"]}, "prefopt's losses replace TRL's: ['loss_type'] conflict"),
+    ({"pref_loss": "weighted", "max_weight": 0.5}, "max_weight: expected a finite number >= 1"),
+    ({"pref_loss": "weighted", "gap_scale": -1.0}, "gap_scale: expected a number > 0, got -1.0"),
+    ({"pref_loss": "weighted", "gap_clip_min": 0.5, "gap_clip_max": 0.5}, "expected 0 <= gap_clip_min < gap_clip_max"),
+])
+def test_unknown_names_and_bad_weight_knobs_fail_at_recipe_load(tmp_path, trl, expected):
+    from prefopt.configs import ConfigError, load_recipe
+
+    recipe = yaml.safe_load(CI_RECIPE.read_text())
+    recipe["training"]["trl"].update(trl)
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    with pytest.raises(ConfigError) as err:
+        load_recipe(tmp_path / "recipe.yaml")
+    assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_unknown_kto_loss_type_fails_at_recipe_load(tmp_path):
+    from prefopt.configs import ConfigError, load_recipe
+
+    recipe = yaml.safe_load(CI_RECIPE.read_text())
+    recipe["training"]["method"] = "kto"
+    recipe["training"]["trl"]["loss_type"] = "foo"
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    with pytest.raises(ConfigError, match=r"training.trl: loss_type: unknown loss_type 'foo'; expected one of "
+                                          r"\['kto', 'apo_zero_unpaired'\]"):
+        load_recipe(tmp_path / "recipe.yaml")
+
+
+def test_the_registered_trl_loss_types_are_those_trl_computes():
+    """prefopt's list of TRL's DPO loss types is the set of names TRL 1.16's _compute_loss dispatches on."""
+    import inspect
+    import re
+
+    source = inspect.getsource(DPOTrainer._compute_loss)
+    assert set(re.findall(r'loss_type == "(\w+)"', source)) == set(TRL_DPO_LOSSES.names())
+    assert TRL_DPO_LOSSES.names(prefopt_term="pair") == ["sigmoid"]
+    assert TRL_DPO_LOSSES.names(prefopt_term="chosen_nll") == ["sft"]
+
+
+def test_sft_before_sigmoid_is_the_same_loss(pairs, tiny_models, tmp_path):
+    path = tiny_models["policy"]
+    tok = AutoTokenizer.from_pretrained(path)
+    data = to_conversational(pairs)
+    a, b = (PrefDPOTrainer(model=path, args=config(PrefDPOConfig, tmp_path / name, pref_loss="sigmoid",
+                                                   loss_type=order, loss_weights=weights),
+                           train_dataset=data, processing_class=tok)
+            for name, order, weights in (("a", ["sigmoid", "sft"], [1.0, 0.5]), ("b", ["sft", "sigmoid"], [0.5, 1.0])))
+    assert torch.equal(a.compute_loss(a.model, first_batch(a)), b.compute_loss(b.model, first_batch(b)))
+
+
+def test_non_finite_gaps_are_named(pairs, tiny_models, tmp_path):
+    path = tiny_models["policy"]
+    broken = pairs.remove_columns("margin").add_column("margin", [0.1, float("inf")] + [0.0] * 14)
+    with pytest.raises(ValueError, match=r"pref_gap: 1 of 16 values are not finite \(first at row 1: inf\)"):
+        PrefDPOTrainer(model=path, args=config(PrefDPOConfig, tmp_path, pref_loss="weighted"),
+                       train_dataset=to_conversational(broken), processing_class=AutoTokenizer.from_pretrained(path))
+
+
+def test_negative_gaps_weigh_zero_and_are_counted(pairs, tiny_models, tmp_path):
+    path = tiny_models["policy"]
+    gaps = pairs.select(range(4)).remove_columns("margin").add_column("margin", [-0.5, 0.0, 0.2, 0.6])
+    trainer = PrefDPOTrainer(model=path, args=config(PrefDPOConfig, tmp_path, pref_loss="weighted"),
+                             train_dataset=to_conversational(gaps),
+                             processing_class=AutoTokenizer.from_pretrained(path))
+    trainer.model.train()
+    trainer.compute_loss(trainer.model, first_batch(trainer))
+    metrics = {k: v[-1] for k, v in trainer._metrics["train"].items()}
+    assert metrics["gap/nonpositive"] == 0.5 and metrics["weights/zero"] == 0.5
+    assert metrics["weights/max"] == pytest.approx(0.6 * 4 / 0.8) and metrics["weights/mean"] == pytest.approx(1.0)

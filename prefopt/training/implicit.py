@@ -2,7 +2,8 @@
 
 ``h = [log pi(y_w|x) - log ref(y_w|x)] - [log pi(y_l|x) - log ref(y_l|x)]``: the quantity DPO raises, and
 Less is More's implicit margin ``m_im`` (no beta). Computed by :meth:`PrefDPOTrainer.pair_logratios`, so the
-pairs are tokenised, truncated and scored exactly as the proxy was trained on them.
+pairs are tokenised, truncated and scored exactly as the proxy was trained on them; the reference is loaded as TRL
+loads the policy (``model_init_kwargs``, float32 by default), so both go through the same precision path.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import tempfile
 from typing import Any
 
 import numpy as np
-import torch
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
+from trl.trainer.utils import create_model_from_path
 
 from prefopt.training.data import to_conversational
 from prefopt.training.launch import trl_defaults
@@ -30,10 +31,10 @@ def pair_logratios(policy_path: str, reference_path: str, pairs: Dataset, trl: d
     fields = {**trl_defaults(), **(trl or {}), "per_device_eval_batch_size": batch_size, "pref_loss": "stock"}
     for training_only in ("sft_route_threshold", "sft_route_quantile", "curriculum"):
         fields.pop(training_only, None)
-    reference = AutoModelForCausalLM.from_pretrained(
-        reference_path, dtype=torch.bfloat16 if fields.get("bf16") else torch.float32)
     with tempfile.TemporaryDirectory() as scratch:
-        trainer = PrefDPOTrainer(model=policy_path, ref_model=reference, args=PrefDPOConfig(output_dir=scratch, **fields),
+        args = PrefDPOConfig(output_dir=scratch, **fields)
+        reference = create_model_from_path(reference_path, **(args.model_init_kwargs or {}))
+        trainer = PrefDPOTrainer(model=policy_path, ref_model=reference, args=args,
                                  train_dataset=to_conversational(pairs.select_columns(["prompt", "chosen", "rejected"])
                                                                  .add_column("margin", [0.0] * len(pairs))),
                                  processing_class=AutoTokenizer.from_pretrained(policy_path))

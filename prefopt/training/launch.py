@@ -14,11 +14,11 @@ import yaml
 import prefopt
 from prefopt.cache import atomic_write
 from prefopt.configs import ConfigError, TrainingConfig
+from prefopt.layout import FINAL_MODEL_DIR
 
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(prefopt.__file__).resolve().parents[1]
-FINAL_MODEL_DIR = "model"  # the aligned policy, under the train stage's directory
 
 # Defaults that differ from TRL's: TRL turns bf16 and gradient checkpointing on, which fail or only slow
 # down on a CPU and on tiny models. A recipe's `training.trl` overrides them.

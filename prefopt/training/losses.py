@@ -1,37 +1,77 @@
-"""Preference losses that use the judged gap of each pair: pure tensor functions, one per idea.
+"""Preference losses that use the judged gap of each pair: pure tensor functions, one per idea, and the
+registries that name them.
 
 Notation: ``h = (log pi(y_w) - log ref(y_w)) - (log pi(y_l) - log ref(y_l))`` per pair, ``gap`` the judged
-score gap of the pair (``margin`` in the pairs dataset). Every function returns per-pair losses; the trainer
-averages them.
+score gap of the pair (``margin`` in the pairs dataset). Every loss function returns per-pair losses; the
+trainer averages them.
+
+Gap weights: ``g`` (a gap transform) is applied to ``max(gap, 0)``, so a pair the judge does not prefer weighs
+``g(0)``. The weights of one window (a gradient-accumulation step over all ranks) are rescaled to mean 1 over
+that window (:func:`normalize_weights`) and capped (:func:`gap_weights`).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-GapTransform = Literal["none", "linear", "clipped", "tanh"]
+from prefopt.registry import Registry
 
 
-def transform_gap(gap: torch.Tensor, kind: GapTransform, scale: float = 1.0, clip_min: float = 0.0,
+def _none(x: torch.Tensor, scale: float, clip_min: float, clip_max: float) -> torch.Tensor:
+    return torch.ones_like(x)
+
+
+def _linear(x: torch.Tensor, scale: float, clip_min: float, clip_max: float) -> torch.Tensor:
+    return scale * x
+
+
+def _clipped(x: torch.Tensor, scale: float, clip_min: float, clip_max: float) -> torch.Tensor:
+    return (scale * x).clamp(clip_min, clip_max)
+
+
+def _tanh(x: torch.Tensor, scale: float, clip_min: float, clip_max: float) -> torch.Tensor:
+    return torch.tanh(scale * x)
+
+
+GapFn = Callable[[torch.Tensor, float, float, float], torch.Tensor]
+GAP_TRANSFORMS: Registry[GapFn] = Registry("gap transform")
+GAP_TRANSFORMS.register("none", _none, help="1 for every pair: plain DPO.")
+GAP_TRANSFORMS.register("linear", _linear, help="gap_scale * gap.")
+GAP_TRANSFORMS.register("clipped", _clipped, help="clamp(gap_scale * gap, gap_clip_min, gap_clip_max).")
+GAP_TRANSFORMS.register("tanh", _tanh, help="tanh(gap_scale * gap).")
+
+
+def transform_gap(gap: torch.Tensor, kind: str, scale: float = 1.0, clip_min: float = 0.0,
                   clip_max: float = 1.0) -> torch.Tensor:
-    """``g(gap)``: ``none`` gives 1, ``linear`` scale*gap, ``clipped`` clamp(scale*gap), ``tanh`` tanh(scale*gap)."""
-    if kind == "none":
-        return torch.ones_like(gap)
-    if kind == "linear":
-        return scale * gap
-    if kind == "clipped":
-        return (scale * gap).clamp(clip_min, clip_max)
-    if kind == "tanh":
-        return torch.tanh(scale * gap)
-    raise ValueError(f"unknown gap transform {kind!r}")
+    """``g(gap)`` for the gap transform named ``kind`` (:data:`GAP_TRANSFORMS`)."""
+    return GAP_TRANSFORMS.get(kind).target(gap, scale, clip_min, clip_max)
 
 
-def normalize_per_batch(weights: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Rescale weights to mean 1 within the batch, so the loss scale (and learning rate) stays comparable."""
-    return weights / weights.mean().clamp_min(eps)
+def raw_weights(gap: torch.Tensor, kind: str, scale: float = 1.0, clip_min: float = 0.0,
+                clip_max: float = 1.0) -> torch.Tensor:
+    """Per-pair weights before normalisation: ``g(max(gap, 0))``, non-negative for a positive scale and
+    ``clip_min >= 0``; a pair whose gap is 0 or negative weighs ``g(0)`` (0 for linear and tanh)."""
+    return transform_gap(gap.clamp_min(0), kind, scale, clip_min, clip_max)
+
+
+def normalize_weights(raw: torch.Tensor, total: torch.Tensor | float, count: torch.Tensor | float) -> torch.Tensor:
+    """``raw * count / total``: mean 1 over the ``count`` weights summing to ``total`` (a whole window); all zero
+    where ``total`` is 0 (no pair of the window has a positive weight). Never divides by a number near 0:
+    each raw weight is at most ``total``, so a normalised weight is at most ``count``."""
+    total = torch.as_tensor(total, dtype=raw.dtype, device=raw.device)
+    positive = total > 0
+    return torch.where(positive, raw / torch.where(positive, total, 1) * count, torch.zeros_like(raw))
+
+
+def gap_weights(raw: torch.Tensor, total: torch.Tensor | float, count: torch.Tensor | float,
+                max_weight: float) -> torch.Tensor:
+    """Window-normalised weights capped at ``max_weight``: ``min(raw * count / total, max_weight)``, 0 when the
+    window's ``total`` is 0."""
+    return normalize_weights(raw, total, count).clamp_max(max_weight)
 
 
 def dpo_sigmoid(h: torch.Tensor, beta: float) -> torch.Tensor:
@@ -46,7 +86,7 @@ def gap_weighted_dpo(h: torch.Tensor, beta: float, weights: torch.Tensor) -> tor
 
 def gap_offset_dpo(h: torch.Tensor, beta: float, offset: torch.Tensor) -> torch.Tensor:
     """ODPO-style: the policy must beat the reference by an offset that grows with the gap,
-    ``-log sigmoid(beta * h - offset)`` with ``offset = alpha * g(gap)``."""
+    ``-log sigmoid(beta * h - offset)`` with ``offset = alpha * g(max(gap, 0))``."""
     return -F.logsigmoid(beta * h - offset)
 
 
@@ -54,6 +94,45 @@ def soft_label_dpo(h: torch.Tensor, beta: float, target: torch.Tensor) -> torch.
     """DPO against a target preference probability ``q`` (e.g. ``sigmoid(gap / tau)``):
     ``-[q log sigmoid(beta h) + (1 - q) log sigmoid(-beta h)]``."""
     return -(target * F.logsigmoid(beta * h) + (1 - target) * F.logsigmoid(-beta * h))
+
+
+# Each pref_loss as ``f(h, beta, gap, weights, cfg)``: ``weights`` are the pair's window-normalised, capped gap
+# weights (used by ``weighted`` only), ``cfg`` holds the knobs (gap_transform, gap_scale, offset_alpha, ...).
+PairLossFn = Callable[[torch.Tensor, float, torch.Tensor, torch.Tensor, Any], torch.Tensor]
+
+
+def _sigmoid(h, beta, gap, weights, cfg):
+    return dpo_sigmoid(h, beta)
+
+
+def _weighted(h, beta, gap, weights, cfg):
+    return gap_weighted_dpo(h, beta, weights)
+
+
+def _offset(h, beta, gap, weights, cfg):
+    g = raw_weights(gap, cfg.gap_transform, cfg.gap_scale, cfg.gap_clip_min, cfg.gap_clip_max)
+    return gap_offset_dpo(h, beta, cfg.offset_alpha * g)
+
+
+def _soft_label(h, beta, gap, weights, cfg):
+    return soft_label_dpo(h, beta, torch.sigmoid(gap / cfg.soft_label_tau))
+
+
+PAIR_LOSSES: Registry[PairLossFn] = Registry(
+    "loss",
+    uses_gap=False,  # needs each pair's judged gap (the pref_gap column)
+    gap_weighted=False,  # scales each pair by its window-normalised, capped gap weight
+    replaces_trl=True,  # prefopt computes the loss; False: TRL's own loss_type (prefopt's path only to route to SFT)
+)
+PAIR_LOSSES.register("stock", _sigmoid, replaces_trl=False,
+                     help="TRL's loss_type unchanged (with SFT routing: prefopt's sigmoid DPO, TRL's default).")
+PAIR_LOSSES.register("sigmoid", _sigmoid, help="-log sigmoid(beta h), equal to TRL's sigmoid loss.")
+PAIR_LOSSES.register("weighted", _weighted, uses_gap=True, gap_weighted=True,
+                     help="w * -log sigmoid(beta h), w the pair's window-normalised, capped g(max(gap, 0)).")
+PAIR_LOSSES.register("offset", _offset, uses_gap=True,
+                     help="-log sigmoid(beta h - offset_alpha g(max(gap, 0))) (ODPO).")
+PAIR_LOSSES.register("soft_label", _soft_label, uses_gap=True,
+                     help="DPO against the target probability sigmoid(gap / soft_label_tau).")
 
 
 def length_normalized_nll(chosen_logps: torch.Tensor, chosen_lengths: torch.Tensor) -> torch.Tensor:

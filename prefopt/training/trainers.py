@@ -3,22 +3,70 @@
 TRL has no per-pair weight or margin input, and its loss lives in the private ``_compute_loss``. This
 subclass adds one dataset column (``gap_column``, the judged score gap), passes it through TRL's column
 filter and collator, and, when a prefopt loss is chosen, computes the policy and reference log-probs the
-way TRL does and applies a loss from :mod:`prefopt.training.losses`. With ``pref_loss: stock`` (the
-default) and no SFT routing it is TRL's trainer unchanged. TRL is pinned to 1.16.x for this reason.
+way TRL does and applies a loss from :mod:`prefopt.training.losses`. Gap (and KTO score) weights are
+normalised over each gradient-accumulation window on all ranks: :meth:`WindowWeightsMixin.get_batch_samples`
+sums them when the Trainer prefetches the window and hands the sum to every micro-batch.
+
+Both trainers patch TRL's fused LM head with ``cast_lm_head_to_fp32`` and run policy and reference forwards
+under the same autocast, so both log-probabilities go through one fp32 projection and log-softmax whatever the
+mixed precision. With ``pref_loss: stock`` (the default) and no SFT routing the loss is TRL's unchanged.
+TRL is pinned to 1.16.x for these reasons.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import trl.trainer.dpo_trainer as trl_dpo_trainer
+import trl.trainer.kto_trainer as trl_kto_trainer
 from torch.utils.data import SequentialSampler
 from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
+from prefopt.registry import Registry, lookup
 from prefopt.training import losses as L
 
+logger = logging.getLogger(__name__)
+
 GAP_KEY = "pref_gap"  # the column and batch key holding each pair's judged gap
+WINDOW_KEY = "pref_window"  # batch key: [sum of raw weights, number of weighted examples] of the whole window
+
+# TRL 1.16's DPO loss types (DPOTrainer._compute_loss); ``prefopt_term``: what prefopt's own loss path computes
+# in its place ("pair": prefopt's pair loss; "chosen_nll": TRL's NLL over every chosen token), None: not supported.
+TRL_DPO_LOSSES: Registry[str] = Registry("loss_type", prefopt_term=None)
+for _name in ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"):
+    TRL_DPO_LOSSES.register(_name, _name, prefopt_term={"sigmoid": "pair", "sft": "chosen_nll"}.get(_name))
+
+# TRL's KTO loss types, as KTOConfig lists them; ``score_weighting``: prefopt's score-weighted path computes it.
+TRL_KTO_LOSSES: Registry[str] = Registry("loss_type", score_weighting=False)
+for _name in KTOConfig.__dataclass_fields__["loss_type"].metadata["choices"]:
+    TRL_KTO_LOSSES.register(_name, _name, score_weighting=_name == "kto")
+
+
+def _check_weight_knobs(cfg) -> None:
+    """The gap-transform knobs and the cap give finite, non-negative, bounded weights."""
+    lookup(L.GAP_TRANSFORMS, cfg.gap_transform, "gap_transform", ValueError)
+    if not cfg.gap_scale > 0:
+        raise ValueError(f"gap_scale: expected a number > 0, got {cfg.gap_scale}")
+    if not 0 <= cfg.gap_clip_min < cfg.gap_clip_max:
+        raise ValueError(f"gap_clip_min, gap_clip_max: expected 0 <= gap_clip_min < gap_clip_max, got "
+                         f"{cfg.gap_clip_min} and {cfg.gap_clip_max}")
+    if not 1 <= cfg.max_weight < math.inf:
+        raise ValueError(f"max_weight: expected a finite number >= 1 (the cap on weights of mean 1), got "
+                         f"{cfg.max_weight}")
+
+
+MAX_WEIGHT_HELP = ("Upper bound on every weight, applied after normalisation (normalised weights have mean 1 over "
+                   "the window, so a few large gaps cannot dominate it).")
+NORMALIZE_HELP = ("Rescale the weights to mean 1 over each optimizer step's pairs: every micro-batch of the "
+                  "gradient-accumulation window on every rank. A window whose weights are all 0 contributes no "
+                  "gradient from them (logged as weights/all_zero_window).")
 
 
 @dataclass
@@ -27,16 +75,18 @@ class PrefDPOConfig(DPOConfig):
 
     pref_loss: str = field(default="stock", metadata={
         "help": "'stock': TRL's loss_type unchanged. 'sigmoid': DPO computed by prefopt (equal to stock sigmoid). "
-                "'weighted': DPO times g(gap). 'offset': -log sigmoid(beta*h - offset_alpha*g(gap)). "
-                "'soft_label': DPO against target probability sigmoid(gap / soft_label_tau)."})
+                "'weighted': DPO times the pair's gap weight. 'offset': -log sigmoid(beta*h - "
+                "offset_alpha*g(max(gap, 0))). 'soft_label': DPO against target probability sigmoid(gap / "
+                "soft_label_tau). Any name in prefopt.training.losses.PAIR_LOSSES."})
     gap_transform: str = field(default="linear", metadata={
-        "help": "g(gap) for 'weighted' and 'offset': none, linear (gap_scale*gap), clipped, tanh."})
-    gap_scale: float = field(default=1.0, metadata={"help": "Scale applied to the gap inside g."})
-    gap_clip_min: float = field(default=0.0, metadata={"help": "Lower clip of g for gap_transform 'clipped'."})
+        "help": "g for 'weighted' and 'offset', applied to max(gap, 0): none (1), linear (gap_scale*gap), clipped "
+                "(clamp(gap_scale*gap, gap_clip_min, gap_clip_max)), tanh (tanh(gap_scale*gap))."})
+    gap_scale: float = field(default=1.0, metadata={"help": "Scale applied to the gap inside g (> 0)."})
+    gap_clip_min: float = field(default=0.0, metadata={"help": "Lower clip of g for gap_transform 'clipped' (>= 0)."})
     gap_clip_max: float = field(default=1.0, metadata={"help": "Upper clip of g for gap_transform 'clipped'."})
-    normalize_weights: bool = field(default=True, metadata={
-        "help": "'weighted': rescale weights to mean 1 per batch (keeps the loss scale)."})
-    offset_alpha: float = field(default=1.0, metadata={"help": "'offset': multiplier of g(gap)."})
+    normalize_weights: bool = field(default=True, metadata={"help": "'weighted': " + NORMALIZE_HELP})
+    max_weight: float = field(default=10.0, metadata={"help": "'weighted': " + MAX_WEIGHT_HELP})
+    offset_alpha: float = field(default=1.0, metadata={"help": "'offset': multiplier of g(max(gap, 0))."})
     soft_label_tau: float = field(default=1.0, metadata={"help": "'soft_label': temperature of the target."})
     sft_route_threshold: float | None = field(default=None, metadata={
         "help": "Pairs whose gap is below this get a length-normalised NLL on the chosen response instead."})
@@ -49,22 +99,26 @@ class PrefDPOConfig(DPOConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.pref_loss not in ("stock", "sigmoid", "weighted", "offset", "soft_label"):
-            raise ValueError(f"pref_loss: unknown loss {self.pref_loss!r}")
-        if self.gap_transform not in ("none", "linear", "clipped", "tanh"):
-            raise ValueError(f"gap_transform: unknown transform {self.gap_transform!r}")
+        lookup(L.PAIR_LOSSES, self.pref_loss, "pref_loss", ValueError)
+        for loss_type in self.loss_type:
+            lookup(TRL_DPO_LOSSES, loss_type, "loss_type", ValueError)
+        _check_weight_knobs(self)
         if self.sft_route_threshold is not None and self.sft_route_quantile is not None:
             raise ValueError("set at most one of sft_route_threshold and sft_route_quantile")
         if self.sft_route_quantile is not None and not 0 < self.sft_route_quantile < 1:
             raise ValueError(f"sft_route_quantile must be in (0, 1), got {self.sft_route_quantile}")
         if self.uses_prefopt_loss:
-            conflicts = {"loss_type": self.loss_type not in (["sigmoid"], ["sigmoid", "sft"]),
+            terms = [TRL_DPO_LOSSES.get(t).prefopt_term for t in self.loss_type]
+            conflicts = {"loss_type": None in terms or terms.count("pair") != 1 or len(set(terms)) != len(terms),
                          "ld_alpha": self.ld_alpha is not None,
                          "use_weighting": self.use_weighting, "f_divergence_type": self.f_divergence_type != "reverse_kl"}
             bad = [name for name, conflict in conflicts.items() if conflict]
             if bad:
-                raise ValueError(f"prefopt's losses replace TRL's: loss_type may only be [sigmoid] or [sigmoid, sft] "
-                                 f"and {bad} must keep their defaults (or use pref_loss: stock without SFT routing)")
+                pair, extra = TRL_DPO_LOSSES.names(prefopt_term="pair"), TRL_DPO_LOSSES.names(prefopt_term="chosen_nll")
+                raise ValueError(f"prefopt's losses replace TRL's: {bad} conflict with pref_loss {self.pref_loss!r} / "
+                                 f"SFT routing; expected loss_type to hold one of {pair} and at most {extra} (e.g. "
+                                 f"[sigmoid] or [sigmoid, sft]; got {self.loss_type}) and ld_alpha, use_weighting and "
+                                 f"f_divergence_type at their defaults (or pref_loss: stock without SFT routing)")
 
     @property
     def routes_to_sft(self) -> bool:
@@ -72,7 +126,12 @@ class PrefDPOConfig(DPOConfig):
 
     @property
     def uses_prefopt_loss(self) -> bool:
-        return self.pref_loss != "stock" or self.routes_to_sft
+        return L.PAIR_LOSSES.get(self.pref_loss).replaces_trl or self.routes_to_sft
+
+    @property
+    def needs_gap(self) -> bool:
+        """Whether training needs each pair's judged gap (the ``pref_gap`` column)."""
+        return L.PAIR_LOSSES.get(self.pref_loss).uses_gap or self.routes_to_sft or self.curriculum
 
 
 class ExtraColumnCollator:
@@ -88,9 +147,34 @@ class ExtraColumnCollator:
         return batch
 
 
+def require_finite_column(dataset, key: str, why: str) -> None:
+    """Raise if the numeric column ``key`` of ``dataset`` is missing or holds a NaN or an infinity."""
+    if key not in dataset.column_names:
+        raise ValueError(f"train_dataset needs a {key!r} column ({why}); it has {dataset.column_names}")
+    values = torch.tensor(dataset[key], dtype=torch.float64)
+    bad = (~torch.isfinite(values)).nonzero().flatten()
+    if len(bad):
+        raise ValueError(f"{key}: {len(bad)} of {len(values)} values are not finite (first at row {int(bad[0])}: "
+                         f"{values[bad[0]].item()}); expected finite numbers ({why})")
+
+
+@contextlib.contextmanager
+def fp32_fused_lm_heads(trl_module):
+    """While active, the fused LM heads that ``trl_module``'s trainer adds in its ``__init__`` project and
+    log-softmax in fp32 outside autocast (TRL's own ``cast_lm_head_to_fp32``), for the policy and the reference.
+    They are patched before accelerate wraps the models, so autocast still covers the rest of the forward."""
+    original = trl_module.add_fused_lm_head
+    trl_module.add_fused_lm_head = functools.partial(original, cast_lm_head_to_fp32=True)
+    try:
+        yield
+    finally:
+        trl_module.add_fused_lm_head = original
+
+
 class ExtraColumnMixin:
     """Carries the dataset column ``extra_key`` past TRL's column filter and collator into ``inputs``, and
-    keeps it away from the model (reference log-probs included, which TRL computes from collator output)."""
+    keeps it (and the window's weight sum) away from the model (reference log-probs included, which TRL computes
+    from collator output)."""
 
     extra_key: str
 
@@ -98,7 +182,7 @@ class ExtraColumnMixin:
         self.data_collator = ExtraColumnCollator(self.data_collator, self.extra_key)
 
     def _without_extra(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in inputs.items() if k != self.extra_key}
+        return {k: v for k, v in inputs.items() if k not in (self.extra_key, WINDOW_KEY)}
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
@@ -109,20 +193,69 @@ class ExtraColumnMixin:
         return super().compute_ref_log_probs(model, self._without_extra(inputs))
 
 
-class PrefDPOTrainer(ExtraColumnMixin, DPOTrainer):
+class WindowWeightsMixin:
+    """Per-example weights normalised over each optimizer step's examples: every micro-batch of the
+    gradient-accumulation window, on every rank.
+
+    The Trainer prefetches a window's micro-batches (``get_batch_samples``) before the first forward; this sums the
+    raw weights and counts the weighted examples there, sums both over ranks (``accelerator.reduce``) and adds
+    them to each micro-batch under ``WINDOW_KEY``. A batch without it (evaluation, a direct ``compute_loss``) is its
+    own window. Subclasses define ``_window_weighted()`` (whether their loss uses the weights) and
+    ``_raw_weights(batch)``: the batch's raw, non-negative weights and a mask of the examples they cover.
+    """
+
+    _all_zero_windows = 0  # optimizer steps so far whose weights were all 0
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if batch_samples and self._window_weighted():
+            sums = torch.stack([torch.stack([raw.sum(), covered.sum().to(raw.dtype)]).to(self.accelerator.device)
+                                for raw, covered in map(self._raw_weights, batch_samples)]).sum(dim=0)
+            window = self.accelerator.reduce(sums, reduction="sum")
+            if window[0] == 0 and window[1] > 0:
+                self._all_zero_windows += 1
+                if self.accelerator.is_main_process:
+                    logger.warning("every weight of the %d examples of this optimizer step is 0: they contribute no "
+                                   "gradient (%d such steps so far)", int(window[1]), self._all_zero_windows)
+            for batch in batch_samples:
+                batch[WINDOW_KEY] = window
+        return batch_samples, num_items_in_batch
+
+    def _weights(self, inputs: dict[str, Any], dtype: torch.dtype) -> torch.Tensor:
+        """The examples' weights: window-normalised (when ``normalize_weights``) and capped at ``max_weight``;
+        logs their mean, max, the fraction at 0 and at the cap, and whether the window is all zero."""
+        raw, covered = self._raw_weights(inputs)
+        window = inputs.get(WINDOW_KEY)
+        total, count = (window[0], window[1]) if window is not None else (raw.sum(), covered.sum())
+        a = self.args
+        weights = (L.gap_weights(raw, total, count, a.max_weight) if a.normalize_weights
+                   else raw.clamp_max(a.max_weight)).to(dtype)
+        metrics, gather = self._metrics["train" if self.model.training else "eval"], self.accelerator.gather
+        covered_weights = gather(weights.detach())[gather(covered)]
+        if covered_weights.numel():
+            metrics["weights/mean"].append(covered_weights.mean().item())
+            metrics["weights/max"].append(covered_weights.max().item())
+            metrics["weights/zero"].append((covered_weights == 0).float().mean().item())
+            metrics["weights/at_cap"].append((covered_weights == a.max_weight).float().mean().item())
+        metrics["weights/all_zero_window"].append(float(total == 0 and count > 0))
+        return weights
+
+
+class PrefDPOTrainer(ExtraColumnMixin, WindowWeightsMixin, DPOTrainer):
     """DPOTrainer whose loss can use each pair's judged gap (column ``pref_gap`` of the train dataset)."""
 
     extra_key = GAP_KEY
 
     def __init__(self, model, ref_model=None, args: PrefDPOConfig | None = None, train_dataset=None, **kwargs):
-        if args is not None and args.uses_prefopt_loss and train_dataset is not None:
-            if GAP_KEY not in train_dataset.column_names:
-                raise ValueError(f"train_dataset needs a {GAP_KEY!r} column (the judged gap of each pair) for "
-                                 f"pref_loss {args.pref_loss!r} / SFT routing; it has {train_dataset.column_names}")
-            if args.curriculum:
-                train_dataset = train_dataset.sort(GAP_KEY, reverse=True)
-        super().__init__(model, ref_model=ref_model, args=args, train_dataset=train_dataset, **kwargs)
+        if args is not None and args.needs_gap and train_dataset is not None:
+            require_finite_column(train_dataset, GAP_KEY, f"the judged gap of each pair, for pref_loss "
+                                                          f"{args.pref_loss!r}, SFT routing or curriculum")
+        if args is not None and args.curriculum and train_dataset is not None:
+            train_dataset = train_dataset.sort(GAP_KEY, reverse=True)
+        with fp32_fused_lm_heads(trl_dpo_trainer):
+            super().__init__(model, ref_model=ref_model, args=args, train_dataset=train_dataset, **kwargs)
         self._wrap_collator()
+        self.pair_loss = L.PAIR_LOSSES.get(self.args.pref_loss)
         self.sft_threshold = self._sft_threshold(train_dataset) if self.args.routes_to_sft else None
 
     def _sft_threshold(self, dataset) -> float | None:
@@ -138,15 +271,34 @@ class PrefDPOTrainer(ExtraColumnMixin, DPOTrainer):
             return SequentialSampler(train_dataset if train_dataset is not None else self.train_dataset)
         return super()._get_train_sampler(train_dataset)
 
+    def _window_weighted(self) -> bool:
+        return self.args.uses_prefopt_loss and self.pair_loss.gap_weighted
+
+    def _to_sft(self, gap: torch.Tensor) -> torch.Tensor:
+        """Which pairs SFT routing sends to the chosen-response NLL (none without routing)."""
+        if self.sft_threshold is None:
+            return torch.zeros_like(gap, dtype=torch.bool)
+        return gap < self.sft_threshold
+
+    def _raw_weights(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``g(max(gap, 0))`` of each pair that takes the DPO loss (0 for pairs routed to SFT), and those pairs."""
+        a, gap = self.args, batch[GAP_KEY]
+        dpo = ~self._to_sft(gap)
+        raw = L.raw_weights(gap, a.gap_transform, a.gap_scale, a.gap_clip_min, a.gap_clip_max)
+        return torch.where(dpo, raw, torch.zeros_like(raw)), dpo
+
     def _sequence_logps(self, model, inputs: dict[str, Any]) -> tuple[torch.Tensor, ...]:
         """Per-token policy log-probs (zero outside completions), the completion mask shifted like them, and the
-        summed policy and reference log-probs of the chosen and rejected completions, as TRL computes them."""
+        summed policy and reference log-probs of the chosen and rejected completions, as TRL computes them. Policy
+        and reference run under the same autocast (``accelerator.autocast``, plus any the caller set) and project
+        and log-softmax in fp32 (:func:`fp32_fused_lm_heads`)."""
         completion_mask = inputs["completion_mask"]
         shift_mask = completion_mask[..., 1:]
         model_kwargs = {k: v for k, v in inputs.items()
                         if k not in ("completion_mask", "ref_chosen_logps", "ref_rejected_logps")}
         labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
-        outputs = model(**model_kwargs, use_cache=False, labels=labels, fused_lm_head=True)
+        with self.accelerator.autocast():
+            outputs = model(**model_kwargs, use_cache=False, labels=labels, fused_lm_head=True)
         per_token_logps = outputs.log_probs[:, -shift_mask.size(1):]
         chosen_logps, rejected_logps = per_token_logps.sum(dim=1).chunk(2, dim=0)
         if self.precompute_ref_logps:
@@ -174,37 +326,25 @@ class PrefDPOTrainer(ExtraColumnMixin, DPOTrainer):
             return super()._compute_loss(model, self._without_extra(inputs), return_outputs)
         if return_outputs:
             raise ValueError("prefopt losses do not return model outputs (TRL deprecates it too)")
-        gap = inputs[GAP_KEY]
-        inputs = self._without_extra(inputs)
+        gap = inputs.get(GAP_KEY)
+        weights = self._weights(inputs, torch.float32) if self._window_weighted() else None
         per_token_logps, shift_mask, chosen_logps, rejected_logps, ref_chosen, ref_rejected = \
-            self._sequence_logps(model, inputs)
+            self._sequence_logps(model, self._without_extra(inputs))
         chosen_logratios, rejected_logratios = chosen_logps - ref_chosen, rejected_logps - ref_rejected
-        per_pair = self._pair_losses(chosen_logratios - rejected_logratios, gap)
+        h = chosen_logratios - rejected_logratios
+        per_pair = self.pair_loss.target(h, self.beta, None if gap is None else gap.to(h.dtype), weights, self.args)
         to_sft = None
         if self.sft_threshold is not None:
-            to_sft = gap < self.sft_threshold
+            to_sft = self._to_sft(gap)
             chosen_lengths = shift_mask.chunk(2, dim=0)[0].sum(dim=1)  # completion tokens of each chosen
             per_pair = L.hybrid_dpo_sft(per_pair, L.length_normalized_nll(chosen_logps, chosen_lengths), to_sft)
         self._log_pair_metrics(chosen_logratios.detach(), rejected_logratios.detach(), chosen_logps.detach(),
                                rejected_logps.detach(), gap, to_sft)
-        weights = dict(zip(self.loss_types, self.loss_weights, strict=True))
-        loss = weights["sigmoid"] * per_pair.mean()
-        if "sft" in weights:  # TRL's `sft` term: NLL over every chosen token of the batch
-            chosen_token_logps, chosen_mask = per_token_logps.chunk(2, dim=0)[0], shift_mask.chunk(2, dim=0)[0]
-            loss = loss + weights["sft"] * -chosen_token_logps[chosen_mask.bool()].mean()
-        return loss
-
-    def _pair_losses(self, h: torch.Tensor, gap: torch.Tensor) -> torch.Tensor:
-        a, beta = self.args, self.beta
-        gap = gap.to(h.dtype)
-        g = L.transform_gap(gap, a.gap_transform, a.gap_scale, a.gap_clip_min, a.gap_clip_max)
-        if a.pref_loss in ("stock", "sigmoid"):  # stock with routing: TRL's default loss is sigmoid
-            return L.dpo_sigmoid(h, beta)
-        if a.pref_loss == "weighted":
-            return L.gap_weighted_dpo(h, beta, L.normalize_per_batch(g) if a.normalize_weights else g)
-        if a.pref_loss == "offset":
-            return L.gap_offset_dpo(h, beta, a.offset_alpha * g)
-        return L.soft_label_dpo(h, beta, torch.sigmoid(gap / a.soft_label_tau))
+        chosen_token_logps, chosen_mask = per_token_logps.chunk(2, dim=0)[0], shift_mask.chunk(2, dim=0)[0]
+        terms = {"pair": per_pair.mean(),  # and TRL's `sft` term: NLL over every chosen token of the batch
+                 "chosen_nll": -chosen_token_logps[chosen_mask.bool()].mean()}
+        return sum(loss_weight * terms[TRL_DPO_LOSSES.get(loss_type).prefopt_term]
+                   for loss_type, loss_weight in zip(self.loss_types, self.loss_weights, strict=True))
 
     def _log_pair_metrics(self, chosen_logratios, rejected_logratios, chosen_logps, rejected_logps, gap, to_sft):
         mode = "train" if self.model.training else "eval"
@@ -213,16 +353,19 @@ class PrefDPOTrainer(ExtraColumnMixin, DPOTrainer):
         chosen_rewards, rejected_rewards = self.beta * chosen_logratios, self.beta * rejected_logratios
         margins = gather(chosen_rewards - rejected_rewards)
         correct = (margins > 0).float()
-        all_gaps = gather(gap.to(margins.device))
         metrics["rewards/chosen"].append(gather(chosen_rewards).mean().item())
         metrics["rewards/rejected"].append(gather(rejected_rewards).mean().item())
         metrics["rewards/accuracies"].append(correct.mean().item())
         metrics["rewards/margins"].append(margins.mean().item())
         metrics["logps/chosen"].append(gather(chosen_logps).mean().item())
         metrics["logps/rejected"].append(gather(rejected_logps).mean().item())
-        metrics["gap/mean"].append(all_gaps.mean().item())
         if to_sft is not None:
             metrics["routed_to_sft"].append(gather(to_sft.float()).mean().item())
+        if gap is None:
+            return
+        all_gaps = gather(gap.to(margins.device))
+        metrics["gap/mean"].append(all_gaps.mean().item())
+        metrics["gap/nonpositive"].append((all_gaps <= 0).float().mean().item())
         edges = [float("-inf"), *self.args.gap_bucket_edges, float("inf")]
         for low, high in zip(edges[:-1], edges[1:]):
             members = (all_gaps >= low) & (all_gaps < high)
@@ -242,23 +385,27 @@ class PrefKTOConfig(KTOConfig):
     score_weighting: bool = field(default=False, metadata={
         "help": "Weight each example by g(|score - score_threshold|): confident labels count more."})
     score_threshold: float = field(default=0.5, metadata={"help": "The score that separates the two labels."})
-    gap_transform: str = field(default="linear", metadata={"help": "g: none, linear, clipped, tanh."})
-    gap_scale: float = field(default=1.0, metadata={"help": "Scale applied inside g."})
-    gap_clip_min: float = field(default=0.0, metadata={"help": "Lower clip for 'clipped'."})
+    gap_transform: str = field(default="linear", metadata={
+        "help": "g: none (1), linear (gap_scale*x), clipped (clamp(gap_scale*x, gap_clip_min, gap_clip_max)), "
+                "tanh (tanh(gap_scale*x))."})
+    gap_scale: float = field(default=1.0, metadata={"help": "Scale applied inside g (> 0)."})
+    gap_clip_min: float = field(default=0.0, metadata={"help": "Lower clip for 'clipped' (>= 0)."})
     gap_clip_max: float = field(default=1.0, metadata={"help": "Upper clip for 'clipped'."})
-    normalize_weights: bool = field(default=True, metadata={"help": "Rescale weights to mean 1 per batch."})
+    normalize_weights: bool = field(default=True, metadata={"help": NORMALIZE_HELP.replace("pairs", "examples")})
+    max_weight: float = field(default=10.0, metadata={"help": MAX_WEIGHT_HELP})
     auto_class_balance: bool = field(default=False, metadata={
         "help": "Set desirable_weight and undesirable_weight so both classes contribute equally."})
 
     def __post_init__(self):
         super().__post_init__()
-        if self.gap_transform not in ("none", "linear", "clipped", "tanh"):
-            raise ValueError(f"gap_transform: unknown transform {self.gap_transform!r}")
-        if self.score_weighting and self.loss_type != "kto":
-            raise ValueError(f"score_weighting needs loss_type 'kto', got {self.loss_type!r}")
+        loss = lookup(TRL_KTO_LOSSES, self.loss_type, "loss_type", ValueError)
+        _check_weight_knobs(self)
+        if self.score_weighting and not loss.score_weighting:
+            raise ValueError(f"score_weighting: needs loss_type in {TRL_KTO_LOSSES.names(score_weighting=True)}, "
+                             f"got {self.loss_type!r}")
 
 
-class PrefKTOTrainer(ExtraColumnMixin, KTOTrainer):
+class PrefKTOTrainer(ExtraColumnMixin, WindowWeightsMixin, KTOTrainer):
     """KTOTrainer with per-example weights from a ``pref_score`` column and automatic class balance."""
 
     extra_key = SCORE_KEY
@@ -267,28 +414,38 @@ class PrefKTOTrainer(ExtraColumnMixin, KTOTrainer):
                        "KL_token_type_ids", "KL_mm_token_type_ids", "label", "ref_logps", "ref_KL_logps")
 
     def __init__(self, model, ref_model=None, args: PrefKTOConfig | None = None, train_dataset=None, **kwargs):
-        if args is not None and args.score_weighting and train_dataset is not None \
-                and SCORE_KEY not in train_dataset.column_names:
-            raise ValueError(f"train_dataset needs a {SCORE_KEY!r} column (each example's judged score) for "
-                             f"score_weighting; it has {train_dataset.column_names}")
-        super().__init__(model, ref_model=ref_model, args=args, train_dataset=train_dataset, **kwargs)
+        if args is not None and args.score_weighting and train_dataset is not None:
+            require_finite_column(train_dataset, SCORE_KEY, "each example's judged score, for score_weighting")
+        with fp32_fused_lm_heads(trl_kto_trainer):
+            super().__init__(model, ref_model=ref_model, args=args, train_dataset=train_dataset, **kwargs)
         self._wrap_collator()
         if self.args.auto_class_balance and train_dataset is not None:
             labels = [bool(x) for x in train_dataset["label"]]
             self.desirable_weight, self.undesirable_weight = L.class_balance_weights(sum(labels),
                                                                                      len(labels) - sum(labels))
 
+    def _window_weighted(self) -> bool:
+        return self.args.score_weighting
+
+    def _raw_weights(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``g(|score - score_threshold|)`` of every example."""
+        a, score = self.args, batch[SCORE_KEY]
+        raw = L.raw_weights((score - a.score_threshold).abs(), a.gap_transform, a.gap_scale, a.gap_clip_min,
+                            a.gap_clip_max)
+        return raw, torch.ones_like(raw, dtype=torch.bool)
+
     def _compute_loss(self, model, inputs, return_outputs):
         if not self.args.score_weighting:
             return super()._compute_loss(model, self._without_extra(inputs), return_outputs)
         if return_outputs:
             raise ValueError("prefopt losses do not return model outputs (TRL deprecates it too)")
-        a, mode = self.args, "train" if self.model.training else "eval"
-        score, batch = inputs[SCORE_KEY], self._without_extra(inputs)
-        kl_logps = self._compute_kl_logps(model, batch)
+        mode = "train" if self.model.training else "eval"
+        weights, batch = self._weights(inputs, torch.float32), self._without_extra(inputs)
         model_kwargs = {k: v for k, v in batch.items() if k not in self._NON_MODEL_KEYS}
         labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
-        outputs = model(**model_kwargs, use_cache=False, labels=labels, fused_lm_head=True)
+        with self.accelerator.autocast():  # as the reference's (compute_ref_log_probs); fp32 head: fp32_fused_lm_heads
+            kl_logps = self._compute_kl_logps(model, batch)
+            outputs = model(**model_kwargs, use_cache=False, labels=labels, fused_lm_head=True)
         logps = outputs.log_probs[:, -(batch["input_ids"].size(1) - 1):].sum(-1)
         if self.precompute_ref_logps:
             ref_logps, ref_kl_logps = batch["ref_logps"], batch.get("ref_KL_logps")
@@ -303,9 +460,6 @@ class PrefKTOTrainer(ExtraColumnMixin, KTOTrainer):
         logratios = logps - ref_logps
         per_example = L.kto_losses(logratios, kl, desirable, self.beta)
         class_weights = torch.where(desirable, self.desirable_weight, self.undesirable_weight).to(per_example.dtype)
-        g = L.transform_gap((score.to(per_example.dtype) - a.score_threshold).abs(), a.gap_transform, a.gap_scale,
-                            a.gap_clip_min, a.gap_clip_max)
-        weights = L.normalize_per_batch(g) if a.normalize_weights else g
         rewards = self.beta * logratios.detach()
         metrics, gather = self._metrics[mode], self.accelerator.gather_for_metrics
         metrics["kl"].append(kl.item())
@@ -313,5 +467,4 @@ class PrefKTOTrainer(ExtraColumnMixin, KTOTrainer):
             selected = gather(rewards[selector])
             if selected.numel():
                 metrics[f"rewards/{name}"].append(selected.mean().item())
-        metrics["score_weight/mean"].append(gather(g.detach()).mean().item())
-        return (class_weights * weights * per_example).mean()
+        return (class_weights * weights.to(per_example.dtype) * per_example).mean()
