@@ -22,7 +22,9 @@ import yaml
 from prefopt.cache import is_secret_key
 from prefopt.errors import ConfigError
 from prefopt.generation.registry import ENGINES
-from prefopt.registry import lookup
+from prefopt.judging.registry import JUDGES
+from prefopt.pairing.registry import STRATEGIES
+from prefopt.registry import Entry, lookup
 from prefopt.world.specs import TinyModelSpec
 from prefopt.world.tasks import Difficulty
 
@@ -139,7 +141,7 @@ class LLMJudgeConfig:
     """An LLM that scores every candidate on a rubric's dimensions."""
 
     model: str = _help("'world:<name>' (a tiny judge), a local model directory, or the model a server serves.")
-    engine: Literal["vllm", "server", "transformers"] = _help("Engine that runs the judge.", default="vllm")
+    engine: str = _help("Engine that runs the judge: a name in prefopt.generation.registry.ENGINES.", default="vllm")
     engine_options: dict[str, Any] = _help("Engine arguments, as in generation.engine_options (for vLLM e.g. "
                                            "enable_prefix_caching, max_model_len).", default_factory=dict)
     rubric: str = _help("A preset (reasoning5, reasoning3, tiny_world) or a rubric YAML file.", default="reasoning5")
@@ -158,6 +160,7 @@ class LLMJudgeConfig:
     seed: int = _help("Base seed of the judge's sampling.", default=0)
 
     def __post_init__(self):
+        lookup(ENGINES, self.engine, "engine", ValueError)
         if self.samples < 1 or self.max_retries < 0 or self.batch_size < 1 or self.max_new_tokens < 1:
             raise ValueError("need samples >= 1, max_retries >= 0, batch_size >= 1 and max_new_tokens >= 1")
         if self.samples > 1 and self.temperature == 0:
@@ -178,32 +181,47 @@ class RewardModelConfig:
 class JudgingConfig:
     """The judge stage: which judge scores candidates and how dimensions combine into the aggregate."""
 
-    judge: Literal["tiny_world_verifier", "math_verifier", "llm", "reward_model"] = _help(
-        "'tiny_world_verifier' (step checker), 'math_verifier' (final answer against the reference), 'llm' (see "
-        "llm), 'reward_model' (see reward_model).", default="tiny_world_verifier")
+    judge: str = _help(
+        "A name in prefopt.judging.registry.JUDGES: 'tiny_world_verifier' (step checker), 'math_verifier' (final "
+        "answer against the reference, with math-verify), 'llm' (see llm), 'reward_model' (see reward_model).",
+        default="tiny_world_verifier")
     aggregate: str = _help("'mean', 'weighted' (uses weights), or one dimension's name.", default="mean")
     weights: dict[str, float] = _help("Per-dimension weights for aggregate 'weighted'.", default_factory=dict)
     llm: LLMJudgeConfig | None = _help("The LLM judge (judge: llm).", default=None)
     reward_model: RewardModelConfig | None = _help("The reward model (judge: reward_model).", default=None)
     pairwise: PairwiseAuditConfig | None = _help("LLM judge only: pairwise comparisons for position bias.",
                                                  default=None)
-    reference_judge: Literal["tiny_world_verifier", "math_verifier"] | None = _help(
-        "A verifier also run as ground truth, to report how well the judge agrees with it.", default=None)
+    reference_judge: str | None = _help(
+        "A verifier (a JUDGES name with is_verifier: tiny_world_verifier, math_verifier) also run as ground truth, "
+        "to report how well the judge agrees with it.", default=None)
     shard_size: int = _help("Candidates per judged shard: the unit a killed run resumes from.", default=4096)
 
     def __post_init__(self):
-        if self.judge in ("llm", "reward_model") and getattr(self, self.judge) is None:
-            raise ValueError(f"judge {self.judge!r} needs its section (judging.{self.judge})")
-        if self.pairwise is not None and self.judge != "llm":
-            raise ValueError("pairwise comparisons need judge: llm")
+        entry = lookup(JUDGES, self.judge, "judge", ValueError)
+        if entry.config_section is not None and getattr(self, entry.config_section) is None:
+            raise ValueError(f"judge {self.judge!r} needs its section (judging.{entry.config_section})")
+        if self.pairwise is not None and not entry.supports_pairwise:
+            raise ValueError(f"pairwise comparisons need judge: {' or '.join(JUDGES.names(supports_pairwise=True))}")
+        if self.reference_judge is not None and self.reference_judge not in JUDGES.names(is_verifier=True):
+            raise ValueError(f"reference_judge: expected a verifier, one of {JUDGES.names(is_verifier=True)}, got "
+                             f"{self.reference_judge!r}")
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
 
     @property
+    def entry(self) -> Entry:
+        """The judge's registry entry (its capabilities)."""
+        return JUDGES.get(self.judge)
+
+    @property
+    def section(self) -> Any:
+        """The judge's own config section (judging.llm, judging.reward_model), or None."""
+        return None if self.entry.config_section is None else getattr(self, self.entry.config_section)
+
+    @property
     def model_refs(self) -> list[str]:
         """Models the judge runs (world references are built by the pipeline)."""
-        section = self.llm if self.judge == "llm" else self.reward_model if self.judge == "reward_model" else None
-        return [section.model] if section is not None else []
+        return [self.section.model] if self.entry.is_model else []
 
 
 @dataclass(frozen=True)
@@ -306,10 +324,10 @@ class MarginBayesConfig:
             raise ValueError(f"min_tail must be >= 1, got {self.min_tail}")
 
 
-# The conditioning text of Zhang et al.'s reward_augmentation.py, verbatim.
+# The conditioning text of Zhang et al.'s reward_augmentation.py, verbatim at the default target_range [1, 10].
 REWARD_AUGMENTED_TEMPLATE = (
     "You are an assistant that generates responses for the instruction while implicitly achieving the following "
-    "target scores (on a scale of 1-10, where 1 is lowest and 10 is highest):\nOverall score: {score}."
+    "target scores (on a scale of {low}-{high}, where {low} is lowest and {high} is highest):\nOverall score: {score}."
 )
 
 
@@ -318,25 +336,33 @@ class RewardAugmentConfig:
     """Reward-augmented data (Zhang et al.): every pair twice, conditioned on the chosen and on the rejected score,
     the second copy with chosen and rejected swapped."""
 
-    template: str = _help("Conditioning text; '{score}' is replaced by the score.", default=REWARD_AUGMENTED_TEMPLATE)
+    template: str = _help("Conditioning text: '{score}' is replaced by the score on the printed scale, '{low}' and "
+                          "'{high}' by target_range (every template states its scale).",
+                          default=REWARD_AUGMENTED_TEMPLATE)
     placement: Literal["system", "prefix"] = _help(
         "'system': a system message (column 'system'); 'prefix': prepended to the prompt, then a blank line.",
         default="system")
     score_range: list[float] | None = _help(
-        "[low, high] of the aggregate score, mapped linearly onto target_range; null writes the score unchanged.",
-        default=None)
-    target_range: list[float] = _help("[low, high] of the printed scale.", default_factory=lambda: [1.0, 10.0])
+        "[low, high] of the aggregate score (the judge's scale), mapped linearly onto target_range, scores outside "
+        "it clipped (counted in stats); null prints the score unchanged, which needs every score within "
+        "target_range.", default=None)
+    target_range: list[float] = _help("[low, high] of the printed scale, stated by the template's {low}/{high}.",
+                                      default_factory=lambda: [1.0, 10.0])
     decimals: int = _help("Decimals of the printed score (an integral value prints without them).", default=1)
 
     def __post_init__(self):
-        if "{score}" not in self.template:
-            raise ValueError("template must contain '{score}'")
+        missing = [p for p in ("{score}", "{low}", "{high}") if p not in self.template]
+        if missing:
+            raise ValueError(f"template: must contain '{{score}}', '{{low}}' and '{{high}}' (the scale it uses); "
+                             f"missing {missing} in {self.template!r}")
         for name in ("score_range", "target_range"):
             value = getattr(self, name)
             if value is not None and (len(value) != 2 or value[0] >= value[1]):
                 raise ValueError(f"{name} must be [low, high] with low < high, got {value}")
         if self.decimals < 0:
             raise ValueError(f"decimals must be >= 0, got {self.decimals}")
+        if any(round(v, self.decimals) != v for v in self.target_range):
+            raise ValueError(f"target_range: {self.target_range} must print exactly with decimals={self.decimals}")
 
 
 @dataclass(frozen=True)
@@ -344,11 +370,12 @@ class PairingConfig:
     """The pairs stage: a strategy builds pairs; ties are dropped; optional gates and selections follow in order
     (judge agreement, sample-level delta filter, margin_bayes), then optional reward augmentation."""
 
-    strategy: Literal["generator_delta", "max_min", "max_random", "sweet_spot", "kto_unpaired"] = _help(
+    strategy: str = _help(
         "'generator_delta': chosen from the stronger generator of each generator_pairs entry, sample i against "
         "sample i. Within each prompt's candidates (from `generators`): 'max_min' (best vs worst), 'max_random' "
         "(best vs a random other), 'sweet_spot' (positions mu + k sigma, see sweet_spot), 'kto_unpaired' (every "
-        "candidate labelled desirable or not by absolute score, see kto).", default="generator_delta")
+        "candidate labelled desirable or not by absolute score, see kto); any name in "
+        "prefopt.pairing.registry.STRATEGIES.", default="generator_delta")
     generator_pairs: list[GeneratorPair] = _help(
         "generator_delta: (chosen, rejected) generator pairings, each paired over every prompt.",
         default_factory=lambda: [GeneratorPair(chosen="strong", rejected="weak")])
@@ -369,23 +396,29 @@ class PairingConfig:
     seed: int = _help("Seed for random choices and tie-breaks.", default=0)
 
     def __post_init__(self):
+        entry = lookup(STRATEGIES, self.strategy, "strategy", ValueError)
         pairs = [(p.chosen, p.rejected) for p in self.generator_pairs]
         if self.max_samples is not None and self.max_samples < 1:
             raise ValueError(f"max_samples must be >= 1, got {self.max_samples}")
-        if self.strategy == "generator_delta" and not pairs:
-            raise ValueError("strategy generator_delta needs at least one entry in generator_pairs")
+        if entry.needs_generator_labels and not pairs:
+            raise ValueError(f"strategy {self.strategy} needs at least one entry in generator_pairs")
         if len(set(pairs)) != len(pairs):
             raise ValueError(f"generator_pairs has a repeated pairing: {pairs}")
-        if self.strategy == "kto_unpaired":
+        if entry.unpaired:
             extras = [name for name, on in (("filter", self.filter.active), ("margin_bayes", self.margin_bayes),
                                             ("reward_augmented", self.reward_augmented),
                                             ("require_judge_agreement", self.require_judge_agreement)) if on]
             if extras:
-                raise ValueError(f"strategy kto_unpaired makes unpaired examples; {extras} apply to pairs only")
+                raise ValueError(f"strategy {self.strategy} makes unpaired examples; {extras} apply to pairs only")
+
+    @property
+    def strategy_entry(self) -> Entry:
+        """The strategy's registry entry: ask it for capabilities (``needs_generator_labels``, ``unpaired``)."""
+        return STRATEGIES.get(self.strategy)
 
     @property
     def unpaired(self) -> bool:
-        return self.strategy == "kto_unpaired"
+        return self.strategy_entry.unpaired
 
 
 @dataclass(frozen=True)
@@ -514,7 +547,7 @@ class Recipe:
                                  f"(defined: {sorted(self.world.models)})")
         names = {g.name for g in self.generation.generators}
         used = [name for pair in self.pairing.generator_pairs for name in (pair.chosen, pair.rejected)] \
-            if self.pairing.strategy == "generator_delta" else list(self.pairing.generators)
+            if self.pairing.strategy_entry.needs_generator_labels else list(self.pairing.generators)
         for name in used:
             if name not in names:
                 raise ValueError(f"pairing: generator {name!r} is not in generation.generators "
@@ -525,7 +558,8 @@ class Recipe:
                     raise ValueError(f"judging.pairwise: generator {name!r} is not in generation.generators "
                                      f"(generators: {sorted(names)})")
         if self.pairing.unpaired and self.training.method != "kto":
-            raise ValueError("pairing.strategy kto_unpaired makes unpaired examples: training.method must be 'kto'")
+            raise ValueError(f"pairing.strategy {self.pairing.strategy} makes unpaired examples: training.method "
+                             "must be 'kto'")
 
 
 # --------------------------------------------------------------------------------------------------------

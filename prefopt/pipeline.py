@@ -31,7 +31,9 @@ logger = logging.getLogger(__name__)
 
 WORLD_PREFIX = "world:"
 # Bump a stage's number when what it writes changes for the same config: its cached outputs are then redone.
-FORMAT_VERSIONS = {"generate": 1, "judge": 1, "pairs": 1, "proxy": 1, "train": 1, "eval": 1}
+FORMAT_VERSIONS = {"generate": 1, "judge": 2, "pairs": 2, "proxy": 2, "train": 2, "eval": 2}
+# 2: strict judge parsing and math-verify; exact fraction counts and seeded ties; bounded, step-normalised gap
+# weights and one fp32 log-prob path.
 
 
 @dataclass(frozen=True)

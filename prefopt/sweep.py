@@ -139,7 +139,7 @@ def result_row(run: SweepRun, results: dict) -> dict:
     row: dict[str, Any] = {"run": run.label, **{k: _text(v) for k, v in run.values.items()}}
     accuracy, stats = results["accuracy"], results.get("pairs") or {}
     pairing = run.recipe.pairing
-    if pairing.strategy == "generator_delta":
+    if pairing.strategy_entry.needs_generator_labels:
         pair = pairing.generator_pairs[0]
         if pair.chosen in accuracy and pair.rejected in accuracy:
             chosen, rejected = domain_means(accuracy[pair.chosen]), domain_means(accuracy[pair.rejected])

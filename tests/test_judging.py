@@ -2,6 +2,7 @@ import pytest
 from datasets import Dataset
 
 from prefopt.configs import ConfigError, JudgingConfig
+from prefopt.judging.base import JudgeItem
 from prefopt.judging.judge import aggregate_scores, judge_candidates
 from prefopt.judging.verifier import score_trace
 from prefopt.schemas import DataError
@@ -91,3 +92,60 @@ def test_quality_figures_of_a_verifier_run(run_dir):
     [ranking] = quality["generator_ranking"]
     assert (ranking["first"], ranking["second"], ranking["pairs"]) == ("strong", "weak", 48)
     assert ranking["first_higher"] + ranking["equal"] + ranking["second_higher"] == pytest.approx(1.0)
+
+
+def test_every_judge_is_registered_once_with_its_capabilities():
+    from prefopt.judging.registry import JUDGES
+
+    assert JUDGES.names() == ["tiny_world_verifier", "math_verifier", "llm", "reward_model"]
+    assert JUDGES.names(is_verifier=True) == ["tiny_world_verifier", "math_verifier"]
+    assert JUDGES.names(needs_reference=True) == ["math_verifier"]
+    assert {e.name: e.config_section for e in JUDGES if e.is_model} == {"llm": "llm", "reward_model": "reward_model"}
+    for name, prompt, completion, reference in [("tiny_world_verifier", "7*3+4", "7*3=21;21+4=25. =25", None),
+                                                ("math_verifier", "q", "\\boxed{25}", "25")]:
+        entry = JUDGES.get(name)
+        judge = entry.target(JudgingConfig(judge=name), lambda ref: ref)
+        [j] = judge.score([JudgeItem(prompt, completion, reference)])
+        assert judge.name == name and judge.dimensions == entry.dimensions and tuple(j.scores) == entry.dimensions
+        low, high = entry.score_range
+        assert all(low <= v <= high for v in j.scores.values()) and j.scores["correctness"] == 1.0
+
+
+def test_the_judge_registry_imports_nothing_heavy():
+    import subprocess
+    import sys
+
+    code = ("import sys, prefopt.judging.registry; heavy = {'torch', 'math_verify', 'sympy', 'prefopt.configs'} "
+            "& set(sys.modules); assert not heavy, heavy")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"judge": "gpt"}, "judging.judge: unknown judge 'gpt'; expected one of ['tiny_world_verifier', "),
+    ({"judge": "llm"}, "needs its section (judging.llm)"),
+    ({"judge": "reward_model"}, "needs its section (judging.reward_model)"),
+    ({"judge": "math_verifier", "pairwise": {"generators": ["a", "b"]}}, "pairwise comparisons need judge: llm"),
+    ({"reference_judge": "llm"}, "judging.reference_judge: expected a verifier, one of ['tiny_world_verifier', "
+                                 "'math_verifier'], got 'llm'"),
+    ({"reference_judge": "gpt"}, "judging.reference_judge: expected a verifier"),
+    ({"judge": "llm", "llm": {"model": "m", "engine": "vlm"}}, "judging.llm.engine: unknown engine 'vlm'"),
+])
+def test_judge_names_are_checked_against_the_registry_at_load(fields, message):
+    from prefopt.configs import from_dict
+
+    with pytest.raises(ConfigError) as err:
+        from_dict(JudgingConfig, fields, "judging")
+    assert message in str(err.value)
+
+
+def test_a_judge_that_needs_references_refuses_candidates_without_any():
+    candidates = Dataset.from_list([{"candidate_id": "a", "prompt": "6*7?", "completion": "\\boxed{42}",
+                                     "reference": None}])
+    with pytest.raises(DataError, match=r"\['math_verifier'\] need the prompts' reference answers"):
+        judge_candidates(JudgingConfig(judge="math_verifier"), candidates)
+    with pytest.raises(DataError, match="reference_field"):
+        judge_candidates(JudgingConfig(reference_judge="math_verifier"), candidates)
+    some = Dataset.from_list([{"candidate_id": "a", "prompt": "6*7?", "completion": "\\boxed{42}", "reference": "42"},
+                              {"candidate_id": "b", "prompt": "?", "completion": "\\boxed{1}", "reference": None}])
+    out = judge_candidates(JudgingConfig(judge="math_verifier", aggregate="correctness"), some)
+    assert out["aggregate"] == [1.0, None] and out["parse_status"][1].startswith("no_reference")

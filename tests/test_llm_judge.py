@@ -146,3 +146,30 @@ def test_the_judge_stage_with_a_tiny_world_llm_judge(run_dir):
     agreement = quality["reference_agreement"]
     assert agreement["pairs_compared"] > 0 and -1 <= agreement["aggregate_spearman"] <= 1
     assert "## Judge quality" in (out / "quality.md").read_text()
+
+
+def test_quality_counts_parse_failures_per_dimension(tmp_path):
+    """Strictly parsed answers: each failed dimension is counted by kind in quality.json and quality.md."""
+    from prefopt.judging.judge import write_quality
+
+    answers = ['{"correctness":5,"step_accuracy":4,"format":5}', '{"correctness":5,"step_accuracy":9}',
+               '{"correctness":NaN,"step_accuracy":3,"format":4}', "I won't rate this: it has 2 steps.",
+               '{"correctness":4,"step_accuracy":7,"format":1,"reasoning":"step_accuracy: 3"}']
+    items = ITEMS[:len(answers)]
+    engine = ScriptedEngine({RUBRIC.pointwise_prompt(i.prompt, i.completion): [a] for i, a in zip(items, answers)})
+    cfg = JudgingConfig(judge="llm", llm=judge_config(max_retries=0))
+    candidates = Dataset.from_list([{"candidate_id": f"c{k}", "prompt": it.prompt, "completion": it.completion,
+                                     "reference": None, "generator": "g", "prompt_id": f"p{k}", "sample_index": 0}
+                                    for k, it in enumerate(items)])
+    judged = judge_candidates(cfg, candidates, LLMJudge(cfg.llm, engine))
+    assert judged["parse_status"][1:] == [
+        "parse_failed: missing: format; out_of_range: step_accuracy=9 (scale 1-5)",
+        "parse_failed: not_finite: correctness=nan", "parse_failed: no_scores: no score for any dimension",
+        "parse_failed: out_of_range: step_accuracy=7 (scale 1-5)"]
+    quality = write_quality(cfg, judged, tmp_path)
+    assert quality["failure_reasons"] == {"parse_failed": 4}
+    assert quality["dimension_failures"] == {"correctness": {"not_finite": 1}, "step_accuracy": {"out_of_range": 2},
+                                             "format": {"missing": 1}}
+    markdown = (tmp_path / "quality.md").read_text()
+    assert "| dimension | failed | missing | not_finite | out_of_range |" in markdown
+    assert "| step_accuracy | 2 | 0 | 0 | 2 |" in markdown

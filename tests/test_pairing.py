@@ -1,6 +1,8 @@
 """Pair construction: every strategy and selection rule, with hypothesis properties over random judgments."""
 
 import math
+import re
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -13,7 +15,8 @@ from prefopt.configs import (REWARD_AUGMENTED_TEMPLATE, ConfigError, DeltaFilter
                              MarginBayesConfig, PairingConfig, ProxyConfig, RewardAugmentConfig)
 from prefopt.pairing import strategies as S
 from prefopt.pairing.build import build_pairs
-from prefopt.pairing.calibration import calibrate, dynamic_upper, fuse_product, margin_bayes_scores
+from prefopt.pairing.calibration import calibrate, correlation, dynamic_upper, fuse_product, margin_bayes_scores
+from prefopt.pairing.registry import STRATEGIES, strategy_function
 from prefopt.schemas import JUDGMENTS, PAIRS, UNPAIRED, DataError, load_stage_dataset
 
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -126,6 +129,15 @@ WITHIN = {
 }
 
 
+def test_the_registry_knows_every_strategy_and_its_capabilities():
+    assert list(WITHIN) == STRATEGIES.names(within_prompt=True)
+    assert STRATEGIES.names(needs_generator_labels=True) == ["generator_delta"]
+    assert STRATEGIES.names(unpaired=True) == ["kto_unpaired"]
+    for entry in STRATEGIES:
+        assert callable(strategy_function(entry.name)) and entry.help
+        assert entry.settings is None or entry.settings in PairingConfig.__dataclass_fields__
+
+
 @pytest.mark.parametrize("name", WITHIN)
 @PROPERTY
 @given(judged=judged_frames(), seed=st.integers(0, 5))
@@ -219,7 +231,7 @@ def test_filter_keeps_exactly_the_top_fraction(gaps, fraction, min_gap):
     pairs = pd.DataFrame({"pair_id": [f"q{i:03d}" for i in range(len(gaps))], "margin": gaps})
     kept = S.sample_delta_filter(pairs, top_fraction=fraction, min_gap=min_gap)
     eligible = pairs if min_gap is None else pairs[pairs["margin"] >= min_gap]
-    assert len(kept) == math.ceil(fraction * len(eligible))
+    assert len(kept) == math.ceil(Fraction(repr(fraction)) * len(eligible))
     dropped = eligible[~eligible["pair_id"].isin(kept["pair_id"])]
     if len(kept) and len(dropped):
         assert kept["margin"].min() >= dropped["margin"].max()
@@ -289,7 +301,7 @@ def test_margin_bayes_keeps_the_top_fraction_by_fused_score():
     implicit = pd.Series(np.linspace(-3, 3, len(base)), index=base["pair_id"])
     cfg = PairingConfig(margin_bayes=MarginBayesConfig(top_fraction=0.25, min_tail=3, proxy=ProxyConfig(model="p")))
     result = build_pairs(cfg, judged, implicit)
-    assert len(result.kept) == math.ceil(0.25 * len(base)) == result.stats["pairs_kept"]
+    assert len(result.kept) == math.ceil(Fraction(1, 4) * len(base)) == result.stats["pairs_kept"]
     scored = result.scored.set_index("pair_id")
     assert scored.loc[result.kept["pair_id"], "fused_score"].min() >= scored.drop(result.kept["pair_id"])[
         "fused_score"].max()
@@ -303,6 +315,10 @@ def test_margin_bayes_keeps_the_top_fraction_by_fused_score():
 
 # -- reward augmentation and KTO -----------------------------------------------------------------------------
 
+PAPER_TEXT = ("You are an assistant that generates responses for the instruction while implicitly achieving the "
+              "following target scores (on a scale of 1-10, where 1 is lowest and 10 is highest):\nOverall score: {}.")
+
+
 def test_reward_augmented_doubles_and_flips_with_the_papers_text():
     cfg = PairingConfig(reward_augmented=RewardAugmentConfig(score_range=[0.0, 1.0]))
     result = build_pairs(cfg, judgments(ROWS[:2] + ROWS[4:6]))  # p1 agrees, p2 disagrees
@@ -311,9 +327,9 @@ def test_reward_augmented_doubles_and_flips_with_the_papers_text():
     original, flipped = kept.loc["p1/strong/0|p1/weak/0"], kept.loc["p1/weak/0|p1/strong/0"]
     assert (original["chosen"], original["rejected"]) == (flipped["rejected"], flipped["chosen"])
     assert flipped["margin"] == -original["margin"] and flipped["margins.correctness"] == -1.0
-    assert original["system"] == REWARD_AUGMENTED_TEMPLATE.replace("{score}", "10")   # 1.0 -> 10
-    assert flipped["system"] == REWARD_AUGMENTED_TEMPLATE.replace("{score}", "5.5")   # 0.5 -> 5.5
-    assert original["system"].endswith("where 1 is lowest and 10 is highest):\nOverall score: 10.")
+    assert original["system"] == PAPER_TEXT.format("10")   # 1.0 -> 10
+    assert flipped["system"] == PAPER_TEXT.format("5.5")   # 0.5 -> 5.5
+    assert result.stats["reward_augmented_scores_clipped"] == 0
 
 
 @pytest.mark.parametrize("values, decimals, text", [
@@ -326,9 +342,10 @@ def test_scores_print_without_needless_decimals(values, decimals, text):
 
 
 def test_reward_augmented_prefix_placement():
-    cfg = PairingConfig(reward_augmented=RewardAugmentConfig(template="Score: {score}.", placement="prefix"))
+    cfg = PairingConfig(reward_augmented=RewardAugmentConfig(template="Score: {score} ({low}-{high}).",
+                                                             placement="prefix", target_range=[0.0, 1.0]))
     kept = build_pairs(cfg, judgments(ROWS[:2])).kept
-    assert sorted(kept["prompt"]) == ["Score: 0.5.\n\nprompt p1", "Score: 1.\n\nprompt p1"]
+    assert sorted(kept["prompt"]) == ["Score: 0.5 (0-1).\n\nprompt p1", "Score: 1 (0-1).\n\nprompt p1"]
     assert "system" not in kept.columns
 
 
@@ -352,6 +369,8 @@ def test_kto_unpaired_needs_both_classes():
     (dict(strategy="kto_unpaired", require_judge_agreement=True), "apply to pairs only"),
     (dict(generator_pairs=[]), "at least one entry"),
     (dict(generator_pairs=[GeneratorPair("a", "b"), GeneratorPair("a", "b")]), "repeated pairing"),
+    (dict(strategy="max_mni"), r"^strategy: unknown pair strategy 'max_mni' \(did you mean 'max_min'\?\); expected "
+                               r"one of \['generator_delta', 'max_min', 'max_random', 'sweet_spot', 'kto_unpaired'\]$"),
 ])
 def test_inconsistent_pairing_configs_are_refused(cfg, message):
     with pytest.raises(ValueError, match=message):
@@ -359,7 +378,7 @@ def test_inconsistent_pairing_configs_are_refused(cfg, message):
 
 
 def test_every_pairs_dataset_follows_the_schema():
-    for strategy in ("generator_delta", "max_min", "max_random", "sweet_spot"):
+    for strategy in STRATEGIES.names(unpaired=False):
         ds = build_pairs(PairingConfig(strategy=strategy), judgments(ROWS)).dataset
         assert set(PAIRS) <= set(ds.column_names), strategy
 
@@ -369,3 +388,147 @@ def test_a_dataset_missing_a_column_names_the_path_and_column(tmp_path):
     with pytest.raises(DataError) as err:
         load_stage_dataset(tmp_path, JUDGMENTS, "judgments")
     assert str(tmp_path / "data") in str(err.value) and "'aggregate'" in str(err.value)
+
+
+# -- degenerate inputs ---------------------------------------------------------------------------------------
+
+def constant_prompts(values=(0.1, 0.7, 1 / 3), size=5):
+    """Flattened judgments: one prompt per value, each with ``size`` candidates all scored that value."""
+    rows = [(f"p{p}", f"g{i % 2}", i // 2, v, v) for p, v in enumerate(values) for i in range(size)]
+    return judgments(rows).flatten().to_pandas()
+
+
+def test_a_constant_prompt_has_sigma_exactly_zero_and_every_z_zero():
+    judged = constant_prompts()
+    cands = S.usable_candidates(judged)
+    mean, std = S.prompt_moments(cands["aggregate"].to_numpy(float), S._Groups.of(cands))
+    assert (std == 0).all() and (mean == cands["aggregate"]).all()  # a summed mean of 5 x 0.1 is not 0.1
+    for name in WITHIN:
+        pairs = WITHIN[name](judged, 0).frame
+        assert len(pairs) == 3 and (pairs["chosen_z"] == 0).all() and (pairs["rejected_z"] == 0).all(), name
+
+
+@pytest.mark.parametrize("name", WITHIN)
+def test_choices_in_a_constant_prompt_are_seeded_not_float_noise(name):
+    judged = constant_prompts(values=(0.1,), size=8)
+    picks = {seed: WITHIN[name](judged, seed).frame.iloc[0] for seed in range(12)}
+    assert len({(p["chosen_id"], p["rejected_id"]) for p in picks.values()}) > 3  # the seed decides
+    for seed in (0, 1):
+        shuffled = judged.sample(frac=1.0, random_state=seed + 7).reset_index(drop=True)
+        again = WITHIN[name](shuffled, seed).frame.iloc[0]
+        assert (again["chosen_id"], again["rejected_id"]) == (picks[seed]["chosen_id"], picks[seed]["rejected_id"])
+
+
+@pytest.mark.parametrize("name", STRATEGIES.names())
+def test_every_strategy_on_empty_and_single_candidate_judgments(name):
+    cfg = PairingConfig(strategy=name, generator_pairs=[GeneratorPair("g0", "g1")])
+    single = judgments([("p0", "g0", 0, 1.0, 1.0)]).flatten().to_pandas()
+    empty = strategy_function(name)(cfg, single.iloc[:0])
+    assert empty.frame.empty and empty.short_prompts == [] and empty.unlabelled == 0
+    one = strategy_function(name)(cfg, single)
+    if STRATEGIES.get(name).unpaired:
+        assert one.frame["class_weight"].tolist() == [1.0] and one.short_prompts == []
+    else:
+        assert one.frame.empty and one.short_prompts == ["p0"]
+
+
+def test_kto_class_weights_for_one_class_and_none():
+    judged = judgments(ROWS).flatten().to_pandas()
+    one_class = S.kto_unpaired(judged, desirable_min=-1.0).frame
+    assert one_class["label"].all() and (one_class["class_weight"] == 1.0).all()
+    empty = S.kto_unpaired(judged.iloc[:0], desirable_min=0.5)
+    assert empty.frame.empty and empty.unlabelled == 0
+    both = S.kto_unpaired(judged, desirable_min=0.75)
+    assert both.frame.groupby("label")["class_weight"].sum().tolist() == pytest.approx([len(both.frame) / 2] * 2)
+
+
+def test_selections_and_relabelling_on_no_pairs():
+    empty = S.generator_delta(judgments(ROWS).flatten().to_pandas(), [("strong", "weak")]).frame.iloc[:0]
+    assert S.sample_delta_filter(empty, top_fraction=0.3, min_gap=0.0).empty
+    augmented, clipped = S.reward_augment(empty, REWARD_AUGMENTED_TEMPLATE, score_range=[0.0, 1.0])
+    assert augmented.empty and clipped == 0 and "system" in augmented.columns
+    fused, info = margin_bayes_scores(np.array([]), np.array([]))
+    assert fused.size == 0 and info["external_high"] == info["implicit_high"] == -1.0
+    assert correlation(np.array([]), np.array([])) is None
+
+
+def test_margin_bayes_with_constant_margins():
+    implicit = np.array([-3.0, -1.0, 0.0, 1.0, 4.0])
+    constant = np.full(5, 0.7)
+    fused, info = margin_bayes_scores(constant, implicit, min_tail=2)
+    expected = calibrate(implicit, -2.0, info["implicit_high"])
+    assert info["constant_sources"] == ["external"] and np.allclose(fused, expected)  # P_ex = 0.5: P_im decides
+    fused, info = margin_bayes_scores(constant, np.full(5, -9.0))
+    assert info["constant_sources"] == ["external", "implicit"] and (fused == 0.5).all()
+    fused, _ = margin_bayes_scores(constant, implicit, external_high=0.5, implicit_high=2.0)  # given bounds: Eq. 3
+    assert fused.tolist() == pytest.approx([paper_fusion(0.7, m, -2.0, 0.5, 2.0) for m in implicit])
+    assert dynamic_upper(np.full(4, -5.0), -2.0) == -1.0 and dynamic_upper(np.full(40, 3.0), -2.0) == 3.0
+    assert correlation(constant, implicit) is None and correlation(np.full(3, 0.1), np.full(3, 0.1)) is None
+    assert correlation(implicit, 2 * implicit) == pytest.approx(1.0)
+
+
+def test_margin_bayes_refuses_missing_numbers():
+    rows = [(f"p{p}", g, 0, c, c) for p in range(6) for g, c in (("strong", 1.0), ("weak", p / 10))]
+    judged = judgments(rows).flatten().to_pandas()
+    base = build_pairs(PairingConfig(), judged).kept
+    implicit = pd.Series(np.r_[np.nan, np.zeros(len(base) - 1)], index=base["pair_id"])
+    cfg = PairingConfig(margin_bayes=MarginBayesConfig(min_tail=2, proxy=ProxyConfig(model="p")))
+    with pytest.raises(DataError, match=r"margin_bayes: 1 of 6 implicit margins are not finite"):
+        build_pairs(cfg, judged, implicit)
+
+
+# -- reward augmentation: the printed score lies on the stated scale ------------------------------------------
+
+TEMPLATES = {
+    "paper": (REWARD_AUGMENTED_TEMPLATE, r"on a scale of (?P<low>[-\d.]+)-(?P<high>[-\d.]+), where (?P=low) is lowest "
+                                         r"and (?P=high) is highest\):\nOverall score: (?P<score>[-\d.]+)\.$"),
+    "short": ("Score {score} of {low}-{high}.", r"^Score (?P<score>[-\d.]+) of (?P<low>[-\d.]+)-(?P<high>[-\d.]+)\.$"),
+    "scale first": ("[{low}, {high}] {score}", r"^\[(?P<low>[-\d.]+), (?P<high>[-\d.]+)\] (?P<score>[-\d.]+)$"),
+}
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
+@PROPERTY
+@given(judged=judged_frames(discrete=False), placement=st.sampled_from(["system", "prefix"]),
+       target=st.sampled_from([[1.0, 10.0], [1.0, 5.0], [0.0, 1.0], [-1.0, 1.0], [0.5, 2.5]]),
+       score_range=st.sampled_from([None, [-5.0, 5.0], [-1.0, 1.0], [0.0, 3.0]]), decimals=st.integers(0, 3))
+def test_printed_scores_lie_on_the_stated_scale(name, judged, placement, target, score_range, decimals):
+    template, pattern = TEMPLATES[name]
+    if decimals == 0 and target == [0.5, 2.5]:
+        with pytest.raises(ValueError, match="must print exactly"):
+            RewardAugmentConfig(template=template, target_range=target, decimals=decimals)
+        return
+    cfg = RewardAugmentConfig(template=template, placement=placement, score_range=score_range, target_range=target,
+                              decimals=decimals)
+    pairs = S.max_min(judged).frame
+    try:
+        rows, clipped = S.reward_augment(pairs, cfg.template, cfg.placement, cfg.score_range, cfg.target_range,
+                                         cfg.decimals)
+    except ConfigError as err:
+        scores = np.r_[pairs["chosen_score"], pairs["rejected_score"]]
+        assert score_range is None and ((scores < target[0]) | (scores > target[1])).any()
+        assert str(err).startswith("pairing.reward_augmented.score_range: null prints the scores unchanged")
+        assert "\n" not in str(err)
+        return
+    texts = rows["system"] if placement == "system" else rows["prompt"].str.split("\n\n").str[0]
+    for text, condition in zip(texts, rows["condition_score"]):
+        match = re.search(pattern, text)
+        assert match, text
+        low, high, score = (float(match[k]) for k in ("low", "high", "score"))
+        assert (low, high) == tuple(target) and low <= score <= high and score == condition
+        assert len(match["score"].partition(".")[2]) <= decimals
+    if score_range is not None:
+        outside = (rows["chosen_score"] < score_range[0]) | (rows["chosen_score"] > score_range[1])
+        assert clipped == int(outside.sum())
+
+
+def test_the_default_template_reads_as_the_paper_at_the_default_scale():
+    pairs = S.max_min(judgments(ROWS[:2]).flatten().to_pandas()).frame.assign(chosen_score=7.0, rejected_score=3.0)
+    rows, _ = S.reward_augment(pairs, REWARD_AUGMENTED_TEMPLATE)
+    assert sorted(rows["system"]) == [PAPER_TEXT.format("3"), PAPER_TEXT.format("7")]
+
+
+@pytest.mark.parametrize("template", ["Score {score}.", "Score {score} of {high}.", "{low}-{high}"])
+def test_a_template_must_state_its_scale(template):
+    with pytest.raises(ValueError, match=r"^template: must contain '\{score\}', '\{low\}' and '\{high\}'"):
+        RewardAugmentConfig(template=template)

@@ -12,7 +12,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from conftest import CI_RECIPE, ci_stage
 from prefopt.cache import is_complete
 from prefopt.cli import main
-from prefopt.configs import KTOLabelConfig, MarginBayesConfig, ProxyConfig, RewardAugmentConfig, load_recipe
+from prefopt.configs import (ConfigError, KTOLabelConfig, MarginBayesConfig, ProxyConfig, RewardAugmentConfig,
+                             load_recipe)
 from prefopt.pipeline import Pipeline
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -127,6 +128,14 @@ def test_a_recipe_that_leaves_no_pairs_gets_a_one_line_error(run_dir, capsys):
     assert "prefopt: error: no pairs left after pairing and filtering" in err and "Traceback" not in err
 
 
+def test_an_unknown_strategy_is_refused_at_load_with_the_valid_names():
+    with pytest.raises(ConfigError) as err:
+        load_recipe(CI_RECIPE, ["pairing.strategy=sweetspot"])
+    assert str(err.value) == (f"{CI_RECIPE}: pairing.strategy: unknown pair strategy 'sweetspot' (did you mean "
+                              "'sweet_spot'?); expected one of ['generator_delta', 'max_min', 'max_random', "
+                              "'sweet_spot', 'kto_unpaired']")
+
+
 def test_a_dpo_recipe_refuses_kto_examples():
     recipe = load_recipe(CI_RECIPE)
     with pytest.raises(ValueError, match="training.method must be 'kto'"):
@@ -140,10 +149,10 @@ def test_reward_augmented_pairs_reach_trl_with_their_system_prompt(run_dir, tiny
     from prefopt.training.trainers import PrefDPOConfig, PrefDPOTrainer
     from conftest import trainer_config
 
-    recipe = recipe_in(run_dir, reward_augmented=RewardAugmentConfig(template="S{score}", score_range=[0.0, 1.0],
-                                                                     target_range=[1.0, 5.0], decimals=0))
+    recipe = recipe_in(run_dir, reward_augmented=RewardAugmentConfig(
+        template="S{score} of {low}-{high}", score_range=[0.0, 1.0], target_range=[1.0, 5.0], decimals=0))
     pairs = load_from_disk(str(Pipeline(recipe).pairs() / "data"))
-    assert set(pairs["system"]) <= {f"S{i}" for i in range(1, 6)}
+    assert set(pairs["system"]) <= {f"S{i} of 1-5" for i in range(1, 6)}
     trainer = PrefDPOTrainer(model=tiny_models["policy"], args=trainer_config(PrefDPOConfig, tmp_path),
                              train_dataset=to_conversational(pairs), processing_class=AutoTokenizer.from_pretrained(
                                  tiny_models["policy"]))

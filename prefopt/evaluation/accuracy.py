@@ -2,7 +2,8 @@
 
 The tiny world's ``in_domain`` and ``out_of_domain`` problems come from their own seed (``evaluation.seed``),
 apart from the generation prompts, and are scored by the step verifier's correctness. A benchmark file
-(GSM8K, MATH-500 or alike) is scored by the math verifier against its answer column. Output: per-problem
+(GSM8K, MATH-500 or alike) is scored by the math verifier (math-verify) against its answer column; a
+reference it cannot read is an error naming the row. Output: per-problem
 predictions (``prefopt.schemas.EVAL_PREDICTIONS``) and ``{set: {accuracy, n, domain}}``.
 """
 
@@ -18,7 +19,7 @@ from tqdm.auto import tqdm
 from prefopt.configs import BenchmarkFile, EvaluationConfig, WorldConfig
 from prefopt.generation.engines import GenerationEngine, SamplingParams, make_engine
 from prefopt.generation.generate import read_table
-from prefopt.judging.math_verifier import score_math
+from prefopt.judging.math_verifier import VerifierFailure, parse_reference, score_math
 from prefopt.judging.verifier import score_trace
 from prefopt.schemas import DataError
 from prefopt.world.tasks import sample_problems
@@ -43,7 +44,13 @@ def _tiny_correct(problem: str, completion: str, answer: str) -> bool:
 
 
 def _math_correct(problem: str, completion: str, answer: str) -> bool:
-    return bool(score_math(problem, completion, answer).scores["correctness"])
+    """The math verifier's correctness; a completion it could not judge (a time limit) is wrong, and logged."""
+    judgment = score_math(problem, completion, answer)
+    if judgment.scores is None:
+        logger.warning("math verifier could not judge a completion of %r, counted as wrong: %s", problem[:80],
+                       judgment.status)
+        return False
+    return bool(judgment.scores["correctness"])
 
 
 def tiny_world_sets(world: WorldConfig, cfg: EvaluationConfig) -> list[EvalSet]:
@@ -69,6 +76,13 @@ def benchmark_set(bench: BenchmarkFile) -> EvalSet:
         if not isinstance(problem, str) or not problem.strip() or answer is None or not str(answer).strip():
             raise DataError(f"{bench.path}: row {i}: needs a non-empty {bench.prompt_field!r} and {bench.answer_field!r}"
                             f", got {problem!r} and {answer!r}")
+        try:
+            readable = bool(parse_reference(str(answer)))
+        except VerifierFailure as err:
+            raise DataError(f"{bench.path}: row {i}: {bench.answer_field!r} {answer!r}: {err}") from None
+        if not readable:
+            raise DataError(f"{bench.path}: row {i}: math-verify reads no answer in {bench.answer_field!r} {answer!r}"
+                            " (expected a number, LaTeX, or a solution ending '#### <answer>' or with \\boxed{})")
     prompts = [bench.prompt_template.replace("{prompt}", p) for p in problems]
     return EvalSet(bench.name, bench.domain, prompts, problems, [str(a) for a in answers], _math_correct)
 

@@ -72,7 +72,7 @@ def write_report(root: Path, recipe, accuracies: dict[str, dict], pair_stats: di
     root.mkdir(parents=True, exist_ok=True)
     pairing = recipe.pairing
     generator_pairs = [(p.chosen, p.rejected) for p in pairing.generator_pairs] \
-        if pairing.strategy == "generator_delta" else []
+        if pairing.strategy_entry.needs_generator_labels else []
     md = results_markdown(recipe.name, generator_pairs, accuracies, pair_stats, policy_labels)
     (root / "results.md").write_text(md)
     (root / "results.json").write_text(json.dumps({"name": recipe.name, "accuracy": accuracies,

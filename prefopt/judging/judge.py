@@ -1,12 +1,13 @@
 """The judge stage: score every candidate per dimension, combine the scores into an aggregate, measure the judge.
 
 Judges: the tiny world's step verifier, the math final-answer verifier, an LLM judge on a rubric, or a
-reward model (:func:`make_judge`). The stage works in place and resumes: candidates are judged in shards of
-``judging.shard_size``, each written atomically to ``shards/<k>.parquet``; a killed run keeps every finished
-shard. Then ``data/`` (every candidate column plus ``prefopt.schemas.JUDGMENTS``), ``scores.png``,
-``quality.json`` / ``quality.md`` (:mod:`prefopt.judging.quality`) and, for a pairwise audit,
-``pairwise/``. A candidate the judge cannot score keeps its row with null scores and the reason in
-``parse_status``; it never becomes a silent zero.
+reward model, each registered in :data:`prefopt.judging.registry.JUDGES` (:func:`make_judge`). The stage works
+in place and resumes: candidates are judged in shards of ``judging.shard_size``, each written atomically to
+``shards/<k>.parquet``; a killed run keeps every finished shard. Then ``data/`` (every candidate column plus
+``prefopt.schemas.JUDGMENTS``), ``scores.png``, ``quality.json`` / ``quality.md``
+(:mod:`prefopt.judging.quality`) and, for a pairwise audit, ``pairwise/``. A candidate the judge cannot score
+keeps its row with null scores and the reason in ``parse_status``; it never becomes a silent zero. A judge that
+needs references refuses candidates that have none at all.
 """
 
 from __future__ import annotations
@@ -25,20 +26,15 @@ from tqdm.auto import tqdm
 
 from prefopt.cache import atomic_write
 from prefopt.configs import ConfigError, JudgingConfig
-from prefopt.generation.engines import make_engine
-from prefopt.judging import math_verifier, verifier
-from prefopt.judging.base import FunctionJudge, Judge, JudgeItem, Judgment
+from prefopt.judging.base import Judge, JudgeItem, Judgment
 from prefopt.judging.quality import judge_quality, pairwise_quality, quality_markdown, reference_agreement
+from prefopt.judging.registry import JUDGES
 from prefopt.plots import plot_scores
 from prefopt.schemas import DATA_DIR, DataError, arrow_dataset
 
 logger = logging.getLogger(__name__)
 
 SHARDS_DIR, PAIRWISE_DIR = "shards", "pairwise"
-VERIFIERS = {
-    "tiny_world_verifier": (verifier.DIMENSIONS, verifier.score_trace),
-    "math_verifier": (math_verifier.DIMENSIONS, math_verifier.score_math),
-}
 
 
 def aggregate_scores(scores: dict[str, float], rule: str, weights: dict[str, float]) -> float:
@@ -64,19 +60,19 @@ def check_aggregate_rule(cfg: JudgingConfig, dimensions: tuple[str, ...], judge_
 
 
 def make_judge(cfg: JudgingConfig, model_path: Callable[[str], str] = lambda ref: ref) -> Judge:
-    """The recipe's judge; ``model_path`` resolves its model reference. Close it when done."""
-    if cfg.judge in VERIFIERS:
-        dimensions, fn = VERIFIERS[cfg.judge]
-        return FunctionJudge(cfg.judge, dimensions, fn)
-    if cfg.judge == "reward_model":
-        from prefopt.judging.reward_model import RewardModelJudge
+    """The recipe's judge, made by its registry entry; ``model_path`` resolves its model reference. Close it when
+    done."""
+    return JUDGES.get(cfg.judge).target(cfg, model_path)
 
-        return RewardModelJudge(model_path(cfg.reward_model.model), cfg.reward_model)
-    from prefopt.judging.llm_judge import LLMJudge
 
-    llm = cfg.llm
-    engine = make_engine(llm.engine, model_path(llm.model), **llm.engine_options)
-    return LLMJudge(llm, engine, owns_engine=True)
+def check_references(cfg: JudgingConfig, candidates: Dataset) -> None:
+    """A judge (or reference judge) that needs references cannot run on candidates that have none at all; a
+    candidate without one is a recorded failure, counted in quality.md."""
+    needing = [name for name in (cfg.judge, cfg.reference_judge) if name and JUDGES.get(name).needs_reference]
+    has_any = "reference" in candidates.column_names and any(r is not None for r in candidates["reference"])
+    if needing and len(candidates) and not has_any:
+        raise DataError(f"judging: {needing} need the prompts' reference answers, and no candidate has one (set "
+                        "generation.prompts.reference_field)")
 
 
 def items_of(candidates: Dataset) -> list[JudgeItem]:
@@ -118,6 +114,7 @@ def judge_candidates(cfg: JudgingConfig, candidates: Dataset, judge: Judge | Non
                      model_path: Callable[[str], str] = lambda ref: ref) -> Dataset:
     """Every candidate with its judgment columns, in memory (the stage does the same in resumable shards).
     Without ``judge``, the recipe's judge is made and closed again."""
+    check_references(cfg, candidates)
     own = judge is None
     judge = make_judge(cfg, model_path) if own else judge
     try:
@@ -166,6 +163,7 @@ def run_judging(cfg: JudgingConfig, candidates: Dataset, stage_dir: Path,
 
     The judge is made (its model loaded) only if work is left; pass ``judge`` to use one already made.
     """
+    check_references(cfg, candidates)
     n, size = len(candidates), cfg.shard_size
     shards = -(-n // size)
     todo = [k for k in range(shards) if not _shard_path(stage_dir, k).exists()]
@@ -198,7 +196,7 @@ def write_quality(cfg: JudgingConfig, judged: Dataset, stage_dir: Path) -> dict:
     """quality.json, quality.md and scores.png of a judged dataset."""
     flat = judged.remove_columns(["raw_judgment"]).flatten().to_pandas()
     dims = tuple(c[len("scores."):] for c in flat.columns if c.startswith("scores."))
-    samples = cfg.llm.samples if cfg.judge == "llm" else 1
+    samples = getattr(cfg.section, "samples", 1)
     quality = {"judge": flat["judge"].iloc[0] if len(flat) else cfg.judge,
                **judge_quality(flat, dims, samples)}
     if cfg.pairwise is not None:
@@ -217,11 +215,12 @@ def write_quality(cfg: JudgingConfig, judged: Dataset, stage_dir: Path) -> dict:
 
 def _reference_frame(cfg: JudgingConfig, candidates: Dataset) -> pd.DataFrame:
     """The reference verifier's scores and aggregate (same rule as the judge's where it applies, else mean)."""
-    dims, fn = VERIFIERS[cfg.reference_judge]
+    verifier = JUDGES.get(cfg.reference_judge).target(cfg, lambda ref: ref)
+    dims = verifier.dimensions
     rule = cfg.aggregate if cfg.aggregate == "mean" or cfg.aggregate in dims else "mean"
     rows = []
-    for item in items_of(candidates):
-        j = fn(item.prompt, item.completion, item.reference)
+    for j in verifier.score(items_of(candidates)):
         rows.append({"aggregate": aggregate_scores(j.scores, rule, cfg.weights) if j.scores else None,
                      **{f"scores.{d}": (j.scores or {}).get(d) for d in dims}})
+    verifier.close()
     return pd.DataFrame(rows)

@@ -1,209 +1,242 @@
-"""Tolerant parsing of a judge's answer into one score per rubric dimension, or a stated reason it failed.
+"""Strict parsing of a judge's answer into one score per rubric dimension, with a counted reason per failure.
 
-Judges answer in many shapes: clean JSON, JSON in a code fence after some reasoning, single-quoted
-pseudo-JSON, nested ``{"score": 4, "reason": ...}`` objects, markdown bullets (``**Factuality**: 4/5``),
-tables, or a bare ``7.5`` for a one-dimension rubric. The parser tries, in order: every JSON object in the
-text (the last one that has every dimension wins; models often echo the example first), then "label ...
-number" lines, then (one-dimension rubrics) an explicit score anywhere. Keys match dimensions by name,
-alias, or by containing the name's words (``Numerical/Computational Precision`` -> ``numerical_precision``).
-``a/b`` and ``a out of b`` are read as a on the rubric's scale when b is its top, else rescaled (a/b x top).
+Only the rubric's own dimension names and declared aliases are read, matched after normalising case, spaces and
+punctuation (``Numerical/Computational Precision`` -> ``numerical_computational_precision``); every other key,
+field or sentence is ignored, so a number in a reasoning field or a refusal never becomes a score. Sources, in
+order of preference:
 
-It never guesses a score: a missing dimension, an out-of-range value, an empty or ambiguous answer is a
-failure whose status says so (``missing: ...``, ``out_of_range: ...``), for the caller to retry or record.
+1. JSON objects (in a code fence or not; single quotes and trailing commas tolerated): a dimension key at the top
+   level or inside a ``scores`` / ``ratings`` object; its value a number, a numeric string (``"4"``, ``"4/5"``)
+   or ``{"score": 4, ...}``. The last object with every dimension valid wins (judges often echo the example).
+2. ``label <separator> score`` statements at the start of a line, list item, table row or clause
+   (``**Factuality**: 4/5``, ``| Step coherence | 3 |``, ``factual_accuracy=4, clarity=5``).
+3. One-dimension rubrics only: an explicit score (the whole answer is a score, ``[[8]]``, ``Score: 7``,
+   ``rate ... 6 out of 10``, a leading ``7/10``); several that disagree are ambiguous.
+
+A score ``a/b`` or ``a out of b`` counts only when ``b`` is the rubric's top. A dimension that is absent, not a
+number, NaN or infinite, outside the scale, or given two different values is a failure of that dimension; the
+status names each (``missing: a, b; out_of_range: c=7 (scale 1-5)``) and :func:`dimension_failures` reads it
+back for counting. Answers over :data:`MAX_ANSWER_CHARS` characters and JSON nested deeper than
+:data:`MAX_JSON_DEPTH` levels are refused with a reason, so no answer can crash the stage.
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from prefopt.judging.rubrics import Rubric
+from prefopt.judging.rubrics import Rubric, normalize_label
 
-NUMBER = r"[-+]?\d+(?:\.\d+)?"
-SCORE = re.compile(rf"(?P<num>{NUMBER})(?:\s*(?:/|out\s+of)\s*(?P<den>\d+(?:\.\d+)?))?", re.IGNORECASE)
-_SCALE_NOTE = re.compile(r"[(\[]\s*\d+(?:\.\d+)?\s*(?:-|–|to)\s*\d+(?:\.\d+)?\s*[)\]]")  # "(1-5)", "[1 to 10]"
-_MARKUP = re.compile(r"\*\*|__|`|#+|^\s*>+", re.MULTILINE)
-_SEPARATOR = r"[\"']?\s*(?:[:=|\-–—]+|\bis\b|\bscore[sd]?\b|\bof\b)\s*[\"'|]?\s*"
-_EXPLICIT = [re.compile(rf"\[\[\s*({SCORE.pattern})\s*\]\]", re.IGNORECASE),
-             re.compile(rf"(?:score|rating|grade|verdict)\s*(?:is|of|:|=)?\s*\**\s*({SCORE.pattern})", re.IGNORECASE),
-             re.compile(rf"\*\*\s*({SCORE.pattern})\s*\*\*")]
+MAX_ANSWER_CHARS = 32_768  # longer answers are refused ("too_long")
+MAX_JSON_DEPTH = 8  # objects and lists nested deeper are refused ("too_deep")
+# Per-dimension failure kinds, in the order a status lists them.
+DIMENSION_FAILURES = ("missing", "not_a_number", "not_finite", "out_of_range", "ambiguous")
+
+_NUM = r"[-+]?(?:\d+(?:\.\d+)?|\.\d+)|nan|[-+]?inf(?:inity)?"
+_VALUE = rf"(?P<num>{_NUM})(?:\s*(?:/|out\s+of)\s*(?P<den>\d+(?:\.\d+)?))?"
+_END = r"(?=$|[\s,;:!?)|*\]}\"']|\.(?!\d))"
+VALUE = re.compile(_VALUE, re.IGNORECASE)
+_MARKUP = re.compile(r"\*\*|__|`|^\s*#+|^\s*>+", re.MULTILINE)
+_STATEMENT = re.compile(
+    r"(?:^|[.;,{]\s*)[ \t]*\|?[ \t]*(?:[-*+•][ \t]+|\d+[.)][ \t]+)?[\"']?(?P<label>[A-Za-z][\w /&'\-]*?)[\"']?"
+    r"(?:\s*[(\[]\s*\d+(?:\.\d+)?\s*(?:-|–|to)\s*\d+(?:\.\d+)?\s*[)\]])?"  # a scale note: "(1-5)"
+    rf"\s*(?:[:=|]|[-–—]+|\bis\b)\s*[\"']?{_VALUE}{_END}", re.IGNORECASE | re.MULTILINE)
+_EXPLICIT = [re.compile(rf"\[\[\s*{_VALUE}\s*\]\]", re.IGNORECASE),
+             re.compile(rf"\b(?:score|rating|grade)\s*(?:is|of|:|=)\s*{_VALUE}{_END}", re.IGNORECASE),
+             re.compile(r"\brat(?:e|ed|ing)\b[^\n\d]{0,40}?(?P<num>\d+(?:\.\d+)?)\s*(?:/|out\s+of)\s*"
+                        rf"(?P<den>\d+(?:\.\d+)?){_END}", re.IGNORECASE),
+             re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?)\s*(?:/|out\s+of)\s*(?P<den>\d+(?:\.\d+)?)" + _END,
+                        re.IGNORECASE)]
+_CONTAINERS = ("scores", "ratings")
+_SCORE_KEYS = ("score", "rating", "value")
 
 
 @dataclass(frozen=True)
 class ParsedScores:
     scores: dict[str, float] | None  # every dimension, or None
-    status: str  # "ok", or why the answer could not be used
+    status: str  # "ok", or why the answer could not be used (per dimension: see dimension_failures)
 
 
-def normalize(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+@dataclass
+class _Reading:
+    """What one source (a JSON object, the statements, an explicit score) says about each dimension."""
+
+    values: dict[str, float] = field(default_factory=dict)
+    bad: dict[str, tuple[str, str]] = field(default_factory=dict)  # dimension -> (kind, detail)
+
+    def add(self, name: str, value: float | None, kind: str = "", detail: str = "") -> None:
+        if value is None:
+            self.bad.setdefault(name, (kind, detail))
+        elif name in self.values and self.values[name] != value:
+            self.bad[name] = ("ambiguous", f"{name} ({self.values[name]:g} and {value:g})")
+        else:
+            self.values[name] = value
+
+    def mentioned(self) -> int:
+        return len(set(self.values) | set(self.bad))
 
 
-class _Matcher:
-    """Maps the keys a judge writes onto the rubric's dimension names."""
-
-    def __init__(self, rubric: Rubric):
-        self.exact: dict[str, str] = {}
-        self.words: list[tuple[str, set[str]]] = []
-        self.patterns: list[tuple[str, re.Pattern]] = []
-        for d in rubric.dimensions:
-            for label in (d.name, *d.aliases):
-                self.exact[normalize(label)] = d.name
-                words = normalize(label).split("_")
-                self.words.append((d.name, set(words)))
-                self.patterns.append((d.name, re.compile(r"\b" + r"[\s_/\-]*".join(map(re.escape, words)) + r"\b",
-                                                         re.IGNORECASE)))
-
-    def match(self, key: str) -> str | None:
-        key = normalize(str(key))
-        if key in self.exact:
-            return self.exact[key]
-        found = {name for name, words in self.words if words <= set(key.split("_"))}
-        return found.pop() if len(found) == 1 else None
+def labels(rubric: Rubric) -> dict[str, str]:
+    """Normalised dimension name or alias -> dimension name."""
+    return {normalize_label(label): d.name for d in rubric.dimensions for label in (d.name, *d.aliases)}
 
 
-def _scale(num: str, den: str | None, high: float) -> float:
-    value = float(num)
-    if den is None or float(den) == high:
-        return value
-    return value / float(den) * high if float(den) else value
+def _number(num: str, den: str | None, rubric: Rubric, name: str) -> tuple[float | None, str, str]:
+    """A score from a matched value, or (None, failure kind, detail)."""
+    try:
+        value = float(num)
+    except (ValueError, OverflowError):
+        return None, "not_a_number", name
+    if not math.isfinite(value):
+        return None, "not_finite", f"{name}={value}"
+    scale = f"(scale {rubric.low:g}-{rubric.high:g})"
+    if den is not None and float(den) != rubric.high:
+        return None, "out_of_range", f"{name}={value:g}/{float(den):g} {scale}"
+    if not rubric.low - 1e-9 <= value <= rubric.high + 1e-9:
+        return None, "out_of_range", f"{name}={value:g} {scale}"
+    return value, "", ""
 
 
-def to_score(value, high: float) -> float | None:
-    """A score from a JSON value: a number, a numeric string ("4", "4/5"), ``{"score": 4}`` or ``[4, ...]``."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        text = _SCALE_NOTE.sub(" ", value)
-        match = SCORE.search(text)
-        return _scale(match["num"], match["den"], high) if match else None
+def _from_value(value, rubric: Rubric, name: str) -> tuple[float | None, str, str]:
+    """A dimension's JSON value as a score: a number, a numeric string, or ``{"score": ...}``."""
     if isinstance(value, dict):
-        for key, inner in value.items():
-            if normalize(str(key)) in ("score", "rating", "value", "grade", "points"):
-                return to_score(inner, high)
-        return None
-    if isinstance(value, list) and value:
-        return to_score(value[0], high)
-    return None
+        inner = [v for k, v in value.items() if normalize_label(str(k)) in _SCORE_KEYS]
+        return _from_value(inner[0], rubric, name) if len(inner) == 1 else (None, "not_a_number", name)
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None, "not_a_number", name
+    if isinstance(value, str):
+        match = VALUE.fullmatch(value.strip())
+        return _number(match["num"], match["den"], rubric, name) if match else (None, "not_a_number", name)
+    try:
+        return _number(str(float(value)), None, rubric, name)
+    except OverflowError:
+        return None, "not_finite", f"{name}=overflow"
 
 
-def json_objects(text: str) -> list[dict]:
-    """Every top-level ``{...}`` in ``text`` that parses as JSON (or, leniently, as a Python literal)."""
-    objects, depth, start, in_string, quote, escaped = [], 0, None, False, "", False
+def _read_object(obj: dict, rubric: Rubric, keys: dict[str, str]) -> _Reading:
+    reading = _Reading()
+    inner = [v for k, v in obj.items() if normalize_label(str(k)) in _CONTAINERS and isinstance(v, dict)]
+    for container in [obj, *inner]:
+        for key, value in container.items():
+            name = keys.get(normalize_label(str(key)))
+            if name is not None:
+                reading.add(name, *_from_value(value, rubric, name))
+    return reading
+
+
+def json_objects(text: str) -> tuple[list[dict], list[tuple[int, int]], bool]:
+    """Every top-level ``{...}`` of ``text`` that parses, their spans, and whether one was nested deeper than
+    :data:`MAX_JSON_DEPTH` (and so not parsed). Linear in the text, no recursion."""
+    objects, spans, too_deep = [], [], False
+    depth, deepest, start, quote, escaped = 0, 0, 0, "", False
     for i, ch in enumerate(text):
-        if in_string:
+        if quote:
             if escaped:
                 escaped = False
             elif ch == "\\":
                 escaped = True
             elif ch == quote:
-                in_string = False
-            continue
-        if ch in "\"'" and depth:
-            in_string, quote = True, ch
-        elif ch == "{":
-            depth, start = depth + 1, i if depth == 0 else start
-        elif ch == "}" and depth:
+                quote = ""
+        elif ch in "\"'" and depth:
+            quote = ch
+        elif ch in "{[" and (depth or ch == "{"):
+            start = i if depth == 0 else start
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "}]" and depth:
             depth -= 1
             if depth == 0:
-                parsed = _loads(text[start:i + 1])
-                if isinstance(parsed, dict):
+                if deepest > MAX_JSON_DEPTH:
+                    too_deep = True
+                elif isinstance(parsed := _loads(text[start:i + 1]), dict):
                     objects.append(parsed)
-    return objects
+                    spans.append((start, i + 1))
+                deepest = 0
+    return objects, spans, too_deep
 
 
 def _loads(blob: str):
     try:
         return json.loads(blob)
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     lenient = re.sub(r",\s*([}\]])", r"\1", blob)  # trailing commas
     try:
         return json.loads(lenient)
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     try:  # single quotes, True/False/None
         return ast.literal_eval(lenient)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return None
 
 
-def _from_object(obj: dict, matcher: _Matcher, high: float) -> dict[str, float]:
-    found: dict[str, float] = {}
-    for key, value in obj.items():
-        name = matcher.match(key)
+def _read_statements(text: str, rubric: Rubric, keys: dict[str, str]) -> _Reading:
+    reading = _Reading()
+    for match in _STATEMENT.finditer(_MARKUP.sub("", text)):
+        name = keys.get(normalize_label(match["label"]))
         if name is not None:
-            score = to_score(value, high)
-            if score is not None:
-                found[name] = score
-        elif isinstance(value, dict):  # {"scores": {...}}
-            found.update(_from_object(value, matcher, high))
+            reading.add(name, *_number(match["num"], match["den"], rubric, name))
+    return reading
+
+
+def _read_explicit(text: str, rubric: Rubric) -> _Reading:
+    reading, name, text = _Reading(), rubric.names[0], _MARKUP.sub("", text)
+    matches = [m for m in [VALUE.fullmatch(text.strip().strip(".\"'[]() \n"))] if m] or [
+        m for p in _EXPLICIT for m in p.finditer(text)]
+    for match in matches:
+        reading.add(name, *_number(match["num"], match["den"], rubric, name))
+    return reading
+
+
+def format_failures(failures: dict[str, tuple[str, str]], names: tuple[str, ...]) -> str:
+    """``missing: a, b; out_of_range: c=7 (scale 1-5)``: each kind in :data:`DIMENSION_FAILURES` order."""
+    parts = []
+    for kind in DIMENSION_FAILURES:
+        details = [failures[n][1] for n in names if n in failures and failures[n][0] == kind]
+        if details:
+            parts.append(f"{kind}: {', '.join(details)}")
+    return "; ".join(parts)
+
+
+def dimension_failures(status: str, names: tuple[str, ...]) -> dict[str, str]:
+    """The failed dimensions a status names (as :func:`format_failures` writes them) -> their failure kind."""
+    found = {}
+    for kind, details in re.findall(rf"\b({'|'.join(DIMENSION_FAILURES)}): ([^;]*)", status or ""):
+        for item in details.split(", "):
+            name = re.match(r"[^=\s(]+", item.strip())
+            if name and name.group(0) in names:
+                found.setdefault(name.group(0), kind)
     return found
 
 
-def _from_lines(text: str, matcher: _Matcher, high: float) -> dict[str, float]:
-    """Scores from "label <separator> number" mentions; a later mention wins, a separated one over a loose one."""
-    clean = _SCALE_NOTE.sub(" ", _MARKUP.sub("", text))
-    strict: dict[str, float] = {}
-    loose: dict[str, float] = {}
-    for line in clean.splitlines():
-        for name, pattern in matcher.patterns:
-            for mention in pattern.finditer(line):
-                rest = line[mention.end():]
-                separated = re.match(_SEPARATOR + SCORE.pattern, rest, re.IGNORECASE)
-                if separated:
-                    strict[name] = _scale(separated["num"], separated["den"], high)
-                    continue
-                # "rate factuality as a solid 4", but never past a comma, quote or brace into the next item
-                anywhere = re.match(r"[^\d\n,;{}\"']{0,40}?(" + SCORE.pattern + ")", rest, re.IGNORECASE)
-                if anywhere:
-                    loose[name] = _scale(anywhere["num"], anywhere["den"], high)
-    return {**loose, **strict}
-
-
-def _single_score(text: str, high: float) -> float | None:
-    clean = _SCALE_NOTE.sub(" ", text).strip()
-    whole = SCORE.fullmatch(clean.strip(" .*[]\"'"))
-    if whole:
-        return _scale(whole["num"], whole["den"], high)
-    for pattern in _EXPLICIT:
-        matches = list(pattern.finditer(clean))
-        if matches:
-            last = SCORE.search(matches[-1].group(1))
-            return _scale(last["num"], last["den"], high)
-    numbers = list(SCORE.finditer(clean))
-    if len(numbers) == 1:
-        return _scale(numbers[0]["num"], numbers[0]["den"], high)
-    return None
-
-
 def parse_scores(text: str, rubric: Rubric) -> ParsedScores:
-    """Every dimension's score from a judge's answer, or the reason there is none."""
+    """Every dimension's score from a judge's answer, or the reason (per dimension where it applies) there is none."""
     if not text or not text.strip():
         return ParsedScores(None, "empty")
-    matcher, high, names = _Matcher(rubric), rubric.high, rubric.names
-    objects = [_from_object(obj, matcher, high) for obj in json_objects(text)]  # in text order
-    lines = _from_lines(text, matcher, high)
-    complete = [found for found in objects if set(found) == set(names)]
+    if len(text) > MAX_ANSWER_CHARS:
+        return ParsedScores(None, f"too_long: {len(text)} characters (limit {MAX_ANSWER_CHARS})")
+    keys, names = labels(rubric), rubric.names
+    objects, spans, too_deep = json_objects(text)
+    outside = "\n".join(text[a:b] for a, b in zip([0] + [e for _, e in spans], [s for s, _ in spans] + [len(text)]))
+    in_json = [_read_object(obj, rubric, keys) for obj in objects]
+    readings = [*in_json, _read_statements(outside, rubric, keys)]
+    if len(names) == 1 and not any(r.mentioned() for r in readings):
+        readings.append(_read_explicit(outside, rubric))
+    # the last complete JSON object, else the statements, else the explicit score
+    complete = [r for r in [*reversed(in_json), *readings[len(in_json):]] if not r.bad and set(r.values) == set(names)]
     if complete:
-        scores = complete[-1]
-    elif set(lines) == set(names):
-        scores = lines
-    elif len(names) == 1 and not any(objects) and (single := _single_score(text, high)) is not None:
-        scores = {names[0]: single}
-    else:
-        best = max([*objects, lines], key=len)
-        if not best:
-            return ParsedScores(None, "no_scores: no score for any dimension")
-        return ParsedScores(None, f"missing: {', '.join(n for n in names if n not in best)}")
-    bad = [f"{n}={scores[n]:g}" for n in names if not rubric.low - 1e-9 <= scores[n] <= rubric.high + 1e-9]
-    if bad:
-        return ParsedScores(None, f"out_of_range: {', '.join(bad)} (scale {rubric.low:g}-{rubric.high:g})")
-    return ParsedScores({n: scores[n] for n in names}, "ok")
+        return ParsedScores({n: complete[0].values[n] for n in names}, "ok")
+    best = max(reversed(readings), key=_Reading.mentioned)  # the last of those that mention the most dimensions
+    if not best.mentioned():
+        if too_deep:
+            return ParsedScores(None, f"too_deep: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        return ParsedScores(None, "no_scores: no score for any dimension")
+    failures = {**{n: ("missing", n) for n in names if n not in best.values and n not in best.bad}, **best.bad}
+    return ParsedScores(None, format_failures(failures, names))
 
 
 _CHOICE = [
@@ -216,8 +249,9 @@ _CHOICE = [
 
 
 def parse_choice(text: str) -> str | None:
-    """'A' or 'B' from a pairwise judge's answer; None when it names neither or both without a verdict."""
-    if not text:
+    """'A' or 'B' from a pairwise judge's answer; None when it names neither, both without a verdict, or it is
+    longer than :data:`MAX_ANSWER_CHARS`."""
+    if not text or len(text) > MAX_ANSWER_CHARS:
         return None
     bare = text.strip().strip(" .*\"'()[]:").upper()
     if bare in ("A", "B"):

@@ -1,6 +1,7 @@
 """Judge quality figures, written with every judging run (``quality.json``, ``quality.md``).
 
-- parse failures: the share of candidates left without scores, and why (by kind); retries used;
+- parse failures: the share of candidates left without scores, and why (by kind); per dimension, how many
+  failed and how (missing, not a number, not finite, out of range, ambiguous); retries used;
 - self-consistency (``samples`` > 1): per dimension, how often every sample agreed, and the mean spread;
 - generator ranking: for each pair of generators (in pool order), how often the judge scores the first's
   trace above, equal to, or below the second's, sample i against sample i of the same prompt;
@@ -17,6 +18,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from prefopt.judging.parsing import DIMENSION_FAILURES, dimension_failures
 from prefopt.tables import mean, pct
 
 
@@ -62,6 +64,15 @@ def self_consistency(sample_scores: pd.Series, dimensions: tuple[str, ...]) -> d
     return out
 
 
+def failures_by_dimension(statuses: pd.Series, dimensions: tuple[str, ...]) -> dict[str, dict[str, int]]:
+    """Per dimension, how many failed statuses name it, by failure kind (dimensions without failures left out)."""
+    counts = {d: dict.fromkeys(DIMENSION_FAILURES, 0) for d in dimensions}
+    for status in statuses:
+        for d, kind in dimension_failures(status, dimensions).items():
+            counts[d][kind] += 1
+    return {d: {k: n for k, n in c.items() if n} for d, c in counts.items() if any(c.values())}
+
+
 def judge_quality(judged: pd.DataFrame, dimensions: tuple[str, ...], samples: int = 1) -> dict:
     ok = judged["parse_status"] == "ok"
     attempts = judged["attempts"] if "attempts" in judged else pd.Series(1, index=judged.index)
@@ -70,6 +81,7 @@ def judge_quality(judged: pd.DataFrame, dimensions: tuple[str, ...], samples: in
         "judged": int(ok.sum()),
         "parse_failure_rate": mean(~ok),
         "failure_reasons": judged.loc[~ok, "parse_status"].str.split(":").str[0].value_counts().to_dict(),
+        "dimension_failures": failures_by_dimension(judged.loc[~ok, "parse_status"], dimensions),
         "mean_attempts": None if judged.empty else float(attempts.mean()),
         "retried_rate": mean(attempts > 1),
         "generator_ranking": generator_ranking(judged),
@@ -120,6 +132,11 @@ def quality_markdown(quality: dict) -> str:
              f"{attempts} |"]
     if q["failure_reasons"]:
         lines += ["", "Failure reasons: " + ", ".join(f"{k} ({v})" for k, v in q["failure_reasons"].items())]
+    if q.get("dimension_failures"):
+        kinds = [k for k in DIMENSION_FAILURES if any(k in c for c in q["dimension_failures"].values())]
+        lines += ["", f"| dimension | failed | {' | '.join(kinds)} |", "| --- " * (len(kinds) + 2) + "|"]
+        lines += [f"| {d} | {sum(c.values())} | {' | '.join(str(c.get(k, 0)) for k in kinds)} |"
+                  for d, c in q["dimension_failures"].items()]
     if q["generator_ranking"]:
         lines += ["", "| first | second | pairs | first scored higher | equal | second scored higher |",
                   "| --- | --- | --- | --- | --- | --- |"]

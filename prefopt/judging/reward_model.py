@@ -2,12 +2,14 @@
 
 Each candidate is rendered with the model's chat template (user prompt, assistant response), batched by
 length, and scored by the single logit. Longer inputs than ``max_length`` lose their start, so the end of
-the response, where the answer is, is always read.
+the response, where the answer is, is always read. A NaN or infinite reward is a recorded failure
+(``not_finite: <dimension>=nan``), never a score.
 """
 
 from __future__ import annotations
 
 import json
+import math
 
 import torch
 from tqdm.auto import tqdm
@@ -56,8 +58,10 @@ class RewardModelJudge:
         return rewards
 
     def score(self, items: list[JudgeItem]) -> list[Judgment]:
-        return [Judgment({self.cfg.dimension: r}, json.dumps({self.cfg.dimension: r}), "ok")
-                for r in self.rewards(items)]
+        """One judgment per item; a NaN or infinite reward is a failure of the dimension, not a score."""
+        dim = self.cfg.dimension
+        return [Judgment({dim: r}, json.dumps({dim: r}), "ok") if math.isfinite(r)
+                else Judgment(None, json.dumps({dim: r}), f"not_finite: {dim}={r}") for r in self.rewards(items)]
 
     def close(self) -> None:
         del self.model

@@ -11,7 +11,9 @@ A rubric is a YAML file (the presets live in ``prefopt/judging/rubrics/``)::
 
 Placeholders: ``{rubric}`` (one line per dimension), ``{prompt}``, ``{response}``, ``{response_a}``,
 ``{response_b}``, ``{reference}`` (the gold answer, if any), ``{low}``, ``{high}`` and ``{example}`` (a
-JSON object with every dimension). Only these are replaced, so templates may contain other braces.
+JSON object with every dimension). Only these are replaced, so templates may contain other braces. The
+pointwise template must state the scale (``{low}`` and ``{high}``, or the numbers themselves): the parser reads
+only scores on it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import yaml
 from prefopt.configs import ConfigError, from_dict
 
 PRESETS_DIR = Path(__file__).parent / "rubrics"
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLACEHOLDER = re.compile(r"\{(rubric|prompt|response|response_a|response_b|reference|low|high|example)\}")
 
 
@@ -33,9 +36,10 @@ _PLACEHOLDER = re.compile(r"\{(rubric|prompt|response|response_a|response_b|refe
 class Dimension:
     """One thing the judge scores."""
 
-    name: str = field(metadata={"help": "Key in the judge's JSON answer and in the scores column."})
+    name: str = field(metadata={"help": "Key in the judge's JSON answer and in the scores column (an identifier)."})
     description: str = field(default="", metadata={"help": "What a high score means."})
-    aliases: list[str] = field(default_factory=list, metadata={"help": "Other names the judge may write."})
+    aliases: list[str] = field(default_factory=list, metadata={
+        "help": "Other keys or labels the judge may write for it (matched ignoring case, spaces and punctuation)."})
 
 
 @dataclass(frozen=True)
@@ -52,11 +56,24 @@ class Rubric:
     def __post_init__(self):
         names = [d.name for d in self.dimensions]
         if not names or len(set(names)) != len(names):
-            raise ValueError(f"dimensions must be a non-empty list of unique names, got {names}")
+            raise ValueError(f"dimensions: expected a non-empty list of unique names, got {names}")
+        bad = [n for n in names if not _IDENTIFIER.fullmatch(n)]
+        if bad:
+            raise ValueError(f"dimensions: names must be identifiers (letters, digits, _), got {bad}")
+        labels = [(normalize_label(label), d.name) for d in self.dimensions for label in (d.name, *d.aliases)]
+        clashes = sorted({a for a, n in labels for b, m in labels if a == b and n != m})
+        if clashes:
+            raise ValueError(f"dimensions: names and aliases must differ between dimensions (case, spaces and "
+                             f"punctuation aside), got {clashes} for two dimensions")
         if len(self.scale) != 2 or self.scale[0] >= self.scale[1]:
-            raise ValueError(f"scale must be [low, high] with low < high, got {self.scale}")
+            raise ValueError(f"scale: expected [low, high] with low < high, got {self.scale}")
         if "{response}" not in self.pointwise_template:
-            raise ValueError("pointwise_template must contain {response}")
+            raise ValueError("pointwise_template: must contain {response}")
+        for end, value in (("low", self.low), ("high", self.high)):
+            if f"{{{end}}}" not in self.pointwise_template and not re.search(
+                    rf"(?<![\d.]){re.escape(self._number(value))}(?![\d.]\d)", self.pointwise_template):
+                raise ValueError(f"pointwise_template: must state the scale's {end} end ({{{end}}} or "
+                                 f"{self._number(value)}), so the judge answers on the scale the parser expects")
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -70,7 +87,8 @@ class Rubric:
     def high(self) -> float:
         return self.scale[1]
 
-    def _number(self, x: float) -> str:
+    @staticmethod
+    def _number(x: float) -> str:
         return str(int(x)) if float(x).is_integer() else str(x)
 
     def example(self) -> str:
@@ -100,6 +118,11 @@ class Rubric:
         return {"type": "object", "additionalProperties": False, "required": list(self.names),
                 "properties": {d.name: {"type": kind, "minimum": cast(self.low), "maximum": cast(self.high)}
                                for d in self.dimensions}}
+
+
+def normalize_label(label: str) -> str:
+    """A key or label as the parser matches it: lower case, runs of other characters as one ``_``."""
+    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
 
 
 def load_rubric(name_or_path: str) -> Rubric:

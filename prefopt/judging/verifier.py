@@ -16,8 +16,6 @@ import re
 from prefopt.judging.base import Judgment
 from prefopt.world.tasks import solve
 
-DIMENSIONS = ("correctness", "step_accuracy", "format")
-
 _STEP = r"-?\d+[+\-*]\d+=-?\d+"
 _FULL_RE = re.compile(rf"^{_STEP}(?:;{_STEP})*\. =-?\d+$")
 _FINAL_RE = re.compile(r"\. =(-?\d+)\s*$")

@@ -8,6 +8,7 @@ the build (counts, tie and judge-agreement rates, mean margins, prompts with too
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -18,7 +19,8 @@ from datasets import Dataset
 
 from prefopt.configs import PairingConfig
 from prefopt.pairing import strategies as S
-from prefopt.pairing.calibration import margin_bayes_scores
+from prefopt.pairing.calibration import correlation, margin_bayes_scores
+from prefopt.pairing.registry import strategy_function
 from prefopt.schemas import DataError, arrow_dataset
 from prefopt.tables import mean
 
@@ -62,8 +64,10 @@ def _flat(judgments: Dataset | pd.DataFrame, max_samples: int | None = None) -> 
 def describe(cfg: PairingConfig) -> str:
     """The strategy and every selection after it, as recorded in stats."""
     parts = [cfg.strategy]
-    if cfg.strategy == "sweet_spot":
-        parts[0] += f"(chosen_k={cfg.sweet_spot.chosen_k}, rejected_k={cfg.sweet_spot.rejected_k})"
+    section = cfg.strategy_entry.settings
+    if section is not None:
+        settings = getattr(cfg, section)
+        parts[0] += "(" + ", ".join(f"{f.name}={getattr(settings, f.name)}" for f in dataclasses.fields(settings)) + ")"
     if cfg.require_judge_agreement:
         parts.append("judge_agreement")
     if cfg.filter.active:
@@ -83,16 +87,30 @@ def _filter_rule(cfg: PairingConfig) -> str:
 
 
 def run_strategy(cfg: PairingConfig, judged: pd.DataFrame) -> S.Built:
-    generators = cfg.generators or None
-    if cfg.strategy == "generator_delta":
-        return S.generator_delta(judged, [(p.chosen, p.rejected) for p in cfg.generator_pairs])
-    if cfg.strategy == "max_min":
-        return S.max_min(judged, generators, cfg.seed)
-    if cfg.strategy == "max_random":
-        return S.max_random(judged, generators, cfg.seed)
-    if cfg.strategy == "sweet_spot":
-        return S.sweet_spot(judged, cfg.sweet_spot.chosen_k, cfg.sweet_spot.rejected_k, generators, cfg.seed)
-    raise ValueError(f"unknown pairing strategy {cfg.strategy!r}")
+    """The recipe's strategy on the flattened judgments, through :data:`prefopt.pairing.registry.STRATEGIES`."""
+    return strategy_function(cfg.strategy)(cfg, judged)
+
+
+# The registry's targets: each strategy run from the recipe's pairing section.
+
+def run_generator_delta(cfg: PairingConfig, judged: pd.DataFrame) -> S.Built:
+    return S.generator_delta(judged, [(p.chosen, p.rejected) for p in cfg.generator_pairs])
+
+
+def run_max_min(cfg: PairingConfig, judged: pd.DataFrame) -> S.Built:
+    return S.max_min(judged, cfg.generators or None, cfg.seed)
+
+
+def run_max_random(cfg: PairingConfig, judged: pd.DataFrame) -> S.Built:
+    return S.max_random(judged, cfg.generators or None, cfg.seed)
+
+
+def run_sweet_spot(cfg: PairingConfig, judged: pd.DataFrame) -> S.Built:
+    return S.sweet_spot(judged, cfg.sweet_spot.chosen_k, cfg.sweet_spot.rejected_k, cfg.generators or None, cfg.seed)
+
+
+def run_kto_unpaired(cfg: PairingConfig, judged: pd.DataFrame) -> S.Built:
+    return S.kto_unpaired(judged, cfg.kto.desirable_min, cfg.kto.undesirable_max, cfg.generators or None)
 
 
 def base_pairs(cfg: PairingConfig, judgments: Dataset | pd.DataFrame) -> pd.DataFrame:
@@ -118,7 +136,7 @@ def _gated(cfg: PairingConfig, pairs: pd.DataFrame, stats: dict) -> pd.DataFrame
     before = len(pairs)
     if cfg.filter.active:
         f = cfg.filter
-        pairs = S.sample_delta_filter(pairs, f.dimension, f.top_fraction, f.min_gap)
+        pairs = S.sample_delta_filter(pairs, f.dimension, f.top_fraction, f.min_gap, cfg.seed)
         pairs = pairs.assign(strategy=pairs["strategy"] + f"+sample_delta({_filter_rule(cfg)})")
     stats["dropped_by_filter"] = before - len(pairs)
     return pairs
@@ -135,14 +153,17 @@ def select_margin_bayes(cfg: PairingConfig, pairs: pd.DataFrame, implicit: pd.Se
                          "the proxy scored a different set of pairs")
     external = pairs[S.gap_column(mb.dimension)].to_numpy(float)
     implicit_margin = implicit.reindex(pairs["pair_id"]).to_numpy(float)
+    for name, margins in (("external", external), ("implicit", implicit_margin)):
+        bad = ~np.isfinite(margins)
+        if bad.any():
+            raise DataError(f"margin_bayes: {int(bad.sum())} of {len(margins)} {name} margins are not finite (e.g. "
+                            f"pair {pairs['pair_id'].iloc[int(np.argmax(bad))]!r}); the fused score needs numbers")
     scores, bounds = margin_bayes_scores(external, implicit_margin, mb.fusion, mb.external_low, mb.external_high,
                                          mb.implicit_low, mb.implicit_high, mb.min_tail)
     scored = pairs.assign(external_margin=external, implicit_margin=implicit_margin, fused_score=scores)
-    kept = S.sort_pairs(S.keep_top_fraction(scored, "fused_score", mb.top_fraction))
+    kept = S.sort_pairs(S.keep_top_fraction(scored, "fused_score", mb.top_fraction, cfg.seed))
     kept = kept.assign(strategy=kept["strategy"] + f"+margin_bayes({mb.fusion},top={mb.top_fraction:g})")
-    correlation = (float(np.corrcoef(external, implicit_margin)[0, 1])
-                   if len(pairs) > 1 and external.std() > 0 and implicit_margin.std() > 0 else None)
-    info = {**bounds, "fusion": mb.fusion, "external_implicit_correlation": correlation,
+    info = {**bounds, "fusion": mb.fusion, "external_implicit_correlation": correlation(external, implicit_margin),
             "mean_fused_score_all": mean(scored["fused_score"]), "mean_fused_score_kept": mean(kept["fused_score"])}
     return kept, scored, info
 
@@ -170,7 +191,7 @@ def build_pairs(cfg: PairingConfig, judgments: Dataset | pd.DataFrame, implicit:
     pairs = built.frame
     stats["pairs_built"] = len(pairs)
     stats["mean_margin_built"] = mean(pairs["margin"])
-    if cfg.strategy == "generator_delta":
+    if cfg.strategy_entry.needs_generator_labels:
         stats["generator_pairs"] = [
             {"chosen": p.chosen, "rejected": p.rejected, "pairs_built": int(len(group)),
              "judge_agreement_rate": mean(group["judge_agrees"].astype(float)),
@@ -190,8 +211,13 @@ def build_pairs(cfg: PairingConfig, judgments: Dataset | pd.DataFrame, implicit:
     if cfg.reward_augmented is not None:
         ra = cfg.reward_augmented
         selected = len(pairs)
-        pairs = S.reward_augment(pairs, ra.template, ra.placement, ra.score_range, ra.target_range, ra.decimals)
+        pairs, clipped = S.reward_augment(pairs, ra.template, ra.placement, ra.score_range, ra.target_range,
+                                          ra.decimals)
         stats["reward_augmented_rows"] = len(pairs) - selected
+        stats["reward_augmented_scores_clipped"] = clipped
+        if clipped:
+            logger.warning("reward_augmented: %d of %d scores lie outside score_range %s and were clipped to it",
+                           clipped, len(pairs), ra.score_range)
     stats.update({
         "pairs_kept": len(pairs),
         "mean_margin_kept": mean(pairs["margin"]),
@@ -208,8 +234,8 @@ def build_pairs(cfg: PairingConfig, judgments: Dataset | pd.DataFrame, implicit:
 
 
 def _build_unpaired(cfg: PairingConfig, judged: pd.DataFrame, dims: list[str], stats: dict) -> PairingResult:
-    built, between = S.kto_unpaired(judged, cfg.kto.desirable_min, cfg.kto.undesirable_max, cfg.generators or None)
-    frame = built.frame
+    built = run_strategy(cfg, judged)
+    frame, between = built.frame, built.unlabelled
     desirable = int(frame["label"].sum())
     stats.update({
         "examples_kept": len(frame), "desirable": desirable, "undesirable": len(frame) - desirable,
@@ -222,6 +248,6 @@ def _build_unpaired(cfg: PairingConfig, judged: pd.DataFrame, dims: list[str], s
     logger.info("KTO examples: %d desirable, %d undesirable, %d between thresholds dropped", desirable,
                 len(frame) - desirable, between)
     if desirable == 0 or desirable == len(frame):
-        raise DataError(f"kto_unpaired needs both classes; got {desirable} desirable of {len(frame)}: move "
+        raise DataError(f"{cfg.strategy} needs both classes; got {desirable} desirable of {len(frame)}: move "
                          "pairing.kto.desirable_min")
     return PairingResult(to_dataset(frame), stats, frame.iloc[:0], frame)

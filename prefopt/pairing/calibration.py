@@ -7,6 +7,10 @@
 The paper sets M1 = -2 for both sources and M2 from the data without giving the search; prefopt's reading
 (:func:`dynamic_upper`) is the highest margin value with at least ``min_tail`` margins at or above it, and at
 least as many as its distance to the maximum, so a sparse tail of outliers saturates at P = 1.
+
+Degenerate inputs: a source whose M2 is set from the data and whose margins are all equal (one pair included)
+cannot rank pairs, so it gives every pair P = 0.5 and DM-MUL reduces to the other source's P; no margins give
+no scores (M2 = M1 + 1 is recorded).
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ def calibrate(margins: np.ndarray, low: float, high: float) -> np.ndarray:
 def dynamic_upper(margins: np.ndarray, low: float, min_tail: int = 30) -> float:
     """M2: the highest value v among the margins with count(m >= v) >= max(min_tail, max(m) - v).
 
-    Falls back to max(m) when no value qualifies, and never returns a value at or below ``low``.
+    Falls back to max(m) when no value qualifies or the qualifying one is at or below ``low``, and to
+    ``low + 1`` when max(m) is at or below ``low`` or there are no margins.
     """
     values = np.sort(np.asarray(margins, dtype=float))[::-1]
     if values.size == 0:
@@ -54,12 +59,26 @@ def margin_bayes_scores(external: np.ndarray, implicit: np.ndarray, fusion: str 
     """The fused score of every pair and the calibration bounds used (M2 from the data where not given)."""
     ex_high = dynamic_upper(external, external_low, min_tail) if external_high is None else external_high
     im_high = dynamic_upper(implicit, implicit_low, min_tail) if implicit_high is None else implicit_high
+    constant = [name for name, margins, given in (("external", external, external_high),
+                                                  ("implicit", implicit, implicit_high))
+                if given is None and _constant(margins)]
     info = {"external_low": external_low, "external_high": ex_high, "implicit_low": implicit_low,
-            "implicit_high": im_high}
+            "implicit_high": im_high, "constant_sources": constant}
     if fusion == "add":
         return external + implicit, info
     if fusion != "mul":
         raise ValueError(f"unknown fusion {fusion!r}; expected 'mul' or 'add'")
-    p_ex = calibrate(external, external_low, ex_high)
-    p_im = calibrate(implicit, implicit_low, im_high)
+    p_ex = np.full(len(external), 0.5) if "external" in constant else calibrate(external, external_low, ex_high)
+    p_im = np.full(len(implicit), 0.5) if "implicit" in constant else calibrate(implicit, implicit_low, im_high)
     return fuse_product([p_ex, p_im]), info
+
+
+def _constant(values: np.ndarray) -> bool:
+    return len(values) > 0 and values.min() == values.max()
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Pearson correlation; None with fewer than two values or where either side is constant (min == max)."""
+    if len(a) < 2 or _constant(a) or _constant(b):
+        return None
+    return float(np.corrcoef(a, b)[0, 1])

@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from datasets import Dataset, load_from_disk
 
 from prefopt.cache import atomic_output_dir, atomic_write, is_complete, mark_complete
 from prefopt.configs import ProxyConfig, TrainingConfig
 from prefopt.pairing.build import to_dataset
-from prefopt.pairing.strategies import sort_pairs
+from prefopt.pairing.strategies import sort_pairs, tiebreak_keys
 from prefopt.schemas import DATA_DIR, save_stage_dataset
 from prefopt.training.implicit import pair_logratios
 from prefopt.training.launch import FINAL_MODEL_DIR, launch_training
@@ -28,8 +29,10 @@ SEED_DIR, TRAIN_DIR = "seed_pairs", "train"
 
 
 def seed_set(pairs: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
-    """A uniformly random subset of ``size`` pairs (all of them if there are fewer), fixed by ``seed``."""
-    return sort_pairs(pairs.sample(n=min(size, len(pairs)), random_state=seed))
+    """A uniformly random subset of ``size`` pairs (all of them if there are fewer): those first in a seeded
+    random order of pair_id, so it depends on ``seed`` and not on row order."""
+    keys = tiebreak_keys(pairs["pair_id"], seed, "proxy seed set")
+    return sort_pairs(pairs.iloc[np.argsort(keys, kind="stable")[:size]])
 
 
 def run_proxy(cfg: ProxyConfig, pairs: pd.DataFrame, proxy_model: str, stage_dir: Path, seed: int) -> None:

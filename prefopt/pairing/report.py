@@ -73,7 +73,12 @@ def pairs_markdown(summary: dict, stats: dict | None) -> str:
                       f"{stats['pairs_kept'] + stats['dropped_by_margin_bayes']}; calibration external "
                       f"[{mb['external_low']:g}, {mb['external_high']:.3g}], implicit [{mb['implicit_low']:g}, "
                       f"{mb['implicit_high']:.3g}]; external/implicit correlation "
-                      f"{num(mb['external_implicit_correlation'])}.", ""]
+                      f"{num(mb['external_implicit_correlation'])}"
+                      + (f"; constant, so P = 0.5 for every pair: {', '.join(mb['constant_sources'])}"
+                         if mb.get("constant_sources") else "") + ".", ""]
+        if stats.get("reward_augmented_scores_clipped"):
+            lines += [f"reward_augmented: {stats['reward_augmented_scores_clipped']} scores outside score_range were "
+                      "clipped to it.", ""]
     dims = list(summary["mean_margins"])
     lines += ["| pairs | prompts | judge agrees | mean margin | " + " | ".join(f"mean {d} margin" for d in dims) +
               " | chosen length | rejected length |",

@@ -5,21 +5,22 @@ columns, the aggregate in ``aggregate``. Candidates without an aggregate (the ju
 paired. Output frames are flat pairs: per-dimension values in ``chosen_scores.<dim>``, ``rejected_scores.<dim>``
 and ``margins.<dim>``; :func:`prefopt.pairing.build.to_dataset` nests them into struct columns.
 
-Every choice between equal candidates is broken by a seeded hash of the candidate id, so results depend on
-the seed and on nothing else (not on row order, not on how the data was sharded).
+Every choice between equal candidates (or pairs) is broken by a seeded hash of the candidate (or pair) id, so
+results depend on the seed and on nothing else (not on row order, not on how the data was sharded).
+Degenerate inputs have defined results: an empty frame gives an empty frame; a prompt whose scores are all
+equal has sigma exactly 0 and every z exactly 0, and its choices are seeded random ones.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from prefopt.configs import ConfigError
-from prefopt.schemas import DataError
+from prefopt.errors import ConfigError, DataError
+from prefopt.pairing.selection import keep_count, top_positions
 
 TIE_TOLERANCE = 1e-9  # judged gaps this small are ties
 TEXT_COLUMNS = ["prompt", "completion"]
@@ -33,6 +34,7 @@ class Built:
 
     frame: pd.DataFrame
     short_prompts: list[str]  # prompts with too few judged candidates for the strategy
+    unlabelled: int = 0       # kto_unpaired: candidates between the thresholds, given no label
 
 
 def score_dimensions(frame: pd.DataFrame) -> list[str]:
@@ -137,6 +139,15 @@ class _Groups:
         codes, _ = pd.factorize(cands["prompt_id"])
         return cls(codes, np.bincount(codes, minlength=codes.max() + 1 if len(codes) else 0))
 
+    def extremes(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: the minimum and the maximum of ``values`` over the row's group."""
+        if not len(values):
+            return values, values
+        order = np.argsort(self.codes, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(self.codes[order]) != 0])  # groups 0, 1, ... in order
+        ordered = values[order]
+        return (np.minimum.reduceat(ordered, starts)[self.codes], np.maximum.reduceat(ordered, starts)[self.codes])
+
     def first_per_group(self, *keys: np.ndarray) -> np.ndarray:
         """Per group, the position of the row that sorts first by ``keys`` (most significant first)."""
         order = np.lexsort((*reversed(keys), self.codes))
@@ -189,11 +200,14 @@ def max_random(judged: pd.DataFrame, generators: list[str] | None = None, seed: 
 
 
 def prompt_moments(scores: np.ndarray, groups: _Groups) -> tuple[np.ndarray, np.ndarray]:
-    """Per candidate: the mean and (population) standard deviation of its prompt's scores."""
+    """Per candidate: the mean and (population) standard deviation of its prompt's scores. Where all of a
+    prompt's scores are equal (min == max, a single candidate included), mu is exactly that score and sigma
+    exactly 0 (a summed mean would carry float noise, and a noisy sigma would decide positions)."""
     sizes = groups.sizes[groups.codes]
-    mean = np.bincount(groups.codes, weights=scores)[groups.codes] / sizes
-    var = np.bincount(groups.codes, weights=(scores - mean) ** 2)[groups.codes] / sizes
-    return mean, np.sqrt(var)
+    low, high = groups.extremes(scores)
+    mean = np.where(low == high, scores, np.bincount(groups.codes, weights=scores)[groups.codes] / sizes)
+    var = np.bincount(groups.codes, weights=(scores - mean) ** 2, minlength=len(groups.sizes))[groups.codes] / sizes
+    return mean, np.where(low == high, 0.0, np.sqrt(var))
 
 
 def sweet_spot(judged: pd.DataFrame, chosen_k: float | None = None, rejected_k: float = -2.0,
@@ -219,11 +233,10 @@ def sweet_spot(judged: pd.DataFrame, chosen_k: float | None = None, rejected_k: 
 def _within_prompt_pairs(judged: pd.DataFrame, cands: pd.DataFrame, groups: _Groups, chosen: np.ndarray,
                          rejected: np.ndarray, strategy: str, short: list[str]) -> Built:
     """The pairs, with where chosen and rejected sit in their prompt's score distribution: z = (score - mu) /
-    sigma (NaN where all of a prompt's scores are equal), and how many candidates the prompt had."""
+    sigma, and z = 0 where all of a prompt's scores are equal (sigma = 0); and how many candidates the prompt had."""
     score = cands["aggregate"].to_numpy(float)
     mean, std = prompt_moments(score, groups)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.where(std > 0, (score - mean) / std, np.nan)
+    z = np.divide(score - mean, std, out=np.zeros_like(score), where=std > 0)
     pairs = assemble_pairs(judged, cands, chosen, rejected, strategy).assign(
         chosen_z=z[chosen], rejected_z=z[rejected], prompt_candidates=groups.sizes[groups.codes][chosen])
     return Built(sort_pairs(pairs), short)
@@ -232,10 +245,11 @@ def _within_prompt_pairs(judged: pd.DataFrame, cands: pd.DataFrame, groups: _Gro
 # -- unpaired (KTO) ------------------------------------------------------------------------------------------
 
 def kto_unpaired(judged: pd.DataFrame, desirable_min: float, undesirable_max: float | None = None,
-                 generators: list[str] | None = None) -> tuple[Built, int]:
+                 generators: list[str] | None = None) -> Built:
     """Every judged candidate as a KTO example: desirable if its aggregate >= ``desirable_min``, undesirable if
     below ``undesirable_max`` (default: ``desirable_min``). Candidates in between are dropped; their count is
-    returned. ``class_weight`` makes both classes count equally (n / (2 n_class))."""
+    ``unlabelled``. ``class_weight`` makes every class present count equally: n / (c n_class), with c the number
+    of classes present (both: n / (2 n_class); one class: every weight 1; no examples: no weights)."""
     cands = usable_candidates(judged, generators)
     score = cands["aggregate"].to_numpy(float)
     low = desirable_min if undesirable_max is None else undesirable_max
@@ -243,8 +257,8 @@ def kto_unpaired(judged: pd.DataFrame, desirable_min: float, undesirable_max: fl
     keep = desirable | undesirable
     cands, label = cands[keep].reset_index(drop=True), desirable[keep]
     rows = cands["row"].to_numpy()
-    n, n_good = len(label), int(label.sum())
-    weight = np.where(label, n / (2 * max(n_good, 1)), n / (2 * max(n - n_good, 1)))
+    counts = np.array([len(label) - label.sum(), label.sum()])  # undesirable, desirable
+    weight = len(label) / (np.count_nonzero(counts) * counts[label.astype(int)])
     rule = f"kto_unpaired(desirable>={desirable_min:g},undesirable<{low:g})"
     frame = pd.DataFrame({
         "example_id": cands["candidate_id"], "prompt_id": cands["prompt_id"], "prompt": _take(judged["prompt"], rows),
@@ -253,23 +267,24 @@ def kto_unpaired(judged: pd.DataFrame, desirable_min: float, undesirable_max: fl
         **{f"scores.{d}": cands[f"scores.{d}"] for d in score_dimensions(cands)},
         "class_weight": weight, "strategy": rule,
     })
-    return Built(frame.sort_values("example_id", kind="stable").reset_index(drop=True), []), int((~keep).sum())
+    return Built(frame.sort_values("example_id", kind="stable").reset_index(drop=True), [], int((~keep).sum()))
 
 
 # -- selection after any strategy ----------------------------------------------------------------------------
 
-def keep_top_fraction(pairs: pd.DataFrame, column: str, fraction: float) -> pd.DataFrame:
-    """Exactly ``ceil(fraction * n)`` pairs with the largest ``column`` (equal values: by pair_id)."""
-    k = math.ceil(fraction * len(pairs))
-    return pairs.sort_values([column, "pair_id"], ascending=[False, True], kind="stable").head(k)
+def keep_top_fraction(pairs: pd.DataFrame, column: str, fraction: float, seed: int = 0) -> pd.DataFrame:
+    """The ``keep_count(fraction, n)`` pairs with the largest ``column``; of pairs tied at the cut, those first
+    in a seeded random order of pair_id (:mod:`prefopt.pairing.selection`)."""
+    keys = tiebreak_keys(pairs["pair_id"], seed, f"top:{column}")
+    return pairs.iloc[top_positions(pairs[column].to_numpy(float), keys, keep_count(fraction, len(pairs)))]
 
 
 def sample_delta_filter(pairs: pd.DataFrame, dimension: str = "aggregate", top_fraction: float | None = None,
-                        min_gap: float | None = None) -> pd.DataFrame:
+                        min_gap: float | None = None, seed: int = 0) -> pd.DataFrame:
     """Keep pairs with a large judged gap on ``dimension``.
 
     ``min_gap`` keeps pairs whose gap is at least the threshold; ``top_fraction`` then keeps exactly
-    ``ceil(top_fraction * n)`` of the remaining ``n`` pairs with the largest gaps (ties broken by pair_id).
+    ``keep_count(top_fraction, n)`` of the remaining ``n`` pairs with the largest gaps (:func:`keep_top_fraction`).
     """
     column = gap_column(dimension)
     if column not in pairs.columns:
@@ -279,7 +294,7 @@ def sample_delta_filter(pairs: pd.DataFrame, dimension: str = "aggregate", top_f
     if min_gap is not None:
         kept = kept[kept[column] >= min_gap]
     if top_fraction is not None:
-        kept = keep_top_fraction(kept, column, top_fraction)
+        kept = keep_top_fraction(kept, column, top_fraction, seed)
     return sort_pairs(kept)
 
 
@@ -290,12 +305,39 @@ def format_score(values: np.ndarray, decimals: int) -> pd.Series:
     return text.str.replace(r"(\.\d*?)0+$", r"\1", regex=True).str.replace(r"\.$", "", regex=True)
 
 
+def printed_scores(scores: np.ndarray, score_range: list[float] | None, target_range: list[float],
+                   decimals: int) -> tuple[np.ndarray, int]:
+    """Scores on the printed scale ``target_range`` = [a, b], rounded to ``decimals``, and how many were clipped.
+
+    With ``score_range`` = [lo, hi]: a + (clip(s, lo, hi) - lo) / (hi - lo) (b - a), scores outside [lo, hi]
+    clipped (counted). Without it the scores print unchanged, so every one must lie in [a, b] (else a
+    ConfigError). The rounded value is clipped to [a, b] too, so a printed score never leaves the stated scale.
+    """
+    scores = np.asarray(scores, dtype=float)
+    low, high = target_range
+    if score_range is None:
+        outside = (scores < low) | (scores > high)
+        if outside.any():
+            raise ConfigError(
+                f"pairing.reward_augmented.score_range: null prints the scores unchanged, but {int(outside.sum())} "
+                f"of {len(scores)} (range {scores.min():g} to {scores.max():g}) lie outside target_range "
+                f"[{low:g}, {high:g}]; set score_range to the judge's scale")
+        mapped, clipped = scores, 0
+    else:
+        lo, hi = score_range
+        clipped = int(((scores < lo) | (scores > hi)).sum())
+        mapped = low + (np.clip(scores, lo, hi) - lo) / (hi - lo) * (high - low)
+    return np.clip(np.round(mapped, decimals), low, high), clipped
+
+
 def reward_augment(pairs: pd.DataFrame, template: str, placement: str = "system",
                    score_range: list[float] | None = None, target_range: list[float] = (1.0, 10.0),
-                   decimals: int = 1) -> pd.DataFrame:
+                   decimals: int = 1) -> tuple[pd.DataFrame, int]:
     """Reward-augmented data (Zhang et al.): each pair conditioned on its chosen score, plus a copy conditioned
-    on its rejected score with chosen and rejected swapped. The conditioning text goes into a ``system``
-    column or before the prompt (``placement``); ``condition_score`` records the score it states."""
+    on its rejected score with chosen and rejected swapped. The conditioning text is ``template`` with
+    ``{low}``/``{high}`` set to ``target_range`` and ``{score}`` to the score on that scale
+    (:func:`printed_scores`); it goes into a ``system`` column or before the prompt (``placement``).
+    ``condition_score`` records the printed score. Returns the rows and how many scores were clipped."""
     swap = {"chosen": "rejected", "chosen_id": "rejected_id", "chosen_generator": "rejected_generator",
             "chosen_score": "rejected_score", "chosen_z": "rejected_z"}
     swap.update({f"chosen_scores.{d}": f"rejected_scores.{d}"
@@ -309,13 +351,12 @@ def reward_augment(pairs: pd.DataFrame, template: str, placement: str = "system"
     both = pd.concat([pairs.assign(strategy=pairs["strategy"] + "+reward_augmented(chosen score)"),
                       flipped.assign(strategy=pairs["strategy"] + "+reward_augmented(rejected score, swapped)")],
                      ignore_index=True)
-    score = both["chosen_score"].to_numpy(float)
-    if score_range is not None:
-        (lo, hi), (t_lo, t_hi) = score_range, target_range
-        score = t_lo + (np.clip(score, lo, hi) - lo) / (hi - lo) * (t_hi - t_lo)
+    score, clipped = printed_scores(both["chosen_score"].to_numpy(float), score_range, target_range, decimals)
     both["condition_score"] = score
-    scores, parts = format_score(score, decimals), template.split("{score}")
-    texts = pd.Series(parts[0], index=scores.index)
+    low, high = format_score(np.asarray(target_range), decimals)
+    parts = template.replace("{low}", low).replace("{high}", high).split("{score}")
+    scores = format_score(score, decimals)
+    texts = pd.Series(parts[0], index=scores.index, dtype="str")
     for part in parts[1:]:
         texts = texts + scores + part
     if placement == "system":
@@ -324,4 +365,4 @@ def reward_augment(pairs: pd.DataFrame, template: str, placement: str = "system"
         both["prompt"] = (texts + "\n\n" + both["prompt"].astype("str")).to_numpy()
     if not both["pair_id"].is_unique:
         raise DataError("reward augmentation produced a pair twice: the pairs hold both (a, b) and (b, a)")
-    return sort_pairs(both)
+    return sort_pairs(both), clipped

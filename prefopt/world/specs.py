@@ -9,7 +9,7 @@ from prefopt.cache import content_hash
 from prefopt.world.tasks import Difficulty
 
 # Bump when the world's data format, tokenizer or training loop changes: it invalidates cached models.
-WORLD_VERSION = 2
+WORLD_VERSION = 3
 HEAD_DIM = 32  # vLLM's CPU attention needs head_dim 32 (16 fails).
 
 
