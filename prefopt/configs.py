@@ -104,7 +104,8 @@ class GenerationConfig:
     engine_options: dict[str, Any] = _help(
         "Engine arguments: vllm.LLM keywords (tensor_parallel_size, max_model_len, gpu_memory_utilization, "
         "...) or, for 'server', base_url, api_key_env (the environment variable holding the key, default "
-        "OPENAI_API_KEY), max_concurrency, max_retries, timeout.", default_factory=dict)
+        "OPENAI_API_KEY), max_concurrency, max_retries, timeout, structured_outputs ('vllm' or 'openai').",
+        default_factory=dict)
     batch_size: int = _help("Prompts per engine call.", default=64)
     shard_size: int = _help("Prompts per output shard: the unit of resume and of sharding.", default=256)
     data_parallel_size: int = _help("Worker processes, each with its own engine and GPUs (tensor_parallel_size "

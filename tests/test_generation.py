@@ -164,3 +164,23 @@ def test_a_killed_run_resumes_without_redoing_or_duplicating(tiny_models, tmp_pa
     assert resumed["candidate_id"].is_unique and len(resumed) == len(reference)
     assert resumed.equals(reference)
     assert not list(out.glob("**/.*tmp*")), "temporary files left behind"
+
+
+def test_compact_json_regex_matches_exactly_the_compact_objects_of_a_flat_schema():
+    import json
+    import re
+
+    from prefopt.generation.engines import compact_json_regex
+
+    schema = {"type": "object", "required": ["b", "a", "c"], "properties": {
+        "a": {"type": "integer", "minimum": 1, "maximum": 10}, "b": {"type": "number"},
+        "c": {"enum": ["A", "B"]}}}
+    regex = compact_json_regex(schema)
+    compact = json.dumps({"b": -2.5, "a": 10, "c": "B"}, separators=(",", ":"))
+    assert re.fullmatch(regex, compact)
+    for bad in (compact.replace(":10", ":11"), compact.replace(",", ", "), compact.replace('"B"', '"C"'),
+                json.dumps({"a": 10, "b": -2.5, "c": "B"}, separators=(",", ":")), compact + " "):
+        assert not re.fullmatch(regex, bad), bad
+    assert compact_json_regex({"type": "object", "required": ["x"], "properties": {"x": {"type": "string"}}}) is None
+    assert compact_json_regex({"type": "object", "required": ["x"],
+                               "properties": {"x": {"type": "integer", "minimum": 0, "maximum": 10**6}}}) is None

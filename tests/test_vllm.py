@@ -1,5 +1,6 @@
 """The vLLM engines for real: offline vllm.LLM (CPU build here) and a real OpenAI-compatible vLLM server."""
 
+import json
 import os
 import socket
 import subprocess
@@ -111,10 +112,18 @@ def test_server_engine_against_a_real_vllm_server(vllm_server, tiny_models, hf_e
     sampled = engine.generate(PROMPTS, SamplingParams(n=3, temperature=1.0, max_new_tokens=30, seed=5))
     assert [len(g) for g in sampled] == [3] * len(PROMPTS)
     assert engine.generate(PROMPTS, SamplingParams(n=3, temperature=1.0, max_new_tokens=30, seed=5)) == sampled
+    chosen = engine.generate(PROMPTS, SamplingParams(n=2, temperature=1.0, max_new_tokens=4, choices=("7", "8")))
+    assert {c.text for g in chosen for c in g} <= {"7", "8"}
+    schema = {"type": "object", "properties": {"a": {"type": "integer", "minimum": 1, "maximum": 5}}, "required": ["a"],
+              "additionalProperties": False}
+    judged = engine.generate(PROMPTS, SamplingParams(n=1, temperature=1.0, max_new_tokens=24, json_schema=schema))
+    for [answer] in judged:  # vLLM's form: no free whitespace, so nothing is padded up to the token limit
+        assert answer.finish_reason == "stop" and json.loads(answer.text)["a"] in range(1, 6), answer
+        assert not any(ch.isspace() for ch in answer.text), answer.text
 
 
 def test_server_engine_retries_then_names_the_server():
-    engine = ServerEngine("m", base_url=f"http://127.0.0.1:{_free_port()}/v1", max_retries=2, backoff=0.01)
+    engine = ServerEngine("m", base_url=f"http://127.0.0.1:{_free_port()}/v1", max_retries=2)
     with pytest.raises(RuntimeError, match=r"127\.0\.0\.1:\d+/v1: no answer after 3 tries"):
         engine.generate(["1+1"], SamplingParams())
 

@@ -14,9 +14,6 @@ import gc
 import json
 import logging
 import os
-import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -213,64 +210,108 @@ def _sampled_logprobs(output) -> tuple[float, ...] | None:
     return tuple(float(position[token].logprob) for token, position in zip(output.token_ids, output.logprobs))
 
 
-class ServerEngine:
-    """An already-running OpenAI-compatible server (``vllm serve`` or any other), over its chat API.
+_NUMBER_REGEX = r"-?(0|[1-9][0-9]*)(\.[0-9]+)?"
+_MAX_ENUMERATED = 100  # integer ranges up to this size are spelt out value by value
 
-    Requests run ``max_concurrency`` at a time; a failed request (connection error, timeout, HTTP 429 or
-    5xx) is retried ``max_retries`` times with exponential backoff before the run stops with the error.
+
+def compact_json_regex(schema: dict) -> str | None:
+    """A regex matching exactly the compact JSON (no whitespace, properties in ``required`` order) of a flat object
+    schema whose properties are integers (with a small range), numbers or string enums; None for any other schema.
+
+    vLLM's JSON-schema decoding allows free whitespace unless its server was started with
+    ``disable_any_whitespace``, which a request cannot set; a regex constraint gives the same objects without it.
+    """
+    import re
+
+    properties, required = schema.get("properties"), schema.get("required")
+    if schema.get("type") != "object" or not properties or sorted(required or []) != sorted(properties):
+        return None
+    parts = []
+    for name in required:
+        spec = properties[name]
+        if "enum" in spec and all(isinstance(v, str) for v in spec["enum"]):
+            value = "(" + "|".join(re.escape(json.dumps(v)) for v in spec["enum"]) + ")"
+        elif spec.get("type") == "integer" and isinstance(spec.get("minimum"), int) \
+                and isinstance(spec.get("maximum"), int) and 0 <= spec["maximum"] - spec["minimum"] < _MAX_ENUMERATED:
+            value = "(" + "|".join(str(v) for v in range(spec["maximum"], spec["minimum"] - 1, -1)) + ")"
+        elif spec.get("type") == "number":
+            value = _NUMBER_REGEX
+        else:
+            return None
+        parts.append(re.escape(json.dumps(name)) + ":" + value)
+    return r"\{" + ",".join(parts) + r"\}"
+
+
+class ServerEngine:
+    """An already-running OpenAI-compatible server (``vllm serve``, SGLang, TGI, a hosted API), through the
+    official ``openai`` client and its chat API.
+
+    Requests run ``max_concurrency`` at a time; the client retries a failed request (connection error, timeout,
+    HTTP 408/409/429/5xx) ``max_retries`` times with exponential backoff before the run stops with the error.
     The server applies the model's chat template. ``model_path`` is the model name the server serves. The key
     comes from the environment variable ``api_key_env`` (recipes hold no secrets); ``api_key`` is for callers
-    in Python.
+    in Python. Structured output goes in vLLM's own form by default (``structured_outputs``: a flat JSON schema as
+    the regex of its compact form, :func:`compact_json_regex`, so no judgment is padded up to the token limit; or
+    a list of choices);
+    ``structured_outputs: openai`` sends the standard ``response_format`` instead (hosted APIs, SGLang, TGI),
+    where a list of choices cannot be constrained and the answer is free text.
     """
 
     def __init__(self, model_path: str, base_url: str = "http://127.0.0.1:8000/v1", api_key: str | None = None,
                  api_key_env: str = "OPENAI_API_KEY", max_concurrency: int = 16, max_retries: int = 3,
-                 timeout: float = 120.0, backoff: float = 1.0):
+                 timeout: float = 120.0, structured_outputs: str = "vllm"):
+        from openai import OpenAI
+
+        if structured_outputs not in ("vllm", "openai"):
+            raise ValueError(f"structured_outputs: expected 'vllm' or 'openai', got {structured_outputs!r}")
         self.model, self.base_url = model_path, base_url.rstrip("/")
         self.api_key = api_key or os.environ.get(api_key_env)
-        self.max_concurrency, self.max_retries = max_concurrency, max_retries
-        self.timeout, self.backoff = timeout, backoff
+        self.max_concurrency, self.max_retries, self.structured_outputs = max_concurrency, max_retries, structured_outputs
+        # a local server needs no key, but the client insists on one
+        self.client = OpenAI(base_url=self.base_url, api_key=self.api_key or "no-key", max_retries=max_retries,
+                             timeout=timeout)
 
-    def _post(self, payload: dict) -> dict:
-        request = urllib.request.Request(
-            f"{self.base_url}/chat/completions", data=json.dumps(payload).encode(), method="POST",
-            headers={"Content-Type": "application/json",
-                     **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})})
-        for attempt in range(self.max_retries + 1):
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return json.loads(response.read())
-            except urllib.error.HTTPError as err:
-                retryable = err.code == 429 or err.code >= 500
-                if not retryable or attempt == self.max_retries:
-                    raise RuntimeError(f"{self.base_url}: HTTP {err.code}: {err.read()[:500]!r}") from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
-                if attempt == self.max_retries:
-                    raise RuntimeError(f"{self.base_url}: no answer after {attempt + 1} tries: {err}") from None
-            delay = self.backoff * 2**attempt
-            logger.warning("Request to %s failed (try %d of %d); retrying in %.1fs", self.base_url, attempt + 1,
-                           self.max_retries + 1, delay)
-            time.sleep(delay)
-        raise AssertionError("unreachable")
+    def _constraint(self, params: SamplingParams) -> dict:
+        """The request fields that constrain decoding, in the form the server takes."""
+        if self.structured_outputs == "openai":
+            if params.json_schema is None:
+                return {}
+            return {"response_format": {"type": "json_schema",
+                                        "json_schema": {"name": "judgment", "schema": params.json_schema}}}
+        if params.json_schema is not None:
+            regex = compact_json_regex(params.json_schema)
+            if regex is None:
+                logger.warning("%s: this JSON schema cannot be sent as a compact regex; answers may carry free "
+                               "whitespace unless the server runs with --structured-outputs-config "
+                               "'{\"disable_any_whitespace\": true}'", self.base_url)
+                return {"extra_body": {"structured_outputs": {"json": params.json_schema}}}
+            return {"extra_body": {"structured_outputs": {"regex": regex}}}
+        if params.choices is not None:
+            return {"extra_body": {"structured_outputs": {"choice": list(params.choices)}}}
+        return {}
+
+    def _create(self, **request):
+        import openai
+
+        try:
+            return self.client.chat.completions.create(**request)
+        except openai.APIStatusError as err:
+            raise RuntimeError(f"{self.base_url}: HTTP {err.status_code}: {str(err.message)[:500]}") from None
+        except openai.APIConnectionError as err:  # timeouts included
+            raise RuntimeError(f"{self.base_url}: no answer after {self.max_retries + 1} tries: {err}") from None
 
     def generate(self, prompts: list[str], params: SamplingParams, system: str | None = None) -> list[list[Completion]]:
-        constraint = {}
-        if params.json_schema is not None:  # the OpenAI form, which vLLM's server and OpenAI's API both take
-            constraint["response_format"] = {"type": "json_schema",
-                                              "json_schema": {"name": "judgment", "schema": params.json_schema}}
-        elif params.choices is not None:  # vLLM's own extension
-            constraint["structured_outputs"] = {"choice": list(params.choices)}
+        constraint = self._constraint(params)
 
         def one(i: int) -> list[Completion]:
-            reply = self._post({
-                "model": self.model, "messages": messages(prompts[i], system), "n": params.n,
-                "temperature": params.temperature, "top_p": params.top_p, "max_tokens": params.max_new_tokens,
-                "seed": params.seed + i, **({"stop": list(params.stop)} if params.stop else {}),
-                **({"logprobs": True, "top_logprobs": 0} if params.logprobs else {}), **constraint,
-            })
-            choices = sorted(reply["choices"], key=lambda c: c["index"])
-            return [Completion(c["message"]["content"] or "", "length" if c["finish_reason"] == "length" else "stop",
-                               tuple(t["logprob"] for t in c["logprobs"]["content"]) if params.logprobs else None)
+            reply = self._create(
+                model=self.model, messages=messages(prompts[i], system), n=params.n, temperature=params.temperature,
+                top_p=params.top_p, max_tokens=params.max_new_tokens, seed=params.seed + i,
+                **({"stop": list(params.stop)} if params.stop else {}),
+                **({"logprobs": True, "top_logprobs": 0} if params.logprobs else {}), **constraint)
+            choices = sorted(reply.choices, key=lambda c: c.index)
+            return [Completion(c.message.content or "", "length" if c.finish_reason == "length" else "stop",
+                               tuple(t.logprob for t in c.logprobs.content) if params.logprobs else None)
                     for c in choices]
 
         with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
