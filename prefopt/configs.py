@@ -33,6 +33,16 @@ def _help(text: str, **kwargs) -> Any:
     return field(metadata={"help": text}, **kwargs)
 
 
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")  # becomes a path segment or a shell word as it is
+
+
+def check_name(value: str, what: str) -> None:
+    """A name that becomes a directory or a shell word: letters, digits and ``_ . + -``, not starting with a dot."""
+    if not SAFE_NAME.fullmatch(value):
+        raise ValueError(f"{what}: {value!r} is not a safe name (expected letters, digits and _ . + -, starting with "
+                         "a letter or digit, at most 100 characters): it becomes a directory name")
+
+
 @dataclass(frozen=True)
 class WorldConfig:
     """The tiny arithmetic world: its splits and the models built in it."""
@@ -85,6 +95,7 @@ class GeneratorConfig:
                                            default_factory=dict)
 
     def __post_init__(self):
+        check_name(self.name, "name")
         if self.n < 1:
             raise ValueError(f"n must be >= 1, got {self.n}")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
@@ -509,6 +520,7 @@ class SweepConfig:
                                   "(e.g. each run's generator gap).", default_factory=list)
 
     def __post_init__(self):
+        check_name(self.name, "name")
         if not self.parameters or any(not isinstance(v, list) or not v for v in self.parameters.values()):
             raise ValueError("parameters must map each field to a non-empty list of values")
         sizes = [len(v) for v in self.parameters.values()]

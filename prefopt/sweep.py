@@ -44,7 +44,10 @@ class SweepRun:
 
     @property
     def slug(self) -> str:
-        return re.sub(r"[^\w.=,+-]+", "_", self.label)
+        """The run's directory name: its label with anything but ``\\w . = , + -`` as ``_``, never starting with a dot
+        (a label ``..`` must not reach the sweep's own directory)."""
+        slug = re.sub(r"[^\w.=,+-]+", "_", self.label)[:120]
+        return f"_{slug}" if not slug or slug.startswith(".") else slug
 
 
 def _text(value: Any) -> str:
@@ -80,6 +83,11 @@ def expand(path: str | Path, overrides: list[str] | None = None,
         except ConfigError as err:
             raise ConfigError(f"{path}: sweep run {i} ({label}): {err}") from None
         runs.append(SweepRun(i, label, values, recipe))
+    slugs = [run.slug for run in runs]
+    if len(set(slugs)) != len(slugs):
+        twice = sorted({s for s in slugs if slugs.count(s) > 1})
+        raise ConfigError(f"{path}: sweep: runs {[r.label for r in runs if r.slug in twice]} would share the directory "
+                          f"{twice[0]!r}; give them distinct sweep.labels")
     return sweep, runs
 
 
@@ -239,12 +247,17 @@ def slurm_script(recipe_path: str | Path, sweep: SweepConfig, runs: list[SweepRu
     """Write ``<sweep dir>/slurm.sh``: a prepare job, an array job of the runs after it, and a collect job."""
     out = sweep_dir(sweep, runs)
     out.mkdir(parents=True, exist_ok=True)
-    recipe = shlex.quote(str(Path(recipe_path).resolve()))
-    flags = " ".join(shlex.quote(e) for e in extra or [])
+    base = ["prefopt", "sweep", str(Path(recipe_path).resolve())]
+    flags = list(extra or [])
+
+    def wrap(*args: str) -> str:  # one shell word for --wrap; $SLURM_ARRAY_TASK_ID is left for the job's shell
+        return shlex.quote(shlex.join([*base, *args, *flags]).replace("'$SLURM_ARRAY_TASK_ID'", "$SLURM_ARRAY_TASK_ID"))
+
+    sbatch_args = shlex.join(shlex.split(sbatch_args))
     name = shlex.quote(sweep.name)
     script = out / "slurm.sh"
     script.write_text(f"""#!/usr/bin/env bash
-# Sweep {sweep.name}: {len(runs)} runs. Submit with: bash {script}
+# Sweep {sweep.name}: {len(runs)} runs. Submit with: bash {shlex.quote(str(script))}
 # 1. prepare: the stages the runs share (generation, judging, tiny models), once;
 # 2. an array of {len(runs)} tasks, one run each, after prepare succeeded;
 # 3. collect: the results table and plot, after every task ended (a failed run is listed as not finished).
@@ -252,11 +265,11 @@ def slurm_script(recipe_path: str | Path, sweep: SweepConfig, runs: list[SweepRu
 set -euo pipefail
 mkdir -p logs
 prepare=$(sbatch --parsable --job-name={name}-prepare --output=logs/%x-%j.out {sbatch_args} \\
-  --wrap "prefopt sweep {recipe} --prepare {flags}")
+  --wrap {wrap("--prepare")})
 array=$(sbatch --parsable --dependency=afterok:$prepare --array=0-{len(runs) - 1} --job-name={name} \\
-  --output=logs/%x-%A_%a.out {sbatch_args} --wrap "prefopt sweep {recipe} --run \\$SLURM_ARRAY_TASK_ID {flags}")
+  --output=logs/%x-%A_%a.out {sbatch_args} --wrap {wrap("--run", "$SLURM_ARRAY_TASK_ID")})
 sbatch --dependency=afterany:$array --job-name={name}-collect --output=logs/%x-%j.out {sbatch_args} \\
-  --wrap "prefopt sweep {recipe} --collect {flags}"
+  --wrap {wrap("--collect")}
 echo "submitted: prepare $prepare, array $array"
 """)
     script.chmod(0o755)

@@ -22,6 +22,8 @@ prefopt generate "$RECIPE" --shard "$SLURM_ARRAY_TASK_ID" --num-shards "$NUM_SHA
 
 if [ "$SLURM_ARRAY_TASK_ID" = "$SLURM_ARRAY_TASK_MIN" ]; then
   # One merge job, after every task of this array has ended (successfully or not).
+  # The merge job's command, every word quoted for the shell that runs it.
+  merge=$(printf '%q ' prefopt generate "$RECIPE" "$@")
   sbatch --dependency="afterany:${SLURM_ARRAY_JOB_ID}" --job-name=prefopt-merge --gres=gpu:1 \
-    --output="logs/%x-%j.out" --wrap "prefopt generate $RECIPE $*"
+    --output="logs/%x-%j.out" --wrap "$merge"
 fi

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Multi-node DPO training: one accelerate launcher per node, all ranks rendezvousing on the first node.
+# Multi-node DPO or KTO training (METHOD=dpo|kto): one accelerate launcher per node, all ranks rendezvousing on the first node.
 #
 #   sbatch --nodes=4 scripts/train_slurm.sh accelerate_configs/deepspeed_zero3.yaml train_config.yaml [--flag value ...]
 #
@@ -14,17 +14,22 @@
 #SBATCH --time=24:00:00
 #SBATCH --output=logs/%x-%j.out
 set -euo pipefail
-ACCELERATE_CONFIG=${1:?usage: sbatch --nodes=N scripts/train_slurm.sh ACCELERATE_CONFIG TRAIN_CONFIG [overrides]}
-TRAIN_CONFIG=${2:?usage: sbatch --nodes=N scripts/train_slurm.sh ACCELERATE_CONFIG TRAIN_CONFIG [overrides]}
+# Logs go to logs/ under the submission directory: create it before submitting (mkdir -p logs).
+USAGE="usage: [METHOD=dpo|kto] sbatch --nodes=N scripts/train_slurm.sh ACCELERATE_CONFIG TRAIN_CONFIG [overrides]"
+ACCELERATE_CONFIG=${1:?$USAGE}
+TRAIN_CONFIG=${2:?$USAGE}
 shift 2
-GPUS_PER_NODE=${GPUS_PER_NODE:-$(nvidia-smi --list-gpus | wc -l)}
-MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+METHOD=${METHOD:-dpo}
+case "$METHOD" in dpo|kto) ;; *) echo "METHOD must be dpo or kto, got '$METHOD'" >&2; exit 2 ;; esac
+# GPUs of this node's allocation (not of the whole node): Slurm's count, else what is visible.
+GPUS_PER_NODE=${GPUS_PER_NODE:-${SLURM_GPUS_ON_NODE:-$(nvidia-smi --list-gpus | wc -l)}}
+MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)  # sed reads all: no SIGPIPE under pipefail
 MASTER_PORT=${MASTER_PORT:-29500}
 NUM_PROCESSES=$((SLURM_NNODES * GPUS_PER_NODE))
 
-srun --kill-on-bad-exit=1 bash -c "accelerate launch \
-  --config_file $ACCELERATE_CONFIG \
-  --num_machines $SLURM_NNODES --num_processes $NUM_PROCESSES --machine_rank \$SLURM_NODEID \
-  --main_process_ip $MASTER_ADDR --main_process_port $MASTER_PORT \
-  --rdzv_backend c10d \
-  -m prefopt.training.dpo --config $TRAIN_CONFIG $*"
+# Every value travels as its own argument ("$@"), never spliced into a command string.
+srun --kill-on-bad-exit=1 bash -c 'exec accelerate launch --config_file "$1" --num_machines "$2" \
+  --num_processes "$3" --machine_rank "$SLURM_NODEID" --main_process_ip "$4" --main_process_port "$5" \
+  --rdzv_backend c10d -m "prefopt.training.$6" --config "$7" "${@:8}"' \
+  train "$ACCELERATE_CONFIG" "$SLURM_NNODES" "$NUM_PROCESSES" "$MASTER_ADDR" "$MASTER_PORT" "$METHOD" \
+  "$TRAIN_CONFIG" "$@"

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -62,8 +63,66 @@ def test_slurm_script(tmp_path):
     assert main(["sweep", path, "--slurm", "--sbatch-args", "-p gpu"]) == 0
     script = (tmp_path / "out" / "sweeps" / "s" / "slurm.sh").read_text()
     assert "--array=0-1" in script and "--dependency=afterok:$prepare" in script
-    assert "--dependency=afterany:$array" in script and "--run \\$SLURM_ARRAY_TASK_ID" in script
+    assert "--dependency=afterany:$array" in script and "--run $SLURM_ARRAY_TASK_ID" in script
     assert script.count(" -p gpu ") == 3 and "--prepare" in script and "--collect" in script
+
+
+def test_slurm_script_quotes_every_value_end_to_end(tmp_path):
+    """Render the script for a recipe whose path and overrides hold shell syntax, run it with a stand-in `sbatch`,
+    then run each job's --wrap command as Slurm would (sh -c) with a stand-in `prefopt`: every word arrives intact
+    and nothing is executed."""
+    import os
+    import subprocess
+
+    odd = tmp_path / "dir with $(touch PWNED) and 'q'"
+    odd.mkdir()
+    path = sweep_recipe(odd, {"name": "s", "parameters": {"pairing.filter.top_fraction": [0.5, 1.0]}},
+                        output_dir=str(tmp_path / "out"))
+    assert main(["sweep", path, "--slurm", "--sbatch-args", "-p 'gpu x'", "--set", "name=a;b `touch PWNED`"]) == 0
+    script = tmp_path / "out" / "sweeps" / "s" / "slurm.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text('#!/usr/bin/env python3\nimport json, os, sys\n'
+                                    'open(os.environ["LOG"], "a").write(json.dumps(sys.argv[1:]) + "\\n")\nprint(7)\n')
+    (bin_dir / "prefopt").write_text('#!/usr/bin/env python3\nimport json, os, sys\n'
+                                     'open(os.environ["RAN"], "a").write(json.dumps(sys.argv[1:]) + "\\n")\n')
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(tmp_path / "sbatch.log"),
+           "RAN": str(tmp_path / "ran.log")}
+    assert subprocess.run(["bash", str(script)], cwd=tmp_path, env=env, capture_output=True).returncode == 0
+    calls = [json.loads(line) for line in (tmp_path / "sbatch.log").read_text().splitlines()]
+    assert len(calls) == 3 and all(["-p", "gpu x"] == c[c.index("-p"):c.index("-p") + 2] for c in calls)
+    for call in calls:
+        wrapped = call[call.index("--wrap") + 1]
+        subprocess.run(["sh", "-c", wrapped], env={**env, "SLURM_ARRAY_TASK_ID": "1"}, check=True)
+    ran = [json.loads(line) for line in (tmp_path / "ran.log").read_text().splitlines()]
+    assert [r[:3] for r in ran] == [["sweep", str(Path(path).resolve()), "--prepare"],
+                                    ["sweep", str(Path(path).resolve()), "--run"],
+                                    ["sweep", str(Path(path).resolve()), "--collect"]]
+    assert ran[1][3] == "1" and all("--set=name=a;b `touch PWNED`" in r for r in ran)
+    assert not list(tmp_path.rglob("PWNED"))
+
+
+@pytest.mark.parametrize("sweep, message", [
+    ({"name": "../up", "parameters": {"pairing.filter.top_fraction": [0.5]}}, "sweep.name: '../up' is not a safe name"),
+    ({"name": "s", "parameters": {"pairing.filter.top_fraction": [0.5, 1.0]}, "labels": ["a b", "a_b"]},
+     "would share the directory 'a_b'"),
+])
+def test_unsafe_sweep_names_fail_at_load(tmp_path, sweep, message, capsys):
+    assert main(["sweep", sweep_recipe(tmp_path, sweep), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_a_label_of_dots_stays_inside_the_sweep(tmp_path):
+    from prefopt.sweep import expand
+
+    path = sweep_recipe(tmp_path, {"name": "s", "parameters": {"pairing.filter.top_fraction": [0.5, 1.0]},
+                                   "labels": ["..", "."]})
+    _, runs = expand(path)
+    assert [r.slug for r in runs] == ["_..", "_."]
 
 
 def test_a_real_sweep_shares_its_stages_and_writes_the_table(tmp_path, tiny_models, capsys):

@@ -134,3 +134,9 @@ def test_plan_and_verify_a_finished_run(run_dir, tmp_path, capsys):
     partial = tmp_path / "partial"
     assert main(["plan", str(CI_RECIPE), "--output-dir", str(partial)]) == 0
     assert capsys.readouterr().out.split()[2] == "missing"
+
+
+@pytest.mark.parametrize("name", ["../up", "a/b", ".hidden", "", "x" * 101, "two words"])
+def test_names_that_become_paths_must_be_safe(name):
+    with pytest.raises(ConfigError, match=r"generation.generators\[0\].name: .* is not a safe name"):
+        load_recipe(CI_RECIPE, [f"generation.generators[0].name={json.dumps(name)}"])

@@ -1,0 +1,65 @@
+"""The Slurm scripts pass every value as its own word: run with stand-in srun/scontrol/accelerate/sbatch/prefopt."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).parents[1]
+PRINT_ARGS = '#!/usr/bin/env python3\nimport json, os, sys\nopen(os.environ["LOG"], "a").write(json.dumps([os.path.basename(sys.argv[0])] + sys.argv[1:]) + "\\n")\n'
+
+
+@pytest.fixture
+def stand_ins(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text('#!/usr/bin/env bash\nshift\nSLURM_NODEID=0 exec "$@"\n')
+    (bin_dir / "scontrol").write_text("#!/usr/bin/env bash\necho node-a\necho node-b\n")
+    for tool in ("accelerate", "sbatch", "prefopt"):
+        (bin_dir / tool).write_text(PRINT_ARGS)
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    log = tmp_path / "calls.log"
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(log)}
+    return env, log
+
+
+def calls(log: Path) -> list[list[str]]:
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_train_script_launches_the_chosen_method_with_every_argument_intact(stand_ins, tmp_path):
+    env, log = stand_ins
+    env.update(SLURM_JOB_NODELIST="x", SLURM_NNODES="2", SLURM_GPUS_ON_NODE="4", METHOD="kto")
+    odd = f"train $(touch {tmp_path}/PWNED).yaml"
+    subprocess.run(["bash", str(REPO / "scripts" / "train_slurm.sh"), "cfg dir/z3.yaml", odd, "--beta", "0.1 x"],
+                   env=env, check=True)
+    [call] = calls(log)
+    assert call[:4] == ["accelerate", "launch", "--config_file", "cfg dir/z3.yaml"]
+    assert call[call.index("--num_processes") + 1] == "8"  # 2 nodes x the 4 GPUs of the allocation
+    assert call[call.index("-m") + 1] == "prefopt.training.kto" and call[call.index("--config") + 1] == odd
+    assert call[-2:] == ["--beta", "0.1 x"] and not (tmp_path / "PWNED").exists()
+
+
+def test_train_script_refuses_an_unknown_method(stand_ins):
+    env, _ = stand_ins
+    env.update(SLURM_JOB_NODELIST="x", SLURM_NNODES="1", SLURM_GPUS_ON_NODE="1", METHOD="ppo")
+    result = subprocess.run(["bash", str(REPO / "scripts" / "train_slurm.sh"), "a.yaml", "b.yaml"], env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "METHOD must be dpo or kto" in result.stderr
+
+
+def test_generate_script_quotes_the_merge_job(stand_ins, tmp_path):
+    env, log = stand_ins
+    env.update(SLURM_ARRAY_TASK_ID="0", SLURM_ARRAY_TASK_MIN="0", SLURM_ARRAY_TASK_COUNT="2", SLURM_ARRAY_JOB_ID="9")
+    recipe = f"my recipe $(touch {tmp_path}/PWNED).yaml"
+    subprocess.run(["bash", str(REPO / "scripts" / "generate_slurm.sh"), recipe, "--set", "name=a b"], env=env,
+                   check=True)
+    generate, sbatch = calls(log)
+    assert generate == ["prefopt", "generate", recipe, "--shard", "0", "--num-shards", "2", "--set", "name=a b"]
+    wrapped = sbatch[sbatch.index("--wrap") + 1]
+    subprocess.run(["sh", "-c", wrapped], env=env, check=True)  # as Slurm runs --wrap
+    assert calls(log)[-1] == ["prefopt", "generate", recipe, "--set", "name=a b"]
+    assert not (tmp_path / "PWNED").exists()
