@@ -7,7 +7,7 @@ comma := ,
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.prefopt-installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: install demo test clean
+.PHONY: install demo lint test clean
 
 install: $(STAMP)
 
@@ -24,7 +24,12 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/prefopt run recipes/demo/tiny.yaml
 
-test: install
+lint: install
+	$(BIN)/ruff check prefopt tests benchmarks scripts
+	$(BIN)/ruff format --check prefopt tests benchmarks scripts
+	$(BIN)/lint-imports
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 clean:

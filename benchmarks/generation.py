@@ -60,7 +60,10 @@ def main() -> None:
         if args.model:
             model, label = args.model, args.model
         elif args.layers:
-            model, label = random_model(args.layers, args.hidden, Path(tmp)), f"random Llama {args.layers}x{args.hidden}"
+            model, label = (
+                random_model(args.layers, args.hidden, Path(tmp)),
+                f"random Llama {args.layers}x{args.hidden}",
+            )
         else:
             spec = TinyModelSpec(num_layers=2, hidden_size=128, train_steps=600, seed=1)  # the demo's strong model
             model, label = str(build_tiny_model(spec, desc="demo strong")), "demo strong model (2x128)"
@@ -73,8 +76,11 @@ def main() -> None:
         for name in ("transformers", "vllm"):
             t0 = time.perf_counter()
             if name == "vllm":
-                engine = VLLMEngine(model, kv_cache_memory_bytes=int(args.kv_cache_gib * 2**30),
-                                    max_model_len=256) if not torch.cuda.is_available() else VLLMEngine(model)
+                engine = (
+                    VLLMEngine(model, kv_cache_memory_bytes=int(args.kv_cache_gib * 2**30), max_model_len=256)
+                    if not torch.cuda.is_available()
+                    else VLLMEngine(model)
+                )
             else:
                 engine = TransformersEngine(model)
             startup[name] = time.perf_counter() - t0
@@ -85,7 +91,7 @@ def main() -> None:
                 if name == "transformers":  # generate() pads a whole batch: feed it in chunks, as the stage does
                     tokens = seconds = 0
                     for i in range(0, count, args.hf_batch_size):
-                        t, s = timed_generate(engine, problems[i:min(count, i + args.hf_batch_size)], params, tok)
+                        t, s = timed_generate(engine, problems[i : min(count, i + args.hf_batch_size)], params, tok)
                         tokens, seconds = tokens + t, seconds + s
                 else:
                     tokens, seconds = timed_generate(engine, problems[:count], params, tok)

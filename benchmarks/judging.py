@@ -58,8 +58,10 @@ def main() -> None:
 
     rubric = load_rubric(args.rubric)
     rng = random.Random(0)
-    items = [JudgeItem(p["problem"], sample_trace(rng, p["problem"]))
-             for p in sample_problems(args.candidates, Difficulty(), seed=5)]
+    items = [
+        JudgeItem(p["problem"], sample_trace(rng, p["problem"]))
+        for p in sample_problems(args.candidates, Difficulty(), seed=5)
+    ]
     options = {} if torch.cuda.is_available() else {"kv_cache_memory_bytes": int(args.kv_cache_gib * 2**30)}
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -69,11 +71,20 @@ def main() -> None:
             engine = VLLMEngine(model, enable_prefix_caching=caching, max_model_len=2048, **options)
             if prompt_tokens is None:
                 prompts = [rubric.pointwise_prompt(i.prompt, i.completion) for i in items]
-                rendered = [engine.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                                                 add_generation_prompt=True) for p in prompts]
+                rendered = [
+                    engine.tokenizer.apply_chat_template(
+                        [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+                    )
+                    for p in prompts
+                ]
                 prompt_tokens = sum(len(engine.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in rendered)
-            judge = LLMJudge(LLMJudgeConfig(model=model, rubric=args.rubric, max_new_tokens=args.max_new_tokens,
-                                            batch_size=args.candidates), engine, rubric)
+            judge = LLMJudge(
+                LLMJudgeConfig(
+                    model=model, rubric=args.rubric, max_new_tokens=args.max_new_tokens, batch_size=args.candidates
+                ),
+                engine,
+                rubric,
+            )
             judge.score(items[:8])  # warm-up (compiles the JSON grammar)
             start = time.perf_counter()
             judgments = judge.score(items)
@@ -82,18 +93,24 @@ def main() -> None:
             engine.close()
             del engine, judge
             gc.collect()
-            print(f"prefix caching {'on' if caching else 'off'}: {args.candidates} judged in {seconds:.1f}s", flush=True)
+            print(
+                f"prefix caching {'on' if caching else 'off'}: {args.candidates} judged in {seconds:.1f}s", flush=True
+            )
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
     label = args.model or f"random Llama {args.layers}x{args.hidden}"
-    print(f"\nJudge: {label}; rubric {args.rubric}; {args.candidates} candidates, {prompt_tokens / args.candidates:.0f} "
-          f"prompt tokens each on average; device: {device}\n")
+    print(
+        f"\nJudge: {label}; rubric {args.rubric}; {args.candidates} candidates, {prompt_tokens / args.candidates:.0f} "
+        f"prompt tokens each on average; device: {device}\n"
+    )
     print("| prefix caching | judged (parsed) | seconds | candidates/s | vs off |")
     print("| --- | --- | --- | --- | --- |")
     for caching in (False, True):
         seconds, parsed = results[caching]
-        print(f"| {'on' if caching else 'off'} | {parsed} | {seconds:.1f} | {args.candidates / seconds:.1f} | "
-              f"{results[False][0] / seconds:.2f}x |")
+        print(
+            f"| {'on' if caching else 'off'} | {parsed} | {seconds:.1f} | {args.candidates / seconds:.1f} | "
+            f"{results[False][0] / seconds:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

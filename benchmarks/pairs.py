@@ -45,28 +45,36 @@ def write_judgments(prompts: int, per_generator: int, directory: Path) -> None:
     lengths = rng.integers(60, 300, n)
     starts = rng.integers(0, 100, n)
     prompt_ids = pa.array([f"p{p:06d}" for p in prompt])
-    table = pa.table({
-        "candidate_id": pa.array([f"p{p:06d}/{g}/{s}" for p, g, s in zip(prompt, generator, sample)]),
-        "prompt_id": prompt_ids,
-        "prompt": pa.array([f"Question {p}: what is {p} * 7?" for p in prompt]),
-        "reference": pa.nulls(n, pa.string()),
-        "generator": pa.array(generator),
-        "model": pa.array(generator),
-        "sample_index": pa.array(sample),
-        "completion": pa.array([text[a:a + b] for a, b in zip(starts, lengths)]),
-        "finish_reason": pa.array(["stop"] * n),
-        "judge": pa.array(["llm"] * n),
-        "scores": pa.StructArray.from_arrays([pa.array(scores[d]) for d in DIMENSIONS], names=list(DIMENSIONS)),
-        "aggregate": pa.array(aggregate, from_pandas=True),
-        "raw_judgment": pa.array([""] * n),
-        "parse_status": pa.array(["ok"] * n),
-    })
+    table = pa.table(
+        {
+            "candidate_id": pa.array([f"p{p:06d}/{g}/{s}" for p, g, s in zip(prompt, generator, sample)]),
+            "prompt_id": prompt_ids,
+            "prompt": pa.array([f"Question {p}: what is {p} * 7?" for p in prompt]),
+            "reference": pa.nulls(n, pa.string()),
+            "generator": pa.array(generator),
+            "model": pa.array(generator),
+            "sample_index": pa.array(sample),
+            "completion": pa.array([text[a : a + b] for a, b in zip(starts, lengths)]),
+            "finish_reason": pa.array(["stop"] * n),
+            "judge": pa.array(["llm"] * n),
+            "scores": pa.StructArray.from_arrays([pa.array(scores[d]) for d in DIMENSIONS], names=list(DIMENSIONS)),
+            "aggregate": pa.array(aggregate, from_pandas=True),
+            "raw_judgment": pa.array([""] * n),
+            "parse_status": pa.array(["ok"] * n),
+        }
+    )
     Dataset(table).save_to_disk(str(directory))
 
 
 def configs() -> dict:
-    from prefopt.configs import (DeltaFilterConfig, KTOLabelConfig, MarginBayesConfig, PairingConfig, ProxyConfig,
-                                 RewardAugmentConfig)
+    from prefopt.configs import (
+        DeltaFilterConfig,
+        KTOLabelConfig,
+        MarginBayesConfig,
+        PairingConfig,
+        ProxyConfig,
+        RewardAugmentConfig,
+    )
 
     top30 = DeltaFilterConfig(dimension="step_coherence", top_fraction=0.3)
     return {
@@ -76,9 +84,11 @@ def configs() -> dict:
         "max_random": PairingConfig(strategy="max_random"),
         "sweet_spot (max, mu-2sigma)": PairingConfig(strategy="sweet_spot"),
         "max_random + margin_bayes top 10%": PairingConfig(
-            strategy="max_random", margin_bayes=MarginBayesConfig(proxy=ProxyConfig(model="proxy"))),
-        "max_random + reward_augmented": PairingConfig(strategy="max_random",
-                                                       reward_augmented=RewardAugmentConfig(score_range=[1, 5])),
+            strategy="max_random", margin_bayes=MarginBayesConfig(proxy=ProxyConfig(model="proxy"))
+        ),
+        "max_random + reward_augmented": PairingConfig(
+            strategy="max_random", reward_augmented=RewardAugmentConfig(score_range=[1, 5])
+        ),
         "kto_unpaired": PairingConfig(strategy="kto_unpaired", kto=KTOLabelConfig(desirable_min=3.0)),
     }
 
@@ -161,8 +171,11 @@ def main() -> None:
         start = time.perf_counter()
         write_judgments(args.prompts, args.per_generator, data)
         candidates = args.prompts * 2 * args.per_generator
-        print(f"{candidates:,} judged candidates ({args.prompts:,} prompts x {2 * args.per_generator}) written in "
-              f"{time.perf_counter() - start:.1f}s", flush=True)
+        print(
+            f"{candidates:,} judged candidates ({args.prompts:,} prompts x {2 * args.per_generator}) written in "
+            f"{time.perf_counter() - start:.1f}s",
+            flush=True,
+        )
         rows = []
         for name in args.only or configs():
             seconds, count, peak = measure(name, str(data))
@@ -170,13 +183,20 @@ def main() -> None:
             if not args.no_reference and reference_rule(name) is not None:
                 reference = measure(name, str(data), reference=True)
             rows.append((name, count, seconds, peak, reference))
-            print(f"{name}: {count:,} rows in {seconds:.1f}s, peak RSS {peak:.2f} GiB"
-                  + (f" (groupby-apply: {reference[0]:.1f}s)" if reference else ""), flush=True)
+            print(
+                f"{name}: {count:,} rows in {seconds:.1f}s, peak RSS {peak:.2f} GiB"
+                + (f" (groupby-apply: {reference[0]:.1f}s)" if reference else ""),
+                flush=True,
+            )
 
-    print(f"\n{candidates:,} candidates; {multiprocessing.cpu_count()} CPU cores. Time: load judgments, build, select, "
-          "convert to the output dataset; peak RSS of that process.\n")
-    print("| strategy | output rows | time (s) | peak RSS (GiB) | under 30 s and 4 GiB | groupby-apply reference (s) "
-          "| speed-up |")
+    print(
+        f"\n{candidates:,} candidates; {multiprocessing.cpu_count()} CPU cores. Time: load judgments, build, select, "
+        "convert to the output dataset; peak RSS of that process.\n"
+    )
+    print(
+        "| strategy | output rows | time (s) | peak RSS (GiB) | under 30 s and 4 GiB | groupby-apply reference (s) "
+        "| speed-up |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, count, seconds, peak, reference in rows:
         ok = "yes" if seconds < 30 and peak < 4 else "no"

@@ -33,8 +33,9 @@ def build_model(layers: int, hidden: int, directory: Path) -> str:
 
     torch.manual_seed(0)
     tokenizer = build_tokenizer()
-    model = LlamaForCausalLM(llama_config(TinyModelSpec(num_layers=layers, hidden_size=hidden), len(tokenizer),
-                                          tokenizer))
+    model = LlamaForCausalLM(
+        llama_config(TinyModelSpec(num_layers=layers, hidden_size=hidden), len(tokenizer), tokenizer)
+    )
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return str(directory)
@@ -52,24 +53,45 @@ def make_trainer(kind: str, model_path: str, args: argparse.Namespace):
     from prefopt.world.tasks import Difficulty, sample_problems
 
     rows = sample_problems(args.batch_size * (args.steps + args.warmup), Difficulty(), seed=0)
-    pairs = Dataset.from_dict({
-        "prompt": [r["problem"] for r in rows], "chosen": [r["solution"] for r in rows],
-        "rejected": [r["solution"][:-1] + "0" for r in rows], "margin": [(i % 10) / 10 for i in range(len(rows))]})
+    pairs = Dataset.from_dict(
+        {
+            "prompt": [r["problem"] for r in rows],
+            "chosen": [r["solution"] for r in rows],
+            "rejected": [r["solution"][:-1] + "0" for r in rows],
+            "margin": [(i % 10) / 10 for i in range(len(rows))],
+        }
+    )
     data = to_conversational(pairs)
-    common = dict(output_dir=tempfile.mkdtemp(), bf16=torch.cuda.is_available(), gradient_checkpointing=False,
-                  report_to="none", per_device_train_batch_size=args.batch_size, max_length=128,
-                  learning_rate=1e-5, seed=0)
+    common = dict(
+        output_dir=tempfile.mkdtemp(),
+        bf16=torch.cuda.is_available(),
+        gradient_checkpointing=False,
+        report_to="none",
+        per_device_train_batch_size=args.batch_size,
+        max_length=128,
+        learning_rate=1e-5,
+        seed=0,
+    )
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if kind == "stock":
-        trainer = DPOTrainer(model=model_path, args=DPOConfig(**common), train_dataset=data.remove_columns(GAP_KEY),
-                             processing_class=tokenizer)
+        trainer = DPOTrainer(
+            model=model_path,
+            args=DPOConfig(**common),
+            train_dataset=data.remove_columns(GAP_KEY),
+            processing_class=tokenizer,
+        )
     else:
-        trainer = PrefDPOTrainer(model=model_path, args=PrefDPOConfig(**common, pref_loss="weighted",
-                                                                      sft_route_threshold=0.2),
-                                 train_dataset=data, processing_class=tokenizer)
+        trainer = PrefDPOTrainer(
+            model=model_path,
+            args=PrefDPOConfig(**common, pref_loss="weighted", sft_route_threshold=0.2),
+            train_dataset=data,
+            processing_class=tokenizer,
+        )
     ds = trainer.train_dataset
-    batches = [trainer.data_collator([ds[i] for i in range(b * args.batch_size, (b + 1) * args.batch_size)])
-               for b in range(args.steps + args.warmup)]
+    batches = [
+        trainer.data_collator([ds[i] for i in range(b * args.batch_size, (b + 1) * args.batch_size)])
+        for b in range(args.steps + args.warmup)
+    ]
     trainer.model.to(trainer.accelerator.device)
     if trainer.ref_model is not None:
         trainer.ref_model.to(trainer.accelerator.device)
@@ -108,9 +130,17 @@ def measure_time(model_path: str, args: argparse.Namespace, queue) -> None:
                 times[kind].append(seconds)
                 tokens[kind] += int(batches[i]["attention_mask"].sum())
     params = sum(p.numel() for p in trainers["stock"][0].model.parameters())
-    queue.put({kind: {"median_s": statistics.median(t), "mean_s": statistics.mean(t),
-                      "tokens_per_s": tokens[kind] / sum(t)} for kind, t in times.items()}
-              | {"params": params, "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"})
+    queue.put(
+        {
+            kind: {
+                "median_s": statistics.median(t),
+                "mean_s": statistics.mean(t),
+                "tokens_per_s": tokens[kind] / sum(t),
+            }
+            for kind, t in times.items()
+        }
+        | {"params": params, "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"}
+    )
 
 
 def measure_memory(kind: str, model_path: str, args: argparse.Namespace, queue) -> None:
@@ -132,7 +162,8 @@ def _result(queue, process, kind: str) -> dict:
             return queue.get(timeout=5)
         except Empty:
             if not process.is_alive():
-                raise RuntimeError(f"the {kind} benchmark process failed (exit {process.exitcode}); see above")
+                failed = f"the {kind} benchmark process failed (exit {process.exitcode}); see above"
+                raise RuntimeError(failed) from None
 
 
 def main() -> None:
@@ -162,22 +193,30 @@ def main() -> None:
 
     stock, ours = timing["stock"], timing["prefopt"]
     gpu = timing["device"] != "CPU"
-    print(f"\nModel: Llama {args.layers}x{args.hidden} ({timing['params'] / 1e6:.1f}M parameters), batch "
-          f"{args.batch_size} pairs, {args.steps} timed steps each, interleaved; device: {timing['device']}")
-    print("Peak memory: " + ("torch.cuda.max_memory_allocated" if gpu else "peak RSS") + ", each trainer alone "
-          "in a fresh process\n")
+    print(
+        f"\nModel: Llama {args.layers}x{args.hidden} ({timing['params'] / 1e6:.1f}M parameters), batch "
+        f"{args.batch_size} pairs, {args.steps} timed steps each, interleaved; device: {timing['device']}"
+    )
+    print(
+        "Peak memory: " + ("torch.cuda.max_memory_allocated" if gpu else "peak RSS") + ", each trainer alone "
+        "in a fresh process\n"
+    )
     print("| trainer | median step (ms) | mean step (ms) | peak memory (MiB) |" + (" tokens/s | MFU |" if gpu else ""))
     print("| --- | --- | --- | --- |" + (" --- | --- |" if gpu else ""))
-    for name, kind in (("TRL DPOTrainer (sigmoid)", "stock"), ("prefopt PrefDPOTrainer (weighted + SFT routing)",
-                                                              "prefopt")):
+    for name, kind in (
+        ("TRL DPOTrainer (sigmoid)", "stock"),
+        ("prefopt PrefDPOTrainer (weighted + SFT routing)", "prefopt"),
+    ):
         r = timing[kind]
         row = f"| {name} | {r['median_s'] * 1000:.1f} | {r['mean_s'] * 1000:.1f} | {memory[kind] / 2**20:,.0f} |"
         if gpu:
             mfu = 8 * timing["params"] * r["tokens_per_s"] / (args.peak_tflops * 1e12)
             row += f" {r['tokens_per_s']:,.0f} | {100 * mfu:.1f}% |"
         print(row)
-    print(f"| prefopt / TRL | {ours['median_s'] / stock['median_s']:.3f}x | {ours['mean_s'] / stock['mean_s']:.3f}x | "
-          f"{memory['prefopt'] / memory['stock']:.3f}x |" + (" | |" if gpu else ""))
+    print(
+        f"| prefopt / TRL | {ours['median_s'] / stock['median_s']:.3f}x | {ours['mean_s'] / stock['mean_s']:.3f}x | "
+        f"{memory['prefopt'] / memory['stock']:.3f}x |" + (" | |" if gpu else "")
+    )
 
 
 if __name__ == "__main__":

@@ -22,13 +22,17 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 MANIFEST = "_prefopt_done.json"
 REDACTED = "***"
-_SECRET = re.compile(r"^(?:token|(?:.*[_-])?(?:api[_-]?key|apikey|secret|password|passwd|credentials?|private[_-]?key|"
-                     r"(?:access|auth|hf|hub|api|bearer|wandb|refresh)[_-]?token))$", re.IGNORECASE)
+_SECRET = re.compile(
+    r"^(?:token|(?:.*[_-])?(?:api[_-]?key|apikey|secret|password|passwd|credentials?|private[_-]?key|"
+    r"(?:access|auth|hf|hub|api|bearer|wandb|refresh)[_-]?token))$",
+    re.IGNORECASE,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +45,10 @@ def is_secret_key(key: Any) -> bool:
 def _jsonable(obj: Any) -> Any:
     """Plain JSON data of dataclasses, mappings, sequences and paths, with secrets replaced by ``***``."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: REDACTED if is_secret_key(f.name) and getattr(obj, f.name) else _jsonable(getattr(obj, f.name))
-                for f in dataclasses.fields(obj)}
+        return {
+            f.name: REDACTED if is_secret_key(f.name) and getattr(obj, f.name) else _jsonable(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+        }
     if isinstance(obj, dict):
         return {str(k): REDACTED if is_secret_key(k) and v else _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -129,8 +135,12 @@ def is_complete(path: str | Path) -> bool:
         return False
     problems = output_problems(path)
     if problems:
-        logger.warning("%s was finished but is damaged (%s%s); it is redone", path, problems[0],
-                       f" and {len(problems) - 1} more" if len(problems) > 1 else "")
+        logger.warning(
+            "%s was finished but is damaged (%s%s); it is redone",
+            path,
+            problems[0],
+            f" and {len(problems) - 1} more" if len(problems) > 1 else "",
+        )
     return not problems
 
 

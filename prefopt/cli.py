@@ -1,4 +1,5 @@
-"""``prefopt generate | judge | pairs | train | eval | run | sweep RECIPE.yaml`` and ``prefopt report pairs``.
+"""``prefopt generate | judge | pairs | train | eval | run | sweep RECIPE.yaml``, ``prefopt report pairs`` and
+``prefopt export pairs | model``.
 
 Only the command that runs imports the stages (and with them torch, transformers, datasets, vLLM): ``--help``
 and argument errors answer at once.
@@ -34,45 +35,103 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("recipe", help="recipe YAML file")
         p.add_argument("--output-dir", help="override the recipe's output_dir")
-        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a recipe field, e.g. --set generation.engine=vllm (repeatable)")
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a recipe field, e.g. --set generation.engine=vllm (repeatable)",
+        )
         if name in ("judge", "pairs", "train"):
-            p.add_argument("--input", help="input stage directory or saved dataset (default: from the recipe)")
+            p.add_argument(
+                "--input",
+                help="input stage directory or saved dataset; train also takes a .jsonl/.json/"
+                ".parquet/.csv/.arrow file of pairs or KTO examples in TRL's formats "
+                "(default: from the recipe)",
+            )
         if name in ("generate", "judge", "pairs", "train"):
             p.add_argument("--output", help="output directory (default: <output_dir>/<stage>/<config hash>)")
+        if name == "eval":
+            p.add_argument(
+                "--model",
+                metavar="DIR_OR_ID",
+                help="evaluate this model (a local directory, a hub id or world:<name>) on the recipe's "
+                "evaluation sets and print its row, instead of the recipe's models",
+            )
         if name == "generate":
             p.add_argument("--shard", type=int, default=0, help="this worker's index (with --num-shards)")
-            p.add_argument("--num-shards", type=int, default=1,
-                           help="workers sharing the generation (e.g. a Slurm array); the last one merges")
+            p.add_argument(
+                "--num-shards",
+                type=int,
+                default=1,
+                help="workers sharing the generation (e.g. a Slurm array); the last one merges",
+            )
         if name == "sweep":
             mode = p.add_mutually_exclusive_group()
             mode.add_argument("--dry-run", action="store_true", help="list the runs and the stages they share")
-            mode.add_argument("--slurm", action="store_true",
-                              help="write a Slurm script (prepare, an array of the runs, collect) instead of running")
+            mode.add_argument(
+                "--slurm",
+                action="store_true",
+                help="write a Slurm script (prepare, an array of the runs, collect) instead of running",
+            )
             mode.add_argument("--run", type=int, metavar="I", help="run only run I (a Slurm array task)")
             mode.add_argument("--prepare", action="store_true", help="only the stages the runs share")
             mode.add_argument("--collect", action="store_true", help="only the table and plot of finished runs")
             p.add_argument("--sbatch-args", default="", help="extra sbatch options for --slurm, e.g. '-p gpu'")
-    plan = sub.add_parser("plan", help="each stage's key, output directory and status, running nothing",
-                          description="Print what `prefopt run` would do: every stage's key, output directory and "
-                                      "status (complete, damaged, partial with the shards done, missing).")
+    plan = sub.add_parser(
+        "plan",
+        help="each stage's key, output directory and status, running nothing",
+        description="Print what `prefopt run` would do: every stage's key, output directory and "
+        "status (complete, damaged, partial with the shards done, missing).",
+    )
     plan.add_argument("recipe", help="recipe YAML file")
     plan.add_argument("--output-dir", help="override the recipe's output_dir")
     plan.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
-    plan.add_argument("--input", action="append", default=[], metavar="STAGE=PATH",
-                      help="data given by hand to a stage (judge, pairs or train), as with that stage's --input")
+    plan.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="STAGE=PATH",
+        help="data given by hand to a stage (judge, pairs or train), as with that stage's --input",
+    )
     plan.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    verify = sub.add_parser("verify", help="check every finished output under a directory against its manifest",
-                            description="Check every finished stage output under RUN_DIR: each file recorded when it "
-                                        "finished is there, with its size and SHA-256. Exit code 1 on any mismatch.")
+    verify = sub.add_parser(
+        "verify",
+        help="check every finished output under a directory against its manifest",
+        description="Check every finished stage output under RUN_DIR: each file recorded when it "
+        "finished is there, with its size and SHA-256. Exit code 1 on any mismatch.",
+    )
     verify.add_argument("run_dir", help="a run's output directory (or one stage output)")
-    report = sub.add_parser("report", help="summaries and plots of a stage's output",
-                            description="Write summary.md, summary.json and PNG plots of a stage's output.")
+    report = sub.add_parser(
+        "report",
+        help="summaries and plots of a stage's output",
+        description="Write summary.md, summary.json and PNG plots of a stage's output.",
+    )
     report.add_argument("what", choices=["pairs"], help="which stage's output")
     report.add_argument("target", help="a recipe YAML file (its pairs stage) or a pairs dataset directory")
     report.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
     report.add_argument("--output-dir", help="override the recipe's output_dir")
     report.add_argument("--output", help="where to write the report (default: <pairs dir>/report)")
+    export = sub.add_parser(
+        "export",
+        help="the pairs or the trained model as files for use elsewhere, with a card",
+        description="Export a run's pairs (TRL's preference format, a dataset card) or its trained "
+        "model (safetensors, tokenizer, a model card), optionally to the Hub.",
+    )
+    kinds = export.add_subparsers(dest="what", required=True)
+    for what, target in (("pairs", "a pairs directory"), ("model", "a train directory (or its model/)")):
+        p = kinds.add_parser(what, help=f"export the {what}", description=f"Export the {what}.")
+        p.add_argument("target", help=f"a recipe YAML file (its {what} stage) or {target}")
+        p.add_argument("--output", required=True, help="directory to write (new or empty)")
+        p.add_argument("--push-to-hub", metavar="REPO_ID", help="then upload the directory to this Hub repository")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
+        p.add_argument("--output-dir", help="override the recipe's output_dir")
+        if what == "pairs":
+            p.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl", help="data file format")
+        else:
+            p.add_argument(
+                "--merge-lora", action="store_true", help="merge a LoRA adapter into its base and export the full model"
+            )
     return parser
 
 
@@ -82,9 +141,8 @@ def report_pairs(args) -> Path:
 
     from prefopt.cache import is_complete
     from prefopt.pairing.report import REPORT_DIR, write_pairs_report
-    from prefopt.schemas import load_stage_dataset
-
     from prefopt.pipeline import Pipeline
+    from prefopt.schemas import load_stage_dataset
 
     target = Path(args.target)
     if target.suffix in (".yaml", ".yml"):
@@ -116,7 +174,9 @@ def sweep_command(args) -> int:
         print(sweep.describe(config, runs))
         return 0
     if args.slurm:
-        extra = [f"--set={item}" for item in args.set] + ([f"--output-dir={args.output_dir}"] if args.output_dir else [])
+        extra = [f"--set={item}" for item in args.set] + (
+            [f"--output-dir={args.output_dir}"] if args.output_dir else []
+        )
         print(f"Written {sweep.slurm_script(args.recipe, config, runs, args.sbatch_args, extra)}; submit it with bash")
         return 0
     if args.run is not None:
@@ -156,8 +216,10 @@ def plan_command(args) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     for row in rows:
-        detail = {"partial": f" ({row.get('shards', 0)} shards done)",
-                  "damaged": f" ({'; '.join(row.get('problems', [])[:3])})"}.get(row["status"], "")
+        detail = {
+            "partial": f" ({row.get('shards', 0)} shards done)",
+            "damaged": f" ({'; '.join(row.get('problems', [])[:3])})",
+        }.get(row["status"], "")
         print(f"{row['stage']:<28} {row['key']:<13} {row['status']}{detail}  {row['path']}")
     return 0
 
@@ -188,8 +250,10 @@ def stage_command(args) -> int:
     if args.output_dir:
         recipe = dataclasses.replace(recipe, output_dir=args.output_dir)
     if recipe.sweep is not None:
-        logger.info("The recipe has a sweep section: `prefopt %s` uses its base values; `prefopt sweep` runs the "
-                    "sweep", args.command)
+        logger.info(
+            "The recipe has a sweep section: `prefopt %s` uses its base values; `prefopt sweep` runs the sweep",
+            args.command,
+        )
     pipeline = Pipeline(recipe)
     if args.command not in ("run", "eval"):
         kwargs = {"output": args.output}
@@ -208,17 +272,66 @@ def stage_command(args) -> int:
     return 0
 
 
+def export_command(args) -> int:
+    from prefopt import export
+
+    stage = "pairs" if args.what == "pairs" else "train"
+    source = export.resolve(args.target, stage, args.set, args.output_dir)
+    out = (
+        export.export_pairs(source, args.format, args.output)
+        if args.what == "pairs"
+        else export.export_model(source, args.output, args.merge_lora)
+    )
+    print(f"Written: {out}")
+    if args.push_to_hub:
+        url = export.push_to_hub(out, args.push_to_hub, "dataset" if args.what == "pairs" else "model")
+        print(f"Uploaded to {args.push_to_hub}: {url}")
+    return 0
+
+
+def eval_command(args) -> int:
+    """``prefopt eval``: the recipe's models, or with ``--model`` any one model, on the recipe's evaluation sets."""
+    if not args.model:
+        return stage_command(args)
+    from prefopt.evaluation.report import columns, value
+    from prefopt.pipeline import Pipeline
+    from prefopt.tables import pct
+
+    recipe = load_recipe(args.recipe, args.set)
+    if args.output_dir:
+        recipe = dataclasses.replace(recipe, output_dir=args.output_dir)
+    summary = Pipeline(recipe).evaluate_ref(args.model)
+    cols = columns({args.model: summary})
+    print("| model | " + " | ".join(h for _, h in cols) + " |\n" + "| --- " * (len(cols) + 1) + "|")
+    print(f"| {args.model} | " + " | ".join(pct(value(summary, k)) for k, _ in cols) + " |")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s prefopt %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S")
-    command = {"report": report_command, "sweep": sweep_command, "plan": plan_command,
-               "verify": verify_command}.get(args.command, stage_command)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s prefopt %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    command = {
+        "report": report_command,
+        "sweep": sweep_command,
+        "plan": plan_command,
+        "verify": verify_command,
+        "export": export_command,
+        "eval": eval_command,
+    }.get(args.command, stage_command)
+    from prefopt.processes import Terminated, exit_on_signals
+
+    exit_on_signals()
     try:
         return command(args)
     except (ConfigError, DataError, FileNotFoundError) as err:  # the user's to fix: one line, no traceback
         print(f"prefopt: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # children were stopped on the way out; a rerun resumes
+        print("prefopt: interrupted; finished work is kept and a rerun resumes", file=sys.stderr)
+        return 130
+    except Terminated:
+        print("prefopt: terminated; finished work is kept and a rerun resumes", file=sys.stderr)
+        return 143
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """Run a recipe's stages in order, each into ``<output_dir>/<stage>/<key>/``, skipping finished ones.
 
 A stage's key is a content hash of its own config section, a per-stage format version, and the identity of
-everything it reads: its input stage's key (or, for an ``--input`` given by hand, that data's content
-fingerprint), the models it uses (tiny-world specs, or a local directory's content), and the files its config
-names (prompt files, rubric files, benchmark files). So a rerun of an unchanged recipe on unchanged inputs finds
-every output complete and does no work, any changed input reruns what depends on it, and two recipes that
+everything it reads: its input stage's key (or, for an ``--input`` given by hand or a ``training.dataset``, that
+data's content fingerprint), the models it uses (tiny-world specs, or a local directory's content), and the files
+its config names (prompt files, rubric files, benchmark files). So a rerun of an unchanged recipe on unchanged inputs
+finds every output complete and does no work, any changed input reruns what depends on it, and two recipes that
 share a prefix of stages share those outputs. Secrets never enter a key (:func:`prefopt.cache.is_secret_key`).
 
 Stage code is imported when a stage runs, so keys and plans (``prefopt plan``) need no torch.
@@ -17,15 +17,25 @@ import json
 import logging
 import multiprocessing
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import prefopt
-from prefopt.cache import (MANIFEST, atomic_output_dir, cached_fingerprint, content_hash, default_cache_dir,
-                           file_fingerprint, is_complete, mark_complete, output_problems)
+from prefopt.cache import (
+    MANIFEST,
+    atomic_output_dir,
+    cached_fingerprint,
+    content_hash,
+    default_cache_dir,
+    file_fingerprint,
+    is_complete,
+    mark_complete,
+    output_problems,
+)
 from prefopt.configs import ConfigError, Recipe
 from prefopt.layout import FINAL_MODEL_DIR, stage_dir
+from prefopt.user_data import DatasetSpec, source_key
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +56,9 @@ class StageOutcome:
 class Pipeline:
     """The stages of one recipe. Each method returns the stage's output directory."""
 
-    def __init__(self, recipe: Recipe, cache_dir: str | Path | None = None,
-                 inputs: dict[str, str | Path] | None = None):
+    def __init__(
+        self, recipe: Recipe, cache_dir: str | Path | None = None, inputs: dict[str, str | Path] | None = None
+    ):
         self.recipe = recipe
         self.root = Path(recipe.output_dir)
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -59,7 +70,7 @@ class Pipeline:
     def model_key(self, ref: str) -> str:
         """A tiny-world model's spec, a local model's content (every file), or a hub id / served name as given."""
         if ref.startswith(WORLD_PREFIX):
-            return self.recipe.world.models[ref[len(WORLD_PREFIX):]].cache_key()
+            return self.recipe.world.models[ref[len(WORLD_PREFIX) :]].cache_key()
         if Path(ref).exists():
             return content_hash("local", cached_fingerprint(ref, self.cache_dir))
         return content_hash("id", ref)  # a hub id, or the name a server serves
@@ -77,7 +88,7 @@ class Pipeline:
             return ref
         if ref in self._model_paths:
             return self._model_paths[ref]
-        name = ref[len(WORLD_PREFIX):]
+        name = ref[len(WORLD_PREFIX) :]
         spec = self.recipe.world.models[name]
         cached = is_complete(self.cache_dir / "models" / spec.cache_key())
         if not cached and not build:
@@ -96,8 +107,11 @@ class Pipeline:
     def generate_key(self) -> str:
         g = self.recipe.generation
         models = {gen.name: self.model_key(gen.model) for gen in g.generators}
-        source = ((self.recipe.world.in_domain, self.recipe.world.out_of_domain) if g.prompts.source == "tiny_world"
-                  else file_fingerprint(g.prompts.path))  # an edited prompt file is new input
+        source = (
+            (self.recipe.world.in_domain, self.recipe.world.out_of_domain)
+            if g.prompts.source == "tiny_world"
+            else file_fingerprint(g.prompts.path)
+        )  # an edited prompt file is new input
         return self._key("generate", g, models, source)
 
     def _upstream(self, stage: str, default: Callable[[], str]) -> str:
@@ -121,7 +135,8 @@ class Pipeline:
 
     def train_key(self) -> str:
         t = self.recipe.training
-        return self._key("train", t, self._upstream("train", self.pairs_key), self.model_key(t.model))
+        default = self.pairs_key if t.dataset is None else lambda: source_key(t.dataset)  # the dataset's content
+        return self._key("train", t, self._upstream("train", default), self.model_key(t.model))
 
     def stage_dir(self, name: str, key: str) -> Path:
         return stage_dir(self.root, name, key)
@@ -172,8 +187,10 @@ class Pipeline:
             return self.inputs[stage]
         path = default()
         if not is_complete(path):
-            raise FileNotFoundError(f"{path}: the {upstream} stage has not run for this recipe; "
-                                    f"run `prefopt {upstream}` first (or `prefopt run`)")
+            raise FileNotFoundError(
+                f"{path}: the {upstream} stage has not run for this recipe; "
+                f"run `prefopt {upstream}` first (or `prefopt run`)"
+            )
         return path
 
     def generate(self, output: str | Path | None = None, shard: int = 0, num_shards: int = 1) -> Path:
@@ -189,8 +206,9 @@ class Pipeline:
 
             if num_shards == 1 and g.data_parallel_size > 1:
                 run_data_parallel(self.recipe, self.cache_dir, out)
-            merged = run_generation(g, load_prompts(g.prompts, self.recipe.world), self.model_path, out, shard,
-                                    num_shards)
+            merged = run_generation(
+                g, load_prompts(g.prompts, self.recipe.world), self.model_path, out, shard, num_shards
+            )
             if not merged:
                 self.outcomes.append(StageOutcome(f"generate shard {shard}/{num_shards}", out, "ran"))
             return merged
@@ -251,17 +269,24 @@ class Pipeline:
 
         return self._run_stage("pairs", out, work, {"config": cfg, "input": source})
 
+    def _train_source(self, given: str | Path | None) -> Path | DatasetSpec:
+        """What the train stage reads: data given by hand, else the recipe's ``training.dataset``, else the output
+        of the pairs stage."""
+        if self.recipe.training.dataset is not None and not given and "train" not in self.inputs:
+            return self.recipe.training.dataset
+        return self._input("train", given, "pairs", lambda: self.stage_dir("pairs", self.pairs_key()))
+
     def train(self, input: str | Path | None = None, output: str | Path | None = None) -> Path:
         """Train in place (not in a temporary directory) so that a crashed run resumes from its checkpoints."""
-        source = self._input("train", input, "pairs", lambda: self.stage_dir("pairs", self.pairs_key()))
+        source = self._train_source(input)
         t = self.recipe.training
 
         def work(out: Path) -> bool:
-            from prefopt.schemas import check_training_data
+            from prefopt.training.data import prepare_training_data
             from prefopt.training.launch import launch_training
 
-            check_training_data(source, t.method)  # fail fast, before launching
-            launch_training(t, source, self.model_path(t.model), out)
+            data = prepare_training_data(source, t, out)  # checked before any model or rank starts
+            launch_training(t, data, self.model_path(t.model), out)
             return True
 
         out = Path(output) if output else self.stage_dir("train", self.train_key())
@@ -270,58 +295,82 @@ class Pipeline:
     def write_train_config(self) -> Path:
         """The flat train config for this recipe's train stage, for launching its entry point by hand.
 
-        Needs the pairs stage done and the policy built (it never trains a model: many ranks call this).
+        Needs the pairs stage done (or ``training.dataset``) and the policy built; checks the training data (it
+        never trains a model: many ranks call this).
         """
+        from prefopt.training.data import prepare_training_data
         from prefopt.training.launch import write_train_config
 
-        pairs = self._input("train", None, "pairs", lambda: self.stage_dir("pairs", self.pairs_key()))
         out = self.stage_dir("train", self.train_key())
-        out.mkdir(parents=True, exist_ok=True)
-        return write_train_config(self.recipe.training, pairs, self.model_path(self.recipe.training.model, build=False),
-                                  out)
+        pairs = prepare_training_data(self._train_source(None), self.recipe.training, out)
+        return write_train_config(
+            self.recipe.training, pairs, self.model_path(self.recipe.training.model, build=False), out
+        )
 
-    def evaluate_model(self, label: str, model_path: str, key: str, trained: bool = False) -> dict:
-        """One model's accuracy on every evaluation set (the trained policy may get its own system message)."""
-        cfg, world = self.recipe.evaluation, self.recipe.world
-        system = self._eval_settings(trained).system_prompt
+    def evaluate_ref(self, ref: str) -> dict:
+        """Any model (a local directory, a hub id or 'world:<name>') on this recipe's evaluation sets, labelled and
+        cached by ``ref`` (asked as the recipe's untrained models are: ``evaluation.system_prompt``)."""
+        if ref.startswith(WORLD_PREFIX) and ref[len(WORLD_PREFIX) :] not in self.recipe.world.models:
+            raise ConfigError(
+                f"--model {ref}: not defined under world.models (defined: {sorted(self.recipe.world.models)})"
+            )
+        if (
+            not ref.startswith(WORLD_PREFIX)
+            and not Path(ref).exists()
+            and (ref.startswith(("/", ".", "~")) or ref.count("/") > 1)
+        ):
+            raise FileNotFoundError(f"--model {ref}: no such directory (and not a hub id 'org/name')")
+        return self.evaluate_model(ref, self.model_path(ref), self.model_key(ref))
+
+    def evaluate_model(
+        self, label: str, model_path: str, key: str, trained: bool = False, policy: bool = False
+    ) -> dict:
+        """One model's accuracy on every evaluation set (the trained policy may get its own system message; the
+        policy, before and after training, is asked with ``training.chat_template`` where one is set)."""
+        world = self.recipe.world
+        settings = self._eval_settings(trained, policy)
 
         def work(tmp: Path) -> None:
             from prefopt.evaluation import accuracy
             from prefopt.schemas import save_stage_dataset
 
-            predictions, summary = accuracy.evaluate_model(model_path, world, cfg, system=system)
+            predictions, summary = accuracy.evaluate_model(model_path, world, settings, system=settings.system_prompt)
             save_stage_dataset(predictions, tmp)
             (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
 
-        settings = self._eval_settings(trained)
-        out = self.stage_dir("eval", self.eval_key(key, trained))
+        out = self.stage_dir("eval", self.eval_key(key, trained, policy))
         self._run_stage(f"eval {label}", out, work, {"config": settings, "model": model_path})
         return json.loads((out / "summary.json").read_text())
 
-    def _eval_settings(self, trained: bool):
-        """The evaluation config as one model gets it (the trained policy may have its own system message)."""
+    def _eval_settings(self, trained: bool, policy: bool = False):
+        """The evaluation config as one model gets it: the trained policy may have its own system message, and the
+        policy (before and after training) the chat template it is trained with, so both are asked alike."""
         cfg = self.recipe.evaluation
         system = cfg.trained_system_prompt if trained and cfg.trained_system_prompt is not None else cfg.system_prompt
-        return dataclasses.replace(cfg, system_prompt=system, trained_system_prompt=None)
+        options = cfg.engine_options
+        if (policy or trained) and self.recipe.training.chat_template is not None:
+            options = {**options, "chat_template": self.recipe.training.chat_template}
+        return dataclasses.replace(cfg, system_prompt=system, trained_system_prompt=None, engine_options=options)
 
-    def eval_key(self, model_key: str, trained: bool = False) -> str:
+    def eval_key(self, model_key: str, trained: bool = False, policy: bool = False) -> str:
         cfg, world = self.recipe.evaluation, self.recipe.world
         files = [file_fingerprint(b.path) for b in cfg.benchmarks]
-        return self._key("eval", self._eval_settings(trained), world.in_domain, world.out_of_domain, files, model_key)
+        return self._key(
+            "eval", self._eval_settings(trained, policy), world.in_domain, world.out_of_domain, files, model_key
+        )
 
     def plan(self) -> list[dict]:
         """Every stage this recipe runs, in order, with its key, output directory and status, running nothing:
         ``complete``, ``damaged`` (finished, but files are missing or changed), ``partial`` (started; shards done
         so far) or ``missing``."""
-        stages = [("generate", self.generate_key()), ("judge", self.judge_key())]
-        if self.recipe.pairing.margin_bayes is not None:
-            stages.append(("proxy", self.proxy_key(self._upstream("pairs", self.judge_key))))
-        stages += [("pairs", self.pairs_key()), ("train", self.train_key())]
-        before, after = self.model_labels()
-        models = {gen.name: gen.model for gen in self.recipe.generation.generators}
-        models[before] = self.recipe.training.model
-        evals = [(f"eval {label}", self.eval_key(self.model_key(ref))) for label, ref in models.items()]
-        evals.append((f"eval {after}", self.eval_key(self.train_key(), trained=True)))
+        stages = []
+        if self.recipe.training.dataset is None:  # else training reads that dataset: no generate, judge or pairs
+            stages = [("generate", self.generate_key()), ("judge", self.judge_key())]
+            if self.recipe.pairing.margin_bayes is not None:
+                stages.append(("proxy", self.proxy_key(self._upstream("pairs", self.judge_key))))
+            stages.append(("pairs", self.pairs_key()))
+        stages.append(("train", self.train_key()))
+        evals = [(f"eval {label}", key) for label, key in self.eval_keys().items()]
         rows = []
         for name, key in stages + evals:
             path = self.stage_dir(name.split()[0], key)
@@ -333,13 +382,29 @@ class Pipeline:
         method = self.recipe.training.method.upper()
         return f"policy (before {method})", f"policy (after {method})"
 
+    def evaluated_models(self) -> dict[str, tuple[str, bool]]:
+        """Label -> (model reference, whether it is the policy) of every model evaluated before training."""
+        before, _ = self.model_labels()
+        models = {gen.name: (gen.model, False) for gen in self.recipe.generation.generators}
+        models[before] = (self.recipe.training.model, True)
+        return models
+
+    def eval_keys(self) -> dict[str, str]:
+        """Label -> eval key of every model in the results table, the trained policy last."""
+        keys = {
+            label: self.eval_key(self.model_key(ref), policy=policy)
+            for label, (ref, policy) in self.evaluated_models().items()
+        }
+        keys[self.model_labels()[1]] = self.eval_key(self.train_key(), trained=True)
+        return keys
+
     def evaluate(self) -> dict[str, dict]:
         """Accuracy of every generator, the policy before training and (if trained) after."""
-        before, after = self.model_labels()
-        refs = {gen.name: gen.model for gen in self.recipe.generation.generators}
-        refs[before] = self.recipe.training.model
-        results = {label: self.evaluate_model(label, self.model_path(ref), self.model_key(ref))
-                   for label, ref in refs.items()}
+        after = self.model_labels()[1]
+        results = {
+            label: self.evaluate_model(label, self.model_path(ref), self.model_key(ref), policy=policy)
+            for label, (ref, policy) in self.evaluated_models().items()
+        }
         trained = self.stage_dir("train", self.train_key())
         if is_complete(trained):
             results[after] = self.evaluate_model(after, str(trained / FINAL_MODEL_DIR), self.train_key(), trained=True)
@@ -354,9 +419,11 @@ class Pipeline:
         return write_report(report_dir or self.root, self.recipe, accuracies, stats, self.model_labels())
 
     def run(self, report_dir: Path | None = None) -> Path:
-        self.generate()
-        self.judge()
-        self.pairs()
+        """Every stage in order; with ``training.dataset`` set, training on it (no generate, judge or pairs)."""
+        if self.recipe.training.dataset is None:
+            self.generate()
+            self.judge()
+            self.pairs()
         self.train()
         return self.report(self.evaluate(), report_dir)
 
@@ -372,8 +439,9 @@ def stage_status(path: Path) -> dict:
     return {"status": "missing"}
 
 
-def _generate_worker(recipe: Recipe, cache_dir: Path, output: Path, shard: int, num_shards: int,
-                     devices: str | None) -> None:
+def _generate_worker(
+    recipe: Recipe, cache_dir: Path, output: Path, shard: int, num_shards: int, devices: str | None
+) -> None:
     if devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = devices  # before anything initialises CUDA in this process
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s prefopt[{shard}] %(levelname)s %(message)s")
@@ -392,18 +460,31 @@ def run_data_parallel(recipe: Recipe, cache_dir: Path, output: Path) -> None:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         gpus = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
         if len(gpus) < workers * tp:
-            raise ConfigError(f"generation.data_parallel_size {workers} x tensor_parallel_size {tp} needs "
-                             f"{workers * tp} GPUs; {len(gpus)} are visible")
-        slices = [",".join(gpus[i * tp:(i + 1) * tp]) for i in range(workers)]
+            raise ConfigError(
+                f"generation.data_parallel_size {workers} x tensor_parallel_size {tp} needs "
+                f"{workers * tp} GPUs; {len(gpus)} are visible"
+            )
+        slices = [",".join(gpus[i * tp : (i + 1) * tp]) for i in range(workers)]
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_generate_worker, args=(recipe, cache_dir, output, i, workers, slices[i]))
-                 for i in range(workers)]
-    logger.info("Starting %d generation workers%s", workers,
-                f" on GPUs {slices}" if slices[0] is not None else "")
-    for p in processes:
-        p.start()
-    for p in processes:
-        p.join()
+    processes = [
+        context.Process(target=_generate_worker, args=(recipe, cache_dir, output, i, workers, slices[i]))
+        for i in range(workers)
+    ]
+    logger.info("Starting %d generation workers%s", workers, f" on GPUs {slices}" if slices[0] is not None else "")
+    try:
+        for p in processes:
+            p.start()
+        for p in processes:
+            p.join()
+    except BaseException:  # interrupted or terminated: no worker outlives prefopt (finished shards are kept)
+        for p in processes:
+            if p.is_alive():
+                p.terminate()
+        for p in processes:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+        raise
     failed = [i for i, p in enumerate(processes) if p.exitcode != 0]
     if failed:
         raise RuntimeError(f"generation workers {failed} failed; rerun to resume (finished shards are kept)")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import matplotlib
 
@@ -21,8 +21,9 @@ def _save(fig, title: str, path: Path) -> Path:
     return path
 
 
-def _histogram_row(columns: list[str], title: str, ylabel: str, draw: Callable[[plt.Axes, str], None],
-                   path: Path) -> Path:
+def _histogram_row(
+    columns: list[str], title: str, ylabel: str, draw: Callable[[plt.Axes, str], None], path: Path
+) -> Path:
     """One histogram panel per column, drawn by ``draw(ax, column)``, saved as a PNG."""
     fig, axes = plt.subplots(1, len(columns), figsize=(3.6 * len(columns), 3.2), squeeze=False)
     for ax, column in zip(axes[0], columns):
@@ -44,8 +45,13 @@ def plot_scores(judged: pd.DataFrame, path: Path) -> Path:
             return
         for generator, group in judged.groupby("generator"):
             scored = group[column].dropna()
-            ax.hist(scored, bins=20, range=(values.min(), values.max() + (values.max() == values.min())), alpha=0.55,
-                    label=f"{generator} ({len(scored)}, mean {scored.mean():.2f})")
+            ax.hist(
+                scored,
+                bins=20,
+                range=(values.min(), values.max() + (values.max() == values.min())),
+                alpha=0.55,
+                label=f"{generator} ({len(scored)}, mean {scored.mean():.2f})",
+            )
 
     columns = ["aggregate"] + [c for c in judged.columns if c.startswith("scores.")]
     return _histogram_row(columns, "Judged scores by generator", "candidates", draw, path)
@@ -56,8 +62,10 @@ def plot_margins(kept: pd.DataFrame, path: Path, built: pd.DataFrame | None = No
     reference = kept if built is None or built.empty else built
 
     def draw(ax, column):
-        bounds = (min(reference[column].min(), kept[column].min(), 0.0),
-                  max(reference[column].max(), kept[column].max(), 0.0) or 1.0)
+        bounds = (
+            min(reference[column].min(), kept[column].min(), 0.0),
+            max(reference[column].max(), kept[column].max(), 0.0) or 1.0,
+        )
         if reference is not kept:
             ax.hist(reference[column], bins=21, range=bounds, alpha=0.5, label=f"built ({len(reference)})")
         ax.hist(kept[column], bins=21, range=bounds, alpha=0.7, label=f"kept ({len(kept)})")
@@ -73,8 +81,9 @@ def plot_generators(pairs: pd.DataFrame, path: Path) -> Path:
     """Left: how often each generator wrote the chosen and the rejected trace. Right: per generator matchup,
     how often the judge scores the chosen trace strictly higher."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    counts = pd.DataFrame({"chosen": pairs["chosen_generator"].value_counts(),
-                           "rejected": pairs["rejected_generator"].value_counts()}).fillna(0)
+    counts = pd.DataFrame(
+        {"chosen": pairs["chosen_generator"].value_counts(), "rejected": pairs["rejected_generator"].value_counts()}
+    ).fillna(0)
     x = np.arange(len(counts))
     left.bar(x - 0.2, counts["chosen"], 0.4, label="chosen")
     left.bar(x + 0.2, counts["rejected"], 0.4, label="rejected")
@@ -122,10 +131,20 @@ def plot_margin_fusion(pool: pd.DataFrame, kept_ids: pd.Series, path: Path) -> P
     """External against implicit margin of every pair margin_bayes scored, the kept ones highlighted."""
     fig, ax = plt.subplots(figsize=(5, 4))
     kept = pool["pair_id"].isin(kept_ids)
-    ax.scatter(pool.loc[~kept, "external_margin"], pool.loc[~kept, "implicit_margin"], s=6, alpha=0.4,
-               label=f"not kept ({int((~kept).sum())})")
-    ax.scatter(pool.loc[kept, "external_margin"], pool.loc[kept, "implicit_margin"], s=8, alpha=0.8,
-               label=f"kept ({int(kept.sum())})")
+    ax.scatter(
+        pool.loc[~kept, "external_margin"],
+        pool.loc[~kept, "implicit_margin"],
+        s=6,
+        alpha=0.4,
+        label=f"not kept ({int((~kept).sum())})",
+    )
+    ax.scatter(
+        pool.loc[kept, "external_margin"],
+        pool.loc[kept, "implicit_margin"],
+        s=8,
+        alpha=0.8,
+        label=f"kept ({int(kept.sum())})",
+    )
     ax.set_xlabel("external margin (judge)")
     ax.set_ylabel("implicit margin (proxy log-ratio)")
     ax.legend(fontsize=7)
@@ -136,8 +155,7 @@ def plot_label_scores(examples: pd.DataFrame, path: Path) -> Path:
     """Aggregate-score histograms of desirable and undesirable KTO examples."""
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for label, group in examples.groupby("label"):
-        ax.hist(group["score"], bins=20, alpha=0.6,
-                label=f"{'desirable' if label else 'undesirable'} ({len(group)})")
+        ax.hist(group["score"], bins=20, alpha=0.6, label=f"{'desirable' if label else 'undesirable'} ({len(group)})")
     ax.set_xlabel("aggregate score")
     ax.set_ylabel("examples")
     ax.legend(fontsize=7)
@@ -166,12 +184,18 @@ def plot_sweep(rows: list[dict], xlabel: str, path: Path, title: str = "Sweep") 
     first = sorted((r for r in rows if r["series"] == series[0]), key=lambda r: position[r["x"]])
     xs = [position[r["x"]] for r in first]
     steps = np.diff(sorted(set(xs)))
-    axes[2].bar(xs, [r.get("pairs_kept") or 0 for r in first], width=0.6 * (steps.min() if len(steps) else 1),
-                alpha=0.4, color="tab:gray")
+    axes[2].bar(
+        xs,
+        [r.get("pairs_kept") or 0 for r in first],
+        width=0.6 * (steps.min() if len(steps) else 1),
+        alpha=0.4,
+        color="tab:gray",
+    )
     axes[2].set_ylabel("pairs kept (bars)")
     gap = axes[2].twinx()
-    gap.plot(xs, [np.nan if r.get("mean_gap_kept") is None else r["mean_gap_kept"] for r in first], "o-",
-             color="tab:green")
+    gap.plot(
+        xs, [np.nan if r.get("mean_gap_kept") is None else r["mean_gap_kept"] for r in first], "o-", color="tab:green"
+    )
     gap.set_ylabel("mean judged gap of the kept pairs (line)")
     axes[2].set_title("pairs")
     for ax in axes:

@@ -54,8 +54,9 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
-def expand(path: str | Path, overrides: list[str] | None = None,
-           output_dir: str | None = None) -> tuple[SweepConfig, list[SweepRun]]:
+def expand(
+    path: str | Path, overrides: list[str] | None = None, output_dir: str | None = None
+) -> tuple[SweepConfig, list[SweepRun]]:
     """The sweep of a recipe file and its runs, each validated (an error names the run)."""
     data = read_recipe_data(path, overrides)
     if output_dir:
@@ -72,8 +73,9 @@ def expand(path: str | Path, overrides: list[str] | None = None,
     runs = []
     for i, combo in enumerate(combos):
         values = dict(zip(keys, combo))
-        label = sweep.labels[i] if sweep.labels else ",".join(f"{k.split('.')[-1]}={_text(v)}"
-                                                               for k, v in values.items())
+        label = (
+            sweep.labels[i] if sweep.labels else ",".join(f"{k.split('.')[-1]}={_text(v)}" for k, v in values.items())
+        )
         run = copy.deepcopy(data)
         run["name"] = f"{data.get('name', 'sweep')}/{label}"
         try:
@@ -86,8 +88,10 @@ def expand(path: str | Path, overrides: list[str] | None = None,
     slugs = [run.slug for run in runs]
     if len(set(slugs)) != len(slugs):
         twice = sorted({s for s in slugs if slugs.count(s) > 1})
-        raise ConfigError(f"{path}: sweep: runs {[r.label for r in runs if r.slug in twice]} would share the directory "
-                          f"{twice[0]!r}; give them distinct sweep.labels")
+        raise ConfigError(
+            f"{path}: sweep: runs {[r.label for r in runs if r.slug in twice]} would share the directory "
+            f"{twice[0]!r}; give them distinct sweep.labels"
+        )
     return sweep, runs
 
 
@@ -103,12 +107,20 @@ def stage_keys(run: SweepRun) -> dict[str, str]:
 def describe(sweep: SweepConfig, runs: list[SweepRun]) -> str:
     """The runs, their fields, and how many distinct outputs each stage has (fewer than runs: shared)."""
     keys = [stage_keys(run) for run in runs]
-    lines = [f"Sweep {sweep.name!r}: {len(runs)} runs ({sweep.mode} of {', '.join(sweep.parameters)})", "",
-             "| # | run | " + " | ".join(sweep.parameters) + " | generate | judge | pairs | train |",
-             "| --- " * (len(sweep.parameters) + 6) + "|"]
+    lines = [
+        f"Sweep {sweep.name!r}: {len(runs)} runs ({sweep.mode} of {', '.join(sweep.parameters)})",
+        "",
+        "| # | run | " + " | ".join(sweep.parameters) + " | generate | judge | pairs | train |",
+        "| --- " * (len(sweep.parameters) + 6) + "|",
+    ]
     for run, k in zip(runs, keys):
-        lines.append(f"| {run.index} | {run.label} | " + " | ".join(_text(v) for v in run.values.values()) + " | "
-                     + " | ".join(k[s] for s in ("generate", "judge", "pairs", "train")) + " |")
+        lines.append(
+            f"| {run.index} | {run.label} | "
+            + " | ".join(_text(v) for v in run.values.values())
+            + " | "
+            + " | ".join(k[s] for s in ("generate", "judge", "pairs", "train"))
+            + " |"
+        )
     shared = ", ".join(f"{stage}: {len({k[stage] for k in keys})}" for stage in ("generate", "judge", "pairs", "train"))
     lines += ["", f"Distinct stage outputs: {shared} (for {len(runs)} runs)."]
     return "\n".join(lines) + "\n"
@@ -182,8 +194,9 @@ def x_axis(sweep: SweepConfig, runs: list[SweepRun], rows: dict[int, dict]) -> t
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()):
         return key, values
     if key == "pairing.generator_pairs" and rows and all("generator_gap_in_domain" in r for r in rows.values()):
-        return "generator gap, in-domain (pp)", {i: round(100 * r["generator_gap_in_domain"], 1)
-                                                for i, r in rows.items()}
+        return "generator gap, in-domain (pp)", {
+            i: round(100 * r["generator_gap_in_domain"], 1) for i, r in rows.items()
+        }
     return key, {run.index: run.label for run in runs}
 
 
@@ -223,27 +236,48 @@ def collect(sweep: SweepConfig, runs: list[SweepRun]) -> Path:
 
 def sweep_markdown(sweep: SweepConfig, rows: list[dict], missing: list[str]) -> str:
     gaps = [c for c in ("generator_gap_in_domain", "generator_gap_out_of_domain") if any(c in r for r in rows)]
-    header = ["run", *(["generator gap (ID)", "generator gap (OOD)"][:len(gaps)] if gaps else []), "pairs kept",
-              "mean judged gap (kept)", "ID before", "ID after", "ID gain", "OOD before", "OOD after", "OOD gain"]
+    header = [
+        "run",
+        *(["generator gap (ID)", "generator gap (OOD)"][: len(gaps)] if gaps else []),
+        "pairs kept",
+        "mean judged gap (kept)",
+        "ID before",
+        "ID after",
+        "ID gain",
+        "OOD before",
+        "OOD after",
+        "OOD gain",
+    ]
     lines = [f"## prefopt sweep: {sweep.name}", "", "| " + " | ".join(header) + " |", "| --- " * len(header) + "|"]
     for r in rows:
         cells = [r["run"], *[pp(r.get(g)) for g in gaps], str(r.get("pairs_kept")), num(r.get("mean_gap_kept"))]
         for domain in ("in_domain", "out_of_domain"):
             cells += [pct(r.get(f"{domain}_before")), pct(r.get(f"{domain}_after")), pp(r.get(f"{domain}_gain"))]
         lines.append("| " + " | ".join(cells) + " |")
-    dims = sorted({c[len("mean_gap_kept_"):] for r in rows for c in r if c.startswith("mean_gap_kept_")})
+    dims = sorted({c[len("mean_gap_kept_") :] for r in rows for c in r if c.startswith("mean_gap_kept_")})
     if dims:
-        lines += ["", "Mean judged gap of the kept pairs per dimension:", "",
-                  "| run | " + " | ".join(dims) + " |", "| --- " * (len(dims) + 1) + "|"]
-        lines += ["| " + r["run"] + " | " + " | ".join(num(r.get(f"mean_gap_kept_{d}")) for d in dims) + " |"
-                  for r in rows]
+        lines += [
+            "",
+            "Mean judged gap of the kept pairs per dimension:",
+            "",
+            "| run | " + " | ".join(dims) + " |",
+            "| --- " * (len(dims) + 1) + "|",
+        ]
+        lines += [
+            "| " + r["run"] + " | " + " | ".join(num(r.get(f"mean_gap_kept_{d}")) for d in dims) + " |" for r in rows
+        ]
     if missing:
         lines += ["", f"Not finished: {', '.join(missing)}."]
     return "\n".join(lines) + "\n"
 
 
-def slurm_script(recipe_path: str | Path, sweep: SweepConfig, runs: list[SweepRun], sbatch_args: str = "",
-                 extra: list[str] | None = None) -> Path:
+def slurm_script(
+    recipe_path: str | Path,
+    sweep: SweepConfig,
+    runs: list[SweepRun],
+    sbatch_args: str = "",
+    extra: list[str] | None = None,
+) -> Path:
     """Write ``<sweep dir>/slurm.sh``: a prepare job, an array job of the runs after it, and a collect job."""
     out = sweep_dir(sweep, runs)
     out.mkdir(parents=True, exist_ok=True)
@@ -274,4 +308,3 @@ echo "submitted: prepare $prepare, array $array"
 """)
     script.chmod(0o755)
     return script
-

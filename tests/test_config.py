@@ -17,7 +17,7 @@ def write_variant(tmp_path, old, new, source=DEMO):
     return path
 
 
-def test_every_recipe_loads():
+def test_every_recipe_loads(trackers_installed):
     paths = sorted((REPO / "recipes").rglob("*.yaml")) + [REPO / "tests" / "recipes" / "ci.yaml"]
     assert DEMO in paths and len(paths) >= 3
     for path in paths:
@@ -33,8 +33,12 @@ def test_yaml_numbers_reach_trl_as_numbers():
 @pytest.mark.parametrize(
     "old, new, field, expected",
     [
-        ("temperature: 1.0, max_new", "temprature: 1.0, max_new", "generation.generators[0].temprature",
-         "unknown field"),
+        (
+            "temperature: 1.0, max_new",
+            "temprature: 1.0, max_new",
+            "generation.generators[0].temprature",
+            "unknown field",
+        ),
         ("n: 2", "n: four", "generation.generators[0].n", "expected an integer"),
         ("num_prompts: 4096", "num_prompts: [1]", "generation.prompts.num_prompts", "expected an integer"),
         ("beta: 0.1", "bta: 0.1", "training.trl.bta", "unknown field of PrefDPOConfig"),
@@ -43,29 +47,69 @@ def test_yaml_numbers_reach_trl_as_numbers():
         ('model: "world:policy"', 'model: "world:nope"', "world:nope", "not defined under world.models"),
         ("top_fraction: 0.5", "top_fraction: 1.5", "top_fraction", "must be in (0, 1]"),
         ("beta: 0.1", "beta: 0.1\n    pref_loss: fancy", "training.trl", "pref_loss: unknown loss 'fancy'"),
-        ("beta: 0.1", "beta: 0.1\n    pref_loss: weighted\n    use_weighting: true", "training.trl",
-         "prefopt's losses replace TRL's"),
+        (
+            "beta: 0.1",
+            "beta: 0.1\n    pref_loss: weighted\n    use_weighting: true",
+            "training.trl",
+            "prefopt's losses replace TRL's",
+        ),
         ("rejected: weak}]", "rejected: mid}]", "pairing", "generator 'mid' is not in generation.generators"),
-        ("strategy: generator_delta", "strategy: sweet_spot\n  sweet_spot: {chosen_q: 1}", "pairing.sweet_spot.chosen_q",
-         "unknown field"),
+        (
+            "strategy: generator_delta",
+            "strategy: sweet_spot\n  sweet_spot: {chosen_q: 1}",
+            "pairing.sweet_spot.chosen_q",
+            "unknown field",
+        ),
         ("strategy: generator_delta", "strategy: kto_unpaired", "pairing", "apply to pairs only"),
-        ("strategy: generator_delta", "strategy: generator_delta\n  margin_bayes: {proxy: {model: 'world:policy', "
-         "trl: {bta: 1}}}", "pairing.margin_bayes.proxy.trl.bta", "unknown field of PrefDPOConfig"),
-        ("strategy: generator_delta", "strategy: generator_delta\n  margin_bayes: {proxy: {model: 'world:tiny'}}",
-         "world:tiny", "not defined under world.models"),
-        ("strategy: generator_delta", "strategy: generator_delta\n  margin_bayes: {top_fraction: 0}",
-         "pairing.margin_bayes", "top_fraction must be in (0, 1]"),
-        ("strategy: generator_delta", "strategy: generator_delta\n  reward_augmented: {template: 'no placeholder'}",
-         "pairing.reward_augmented", "must contain '{score}'"),
+        (
+            "strategy: generator_delta",
+            "strategy: generator_delta\n  margin_bayes: {proxy: {model: 'world:policy', trl: {bta: 1}}}",
+            "pairing.margin_bayes.proxy.trl.bta",
+            "unknown field of PrefDPOConfig",
+        ),
+        (
+            "strategy: generator_delta",
+            "strategy: generator_delta\n  margin_bayes: {proxy: {model: 'world:tiny'}}",
+            "world:tiny",
+            "not defined under world.models",
+        ),
+        (
+            "strategy: generator_delta",
+            "strategy: generator_delta\n  margin_bayes: {top_fraction: 0}",
+            "pairing.margin_bayes",
+            "top_fraction must be in (0, 1]",
+        ),
+        (
+            "strategy: generator_delta",
+            "strategy: generator_delta\n  reward_augmented: {template: 'no placeholder'}",
+            "pairing.reward_augmented",
+            "must contain '{score}'",
+        ),
         ("judge: tiny_world_verifier", "judge: llm", "judging", "needs its section (judging.llm)"),
-        ("judge: tiny_world_verifier", "judge: llm\n  llm: {model: 'world:strong', rubric: reasoning9}",
-         "judging.llm.rubric", "no such preset"),
-        ("judge: tiny_world_verifier", "judge: llm\n  llm: {model: 'world:strong', samples: 3}", "judging.llm",
-         "samples > 1 needs temperature > 0"),
-        ("judge: tiny_world_verifier", "judge: llm\n  llm: {model: 'world:nobody'}", "world:nobody",
-         "not defined under world.models"),
-        ("judge: tiny_world_verifier", "judge: tiny_world_verifier\n  pairwise: {generators: [strong, weak]}",
-         "judging", "pairwise comparisons need judge: llm"),
+        (
+            "judge: tiny_world_verifier",
+            "judge: llm\n  llm: {model: 'world:strong', rubric: reasoning9}",
+            "judging.llm.rubric",
+            "no such preset",
+        ),
+        (
+            "judge: tiny_world_verifier",
+            "judge: llm\n  llm: {model: 'world:strong', samples: 3}",
+            "judging.llm",
+            "samples > 1 needs temperature > 0",
+        ),
+        (
+            "judge: tiny_world_verifier",
+            "judge: llm\n  llm: {model: 'world:nobody'}",
+            "world:nobody",
+            "not defined under world.models",
+        ),
+        (
+            "judge: tiny_world_verifier",
+            "judge: tiny_world_verifier\n  pairwise: {generators: [strong, weak]}",
+            "judging",
+            "pairwise comparisons need judge: llm",
+        ),
     ],
 )
 def test_bad_recipes_name_the_file_and_the_field(tmp_path, old, new, field, expected):
@@ -92,7 +136,15 @@ def test_schema_doc_lists_every_column():
     from prefopt import schemas
 
     doc = (REPO / "docs" / "schemas.md").read_text()
-    for schema in (schemas.CANDIDATES, schemas.CANDIDATES_OPTIONAL, schemas.JUDGMENTS, schemas.JUDGMENTS_OPTIONAL,
-                   schemas.PAIRS, schemas.PAIRS_OPTIONAL, schemas.UNPAIRED, schemas.EVAL_PREDICTIONS):
+    for schema in (
+        schemas.CANDIDATES,
+        schemas.CANDIDATES_OPTIONAL,
+        schemas.JUDGMENTS,
+        schemas.JUDGMENTS_OPTIONAL,
+        schemas.PAIRS,
+        schemas.PAIRS_OPTIONAL,
+        schemas.UNPAIRED,
+        schemas.EVAL_PREDICTIONS,
+    ):
         for column in schema:
             assert f"| `{column}` |" in doc, column

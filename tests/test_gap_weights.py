@@ -15,11 +15,12 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-from conftest import trainer_config as config
 from prefopt.training import losses as L
 from prefopt.training.data import to_conversational
 from prefopt.training.trainers import PrefDPOConfig, PrefDPOTrainer
 from prefopt.world.tasks import Difficulty, sample_problems
+
+from conftest import trainer_config as config
 
 gaps = st.floats(-1e3, 1e3, allow_nan=False, allow_subnormal=False, width=32)
 windows = st.lists(gaps, min_size=1, max_size=32).map(lambda xs: torch.tensor(xs, dtype=torch.float32))
@@ -84,20 +85,31 @@ def test_the_cap_bounds_one_dominant_pair():
 
 def pairs_with_gaps(margins, seed=3):
     rows = sample_problems(len(margins), Difficulty(min_ops=1, max_ops=2), seed=seed)
-    return Dataset.from_dict({
-        "prompt": [r["problem"] for r in rows],
-        "chosen": [r["solution"] for r in rows],
-        "rejected": [r["solution"][:-1] + str((int(r["solution"][-1]) + 1) % 10) for r in rows],
-        "margin": margins,
-    })
+    return Dataset.from_dict(
+        {
+            "prompt": [r["problem"] for r in rows],
+            "chosen": [r["solution"] for r in rows],
+            "rejected": [r["solution"][:-1] + str((int(r["solution"][-1]) + 1) % 10) for r in rows],
+            "margin": margins,
+        }
+    )
 
 
 def one_sgd_step(path, tmp_path, data, **fields):
     """Train one optimizer step with plain SGD (the parameter change is -lr times the gradient); the trainer."""
-    args = config(PrefDPOConfig, tmp_path, max_steps=1, optim="sgd", learning_rate=1.0, lr_scheduler_type="constant",
-                  max_grad_norm=0.0, **fields)
-    trainer = PrefDPOTrainer(model=path, args=args, train_dataset=data,
-                             processing_class=AutoTokenizer.from_pretrained(path))
+    args = config(
+        PrefDPOConfig,
+        tmp_path,
+        max_steps=1,
+        optim="sgd",
+        learning_rate=1.0,
+        lr_scheduler_type="constant",
+        max_grad_norm=0.0,
+        **fields,
+    )
+    trainer = PrefDPOTrainer(
+        model=path, args=args, train_dataset=data, processing_class=AutoTokenizer.from_pretrained(path)
+    )
     trainer.train()
     return trainer
 
@@ -122,8 +134,9 @@ def test_weights_are_normalised_over_the_accumulation_window(tiny_models, tmp_pa
     path = tiny_models["policy"]
     data = to_conversational(pairs_with_gaps([0.1, 0.9]))
     weighted = {"pref_loss": "weighted", "gap_transform": "linear"}
-    accumulated = one_sgd_step(path, tmp_path / "a", data, per_device_train_batch_size=1,
-                               gradient_accumulation_steps=2, **weighted)
+    accumulated = one_sgd_step(
+        path, tmp_path / "a", data, per_device_train_batch_size=1, gradient_accumulation_steps=2, **weighted
+    )
     together = one_sgd_step(path, tmp_path / "b", data, per_device_train_batch_size=2, **weighted)
     unweighted = one_sgd_step(path, tmp_path / "c", data, per_device_train_batch_size=2, pref_loss="sigmoid")
     assert_same_params(params(accumulated), params(together))
@@ -131,8 +144,12 @@ def test_weights_are_normalised_over_the_accumulation_window(tiny_models, tmp_pa
     losses = [[e["loss"] for e in t.state.log_history if "loss" in e] for t in (accumulated, together)]
     assert losses[0] == pytest.approx(losses[1], abs=1e-6)
     # The loss is the window mean of w_i * l_i, with w = (0.2, 1.8): each gap times 2 / (0.1 + 0.9).
-    plain = PrefDPOTrainer(model=path, args=config(PrefDPOConfig, tmp_path / "d", pref_loss="sigmoid"),
-                           train_dataset=data, processing_class=AutoTokenizer.from_pretrained(path))
+    plain = PrefDPOTrainer(
+        model=path,
+        args=config(PrefDPOConfig, tmp_path / "d", pref_loss="sigmoid"),
+        train_dataset=data,
+        processing_class=AutoTokenizer.from_pretrained(path),
+    )
     plain.model.train()
     with torch.no_grad():
         per_pair = [plain.compute_loss(plain.model, plain.data_collator([plain.train_dataset[i]])) for i in (0, 1)]
@@ -144,11 +161,24 @@ def test_weights_are_normalised_over_the_accumulation_window(tiny_models, tmp_pa
 def test_a_window_the_judge_never_prefers_contributes_no_gradient_and_says_so(tiny_models, tmp_path, caplog):
     path = tiny_models["policy"]
     data = to_conversational(pairs_with_gaps([0.0, -0.4, -0.1, 0.0]))
-    before = params(PrefDPOTrainer(model=path, args=config(PrefDPOConfig, tmp_path / "x", pref_loss="sigmoid"),
-                                   train_dataset=data, processing_class=AutoTokenizer.from_pretrained(path)))
+    before = params(
+        PrefDPOTrainer(
+            model=path,
+            args=config(PrefDPOConfig, tmp_path / "x", pref_loss="sigmoid"),
+            train_dataset=data,
+            processing_class=AutoTokenizer.from_pretrained(path),
+        )
+    )
     with caplog.at_level(logging.WARNING, logger="prefopt.training.trainers"):
-        trainer = one_sgd_step(path, tmp_path / "a", data, per_device_train_batch_size=2,
-                               gradient_accumulation_steps=2, pref_loss="weighted", gap_transform="linear")
+        trainer = one_sgd_step(
+            path,
+            tmp_path / "a",
+            data,
+            per_device_train_batch_size=2,
+            gradient_accumulation_steps=2,
+            pref_loss="weighted",
+            gap_transform="linear",
+        )
     assert_same_params(params(trainer), before, atol=0)
     logs = next(e for e in trainer.state.log_history if "loss" in e)
     assert logs["loss"] == 0.0
@@ -163,16 +193,46 @@ def test_weights_are_normalised_over_all_ranks(tiny_models, tmp_path):
     pairs.save_to_disk(str(tmp_path / "pairs" / "data"))
     fields = {"pref_loss": "weighted", "gap_transform": "linear"}
     together = one_sgd_step(path, tmp_path / "one", to_conversational(pairs), per_device_train_batch_size=2, **fields)
-    cfg = {"pairs_path": str(tmp_path / "pairs"), "model_name_or_path": path, "output_dir": str(tmp_path / "out"),
-           "bf16": False, "gradient_checkpointing": False, "report_to": "none", "save_strategy": "no",
-           "per_device_train_batch_size": 1, "max_steps": 1, "max_length": 64, "logging_steps": 1, "seed": 0,
-           "optim": "sgd", "learning_rate": 1.0, "lr_scheduler_type": "constant", "max_grad_norm": 0.0, "use_cpu": True,
-           **fields}
+    cfg = {
+        "pairs_path": str(tmp_path / "pairs"),
+        "model_name_or_path": path,
+        "output_dir": str(tmp_path / "out"),
+        "bf16": False,
+        "gradient_checkpointing": False,
+        "report_to": "none",
+        "save_strategy": "no",
+        "per_device_train_batch_size": 1,
+        "max_steps": 1,
+        "max_length": 64,
+        "logging_steps": 1,
+        "seed": 0,
+        "optim": "sgd",
+        "learning_rate": 1.0,
+        "lr_scheduler_type": "constant",
+        "max_grad_norm": 0.0,
+        "use_cpu": True,
+        **fields,
+    }
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(cfg))
     # `--multi_gpu` with `use_cpu` runs two gloo processes on the CPU (`--cpu --num_processes 2` runs one process)
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "-m", "prefopt.training.dpo", "--config", str(tmp_path / "train.yaml")]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "prefopt.training.dpo",
+        "--config",
+        str(tmp_path / "train.yaml"),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "'gap/mean': '0.5'" in result.stdout  # the gathered gaps of both ranks: (0.1 + 0.9) / 2

@@ -36,23 +36,28 @@ def test_stop_strings_and_logprobs_with_transformers(engine):
     import math
 
     [[full]] = engine.generate(["7*3+4"], SamplingParams(n=1, temperature=0.0, max_new_tokens=40, logprobs=True))
-    [[cut]] = engine.generate(["7*3+4"], SamplingParams(n=1, temperature=0.0, max_new_tokens=40, stop=("=",),
-                                                        logprobs=True))
+    [[cut]] = engine.generate(
+        ["7*3+4"], SamplingParams(n=1, temperature=0.0, max_new_tokens=40, stop=("=",), logprobs=True)
+    )
     assert "=" in full.text and cut.text == full.text.split("=")[0] and cut.finish_reason == "stop"
     # every generated token has a log-probability (end-of-sequence included), matching the greedy choice
     assert len(full.token_logprobs) == len(full.text) + 1 and all(lp <= 0 for lp in full.token_logprobs)
     assert full.cumulative_logprob == pytest.approx(sum(full.token_logprobs))
-    assert cut.token_logprobs == pytest.approx(full.token_logprobs[:len(cut.token_logprobs)])
+    assert cut.token_logprobs == pytest.approx(full.token_logprobs[: len(cut.token_logprobs)])
     assert math.isfinite(cut.cumulative_logprob)
 
 
 def test_generate_stage_writes_the_candidate_schema(tiny_models, tmp_path):
     from datasets import load_from_disk
 
-    cfg = GenerationConfig(batch_size=2, shard_size=3, generators=[
-        GeneratorConfig(name="strong", model="world:strong", n=2, max_new_tokens=30),
-        GeneratorConfig(name="weak", model="world:weak", n=3, max_new_tokens=30, logprobs=True),
-    ])
+    cfg = GenerationConfig(
+        batch_size=2,
+        shard_size=3,
+        generators=[
+            GeneratorConfig(name="strong", model="world:strong", n=2, max_new_tokens=30),
+            GeneratorConfig(name="weak", model="world:weak", n=3, max_new_tokens=30, logprobs=True),
+        ],
+    )
     prompts = load_prompts(PromptSource(num_prompts=5), WorldConfig())
     assert run_generation(cfg, prompts, lambda ref: tiny_models[ref.split(":")[1]], tmp_path)
     ds = load_from_disk(str(tmp_path / "data"))
@@ -63,7 +68,9 @@ def test_generate_stage_writes_the_candidate_schema(tiny_models, tmp_path):
     assert all(r["reference"] for r in ds) and ds[0]["sampling"]["max_new_tokens"] == 30
     for row in ds:
         if row["generator"] == "weak":  # logprobs: true
-            assert row["cumulative_logprob"] == pytest.approx(sum(row["token_logprobs"])) and row["cumulative_logprob"] < 0
+            assert (
+                row["cumulative_logprob"] == pytest.approx(sum(row["token_logprobs"])) and row["cumulative_logprob"] < 0
+            )
         else:
             assert row["token_logprobs"] is None and row["cumulative_logprob"] is None
 
@@ -71,8 +78,9 @@ def test_generate_stage_writes_the_candidate_schema(tiny_models, tmp_path):
 def test_prompts_from_a_jsonl_file(tmp_path):
     path = tmp_path / "prompts.jsonl"
     path.write_text("\n".join(json.dumps({"question": q, "gold": a}) for q, a in [("1+1", 2), ("2*3", 6)]))
-    rows = load_prompts(PromptSource(source="file", path=str(path), prompt_field="question",
-                                     reference_field="gold"), WorldConfig())
+    rows = load_prompts(
+        PromptSource(source="file", path=str(path), prompt_field="question", reference_field="gold"), WorldConfig()
+    )
     assert [(r["prompt"], r["reference"]) for r in rows] == [("1+1", "2"), ("2*3", "6")]
     with pytest.raises(DataError, match=r"prompts.jsonl: missing column 'prompt'"):
         load_prompts(PromptSource(source="file", path=str(path)), WorldConfig())
@@ -172,15 +180,34 @@ def test_compact_json_regex_matches_exactly_the_compact_objects_of_a_flat_schema
 
     from prefopt.generation.engines import compact_json_regex
 
-    schema = {"type": "object", "required": ["b", "a", "c"], "properties": {
-        "a": {"type": "integer", "minimum": 1, "maximum": 10}, "b": {"type": "number"},
-        "c": {"enum": ["A", "B"]}}}
+    schema = {
+        "type": "object",
+        "required": ["b", "a", "c"],
+        "properties": {
+            "a": {"type": "integer", "minimum": 1, "maximum": 10},
+            "b": {"type": "number"},
+            "c": {"enum": ["A", "B"]},
+        },
+    }
     regex = compact_json_regex(schema)
     compact = json.dumps({"b": -2.5, "a": 10, "c": "B"}, separators=(",", ":"))
     assert re.fullmatch(regex, compact)
-    for bad in (compact.replace(":10", ":11"), compact.replace(",", ", "), compact.replace('"B"', '"C"'),
-                json.dumps({"a": 10, "b": -2.5, "c": "B"}, separators=(",", ":")), compact + " "):
+    for bad in (
+        compact.replace(":10", ":11"),
+        compact.replace(",", ", "),
+        compact.replace('"B"', '"C"'),
+        json.dumps({"a": 10, "b": -2.5, "c": "B"}, separators=(",", ":")),
+        compact + " ",
+    ):
         assert not re.fullmatch(regex, bad), bad
     assert compact_json_regex({"type": "object", "required": ["x"], "properties": {"x": {"type": "string"}}}) is None
-    assert compact_json_regex({"type": "object", "required": ["x"],
-                               "properties": {"x": {"type": "integer", "minimum": 0, "maximum": 10**6}}}) is None
+    assert (
+        compact_json_regex(
+            {
+                "type": "object",
+                "required": ["x"],
+                "properties": {"x": {"type": "integer", "minimum": 0, "maximum": 10**6}},
+            }
+        )
+        is None
+    )

@@ -21,10 +21,19 @@ from prefopt.judging.rubrics import PRESETS_DIR, Dimension, Rubric, load_rubric
 CORPUS = yaml.safe_load((Path(__file__).parent / "data" / "judge_outputs.yaml").read_text())
 PRESETS = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
 RUBRICS = {name: load_rubric(name) for name in PRESETS}
-RUBRICS["overall5"] = Rubric(name="overall5", dimensions=[Dimension("overall")],
-                             pointwise_template="{response}\nScore it from {low} to {high}.", scale=[1, 5])
-RUBRICS["overall10"] = Rubric(name="overall10", dimensions=[Dimension("overall")],
-                              pointwise_template="{response}\nScore it from 1 to 10.", scale=[1, 10], integer=False)
+RUBRICS["overall5"] = Rubric(
+    name="overall5",
+    dimensions=[Dimension("overall")],
+    pointwise_template="{response}\nScore it from {low} to {high}.",
+    scale=[1, 5],
+)
+RUBRICS["overall10"] = Rubric(
+    name="overall10",
+    dimensions=[Dimension("overall")],
+    pointwise_template="{response}\nScore it from 1 to 10.",
+    scale=[1, 10],
+    integer=False,
+)
 FIVE = '"strategy_coherence": 4, "step_coherence": 4, "numerical_precision": 3, "signal_to_noise": 4'
 
 
@@ -43,55 +52,103 @@ def test_scores_are_parsed_or_the_failure_is_named(case):
         assert parsed.scores == pytest.approx({k: float(v) for k, v in case["expected"].items()})
 
 
-@pytest.mark.parametrize("rubric, output, status, failures", [
-    # keys beside the dimensions are not read, whatever numbers or dimension words they hold
-    ("reasoning5", '{"factuality": 4, "reasoning": "Step 2 is wrong; step coherence: 2", ' + FIVE.replace(
-        '"step_coherence": 4, ', "") + "}", "missing: step_coherence", {"step_coherence": "missing"}),
-    ("reasoning5", '{"factuality": 4, "step_2_coherence_check": 1, ' + FIVE.replace('"step_coherence": 4, ', "")
-     + "}", "missing: step_coherence", {"step_coherence": "missing"}),
-    ("reasoning5", '{"factuality": "4 (mostly right)", ' + FIVE + "}", "not_a_number: factuality",
-     {"factuality": "not_a_number"}),
-    ("reasoning5", '{"factuality": [4, 5], ' + FIVE + "}", "not_a_number: factuality", {"factuality": "not_a_number"}),
-    # a lone number in a refusal is not a score
-    ("overall10", "I can't rate this response: it has 3 errors.", "no_scores", {}),
-    ("overall10", "Sorry, I cannot help with that. 7", "no_scores", {}),
-    ("overall5", "I'm unable to grade this; see rule 4.", "no_scores", {}),
-    # NaN and infinity are failures of that dimension
-    ("reasoning5", '{"factuality": NaN, ' + FIVE + "}", "not_finite: factuality=nan", {"factuality": "not_finite"}),
-    ("reasoning5", '{"factuality": Infinity, ' + FIVE + "}", "not_finite: factuality=inf",
-     {"factuality": "not_finite"}),
-    ("reasoning5", '{"factuality": 1e999, ' + FIVE + "}", "not_finite", {"factuality": "not_finite"}),
-    ("reasoning5", '{"factuality": "nan", ' + FIVE + "}", "not_finite", {"factuality": "not_finite"}),
-    ("overall10", "Score: nan", "not_finite: overall=nan", {"overall": "not_finite"}),
-    # out of the scale, other scales, two values for one dimension
-    ("reasoning5", '{"factuality": 0, ' + FIVE + "}", "out_of_range: factuality=0 (scale 1-5)",
-     {"factuality": "out_of_range"}),
-    ("reasoning5", '{"factuality": "8/10", ' + FIVE + "}", "out_of_range: factuality=8/10 (scale 1-5)",
-     {"factuality": "out_of_range"}),
-    ("reasoning5", '{"factuality": 4, "Factuality": 2, ' + FIVE + "}", "ambiguous: factuality (4 and 2)",
-     {"factuality": "ambiguous"}),
-    ("overall10", "Rating: [[6]]. On reflection, Rating: [[7]]", "ambiguous: overall (6 and 7)",
-     {"overall": "ambiguous"}),
-    # several failures at once: each dimension's own reason
-    ("tiny_world", '{"correctness": 9, "step_accuracy": null}', "missing: format; not_a_number: step_accuracy; "
-     "out_of_range: correctness=9 (scale 1-5)",
-     {"format": "missing", "step_accuracy": "not_a_number", "correctness": "out_of_range"}),
-])
+@pytest.mark.parametrize(
+    "rubric, output, status, failures",
+    [
+        # keys beside the dimensions are not read, whatever numbers or dimension words they hold
+        (
+            "reasoning5",
+            '{"factuality": 4, "reasoning": "Step 2 is wrong; step coherence: 2", '
+            + FIVE.replace('"step_coherence": 4, ', "")
+            + "}",
+            "missing: step_coherence",
+            {"step_coherence": "missing"},
+        ),
+        (
+            "reasoning5",
+            '{"factuality": 4, "step_2_coherence_check": 1, ' + FIVE.replace('"step_coherence": 4, ', "") + "}",
+            "missing: step_coherence",
+            {"step_coherence": "missing"},
+        ),
+        (
+            "reasoning5",
+            '{"factuality": "4 (mostly right)", ' + FIVE + "}",
+            "not_a_number: factuality",
+            {"factuality": "not_a_number"},
+        ),
+        (
+            "reasoning5",
+            '{"factuality": [4, 5], ' + FIVE + "}",
+            "not_a_number: factuality",
+            {"factuality": "not_a_number"},
+        ),
+        # a lone number in a refusal is not a score
+        ("overall10", "I can't rate this response: it has 3 errors.", "no_scores", {}),
+        ("overall10", "Sorry, I cannot help with that. 7", "no_scores", {}),
+        ("overall5", "I'm unable to grade this; see rule 4.", "no_scores", {}),
+        # NaN and infinity are failures of that dimension
+        ("reasoning5", '{"factuality": NaN, ' + FIVE + "}", "not_finite: factuality=nan", {"factuality": "not_finite"}),
+        (
+            "reasoning5",
+            '{"factuality": Infinity, ' + FIVE + "}",
+            "not_finite: factuality=inf",
+            {"factuality": "not_finite"},
+        ),
+        ("reasoning5", '{"factuality": 1e999, ' + FIVE + "}", "not_finite", {"factuality": "not_finite"}),
+        ("reasoning5", '{"factuality": "nan", ' + FIVE + "}", "not_finite", {"factuality": "not_finite"}),
+        ("overall10", "Score: nan", "not_finite: overall=nan", {"overall": "not_finite"}),
+        # out of the scale, other scales, two values for one dimension
+        (
+            "reasoning5",
+            '{"factuality": 0, ' + FIVE + "}",
+            "out_of_range: factuality=0 (scale 1-5)",
+            {"factuality": "out_of_range"},
+        ),
+        (
+            "reasoning5",
+            '{"factuality": "8/10", ' + FIVE + "}",
+            "out_of_range: factuality=8/10 (scale 1-5)",
+            {"factuality": "out_of_range"},
+        ),
+        (
+            "reasoning5",
+            '{"factuality": 4, "Factuality": 2, ' + FIVE + "}",
+            "ambiguous: factuality (4 and 2)",
+            {"factuality": "ambiguous"},
+        ),
+        (
+            "overall10",
+            "Rating: [[6]]. On reflection, Rating: [[7]]",
+            "ambiguous: overall (6 and 7)",
+            {"overall": "ambiguous"},
+        ),
+        # several failures at once: each dimension's own reason
+        (
+            "tiny_world",
+            '{"correctness": 9, "step_accuracy": null}',
+            "missing: format; not_a_number: step_accuracy; out_of_range: correctness=9 (scale 1-5)",
+            {"format": "missing", "step_accuracy": "not_a_number", "correctness": "out_of_range"},
+        ),
+    ],
+)
 def test_adversarial_answers_fail_per_dimension(rubric, output, status, failures):
     parsed = parse_scores(output, RUBRICS[rubric])
     assert parsed.scores is None and parsed.status.startswith(status), parsed
     assert dimension_failures(parsed.status, RUBRICS[rubric].names) == failures  # quality.md counts from the status
 
 
-@pytest.mark.parametrize("output, status", [
-    ("{" * 30_000, "no_scores"),  # never closed
-    ("[" * 15_000 + "]" * 15_000, "no_scores"),
-    ('{"factuality": ' + "[" * 15_000 + "]" * 15_000 + "}", "too_deep"),
-    ("{" * 15_000 + "}" * 15_000, "too_deep"),
-    ('{"a": ' * (MAX_JSON_DEPTH + 1) + "1" + "}" * (MAX_JSON_DEPTH + 1), "too_deep"),
-    ("x" * MAX_ANSWER_CHARS + '{"factuality": 4, ' + FIVE + "}", "too_long"),
-    ('{"factuality": ' + "9" * 5_000 + ", " + FIVE + "}", "not_finite: factuality=inf"),  # beyond JSON's digits
-])
+@pytest.mark.parametrize(
+    "output, status",
+    [
+        ("{" * 30_000, "no_scores"),  # never closed
+        ("[" * 15_000 + "]" * 15_000, "no_scores"),
+        ('{"factuality": ' + "[" * 15_000 + "]" * 15_000 + "}", "too_deep"),
+        ("{" * 15_000 + "}" * 15_000, "too_deep"),
+        ('{"a": ' * (MAX_JSON_DEPTH + 1) + "1" + "}" * (MAX_JSON_DEPTH + 1), "too_deep"),
+        ("x" * MAX_ANSWER_CHARS + '{"factuality": 4, ' + FIVE + "}", "too_long"),
+        ('{"factuality": ' + "9" * 5_000 + ", " + FIVE + "}", "not_finite: factuality=inf"),  # beyond JSON's digits
+    ],
+)
 def test_size_and_nesting_are_bounded_and_never_crash(output, status):
     parsed = parse_scores(output, RUBRICS["reasoning5"])
     assert parsed.scores is None and parsed.status.startswith(status), parsed.status[:200]
@@ -106,11 +163,19 @@ def test_json_scanning_has_no_recursion_limit():
 def test_nesting_within_the_bound_and_keys_up_to_case_and_punctuation_are_read():
     nested = '{"judgment": {"scores": {"factuality": {"score": 4}}}}'
     assert parse_scores(nested, RUBRICS["reasoning5"]).status.startswith("no_scores")  # containers: top level only
-    ok = parse_scores('{"scores": {" FACTUALITY ": {"score": 4, "reason": "step 2: 1 slip"}, '
-                      '"Strategy-Coherence": 5, "step coherence": 4, "Numerical/Computational Precision": 3, '
-                      '"signal_to_noise": "4/5"}}', RUBRICS["reasoning5"])
-    assert ok.status == "ok" and ok.scores == {"factuality": 4, "strategy_coherence": 5, "step_coherence": 4,
-                                               "numerical_precision": 3, "signal_to_noise": 4}
+    ok = parse_scores(
+        '{"scores": {" FACTUALITY ": {"score": 4, "reason": "step 2: 1 slip"}, '
+        '"Strategy-Coherence": 5, "step coherence": 4, "Numerical/Computational Precision": 3, '
+        '"signal_to_noise": "4/5"}}',
+        RUBRICS["reasoning5"],
+    )
+    assert ok.status == "ok" and ok.scores == {
+        "factuality": 4,
+        "strategy_coherence": 5,
+        "step_coherence": 4,
+        "numerical_precision": 3,
+        "signal_to_noise": 4,
+    }
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -131,18 +196,27 @@ def test_each_preset_prompt_states_exactly_its_scale_and_its_example_parses(name
 
 def test_a_rubric_must_state_its_scale_and_name_dimensions_unambiguously(tmp_path):
     def write(**fields):
-        data = {"name": "r", "scale": [1, 10], "dimensions": [{"name": "overall"}],
-                "pointwise_template": "Score {response} from {low} to {high}.", **fields}
+        data = {
+            "name": "r",
+            "scale": [1, 10],
+            "dimensions": [{"name": "overall"}],
+            "pointwise_template": "Score {response} from {low} to {high}.",
+            **fields,
+        }
         path = tmp_path / "r.yaml"
         path.write_text(yaml.safe_dump(data))
         return path
 
     assert load_rubric(str(write(pointwise_template="Score {response} from 1 to 10."))).high == 10
-    for fields, message in [({"pointwise_template": "Score {response}."}, "must state the scale's low end"),
-                            ({"pointwise_template": "Score {response} from 1 to 5."}, "high end"),
-                            ({"dimensions": [{"name": "overall score"}]}, "must be identifiers"),
-                            ({"dimensions": [{"name": "a", "aliases": ["Overall"]}, {"name": "overall"}]},
-                             "must differ between dimensions")]:
+    for fields, message in [
+        ({"pointwise_template": "Score {response}."}, "must state the scale's low end"),
+        ({"pointwise_template": "Score {response} from 1 to 5."}, "high end"),
+        ({"dimensions": [{"name": "overall score"}]}, "must be identifiers"),
+        (
+            {"dimensions": [{"name": "a", "aliases": ["Overall"]}, {"name": "overall"}]},
+            "must differ between dimensions",
+        ),
+    ]:
         with pytest.raises(ConfigError, match=message):
             load_rubric(str(write(**fields)))
 

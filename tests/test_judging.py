@@ -12,8 +12,8 @@ from prefopt.schemas import DataError
     "completion, correctness, step_accuracy, fmt",
     [
         ("7*3=21;21+4=25. =25", 1.0, 1.0, 1.0),
-        ("7*3=21;21+4=26. =26", 0.0, 0.5, 1.0),      # last step wrong
-        ("7*3=20;20+4=24. =25", 1.0, 0.0, 1.0),      # right answer, wrong steps
+        ("7*3=21;21+4=26. =26", 0.0, 0.5, 1.0),  # last step wrong
+        ("7*3=20;20+4=24. =25", 1.0, 0.0, 1.0),  # right answer, wrong steps
         ("7*3=21;21+4=25;25+0=25. =25", 1.0, 2 / 3, 1.0),  # padded with an extra step
         ("the answer is 25 . =25", 1.0, 0.0, 0.5),
         ("", 0.0, 0.0, 0.0),
@@ -38,10 +38,12 @@ def test_aggregate_rules():
 
 
 def test_judge_stage_keeps_every_row_and_records_failures():
-    candidates = Dataset.from_list([
-        {"candidate_id": "a", "prompt": "1+2", "completion": "1+2=3. =3"},
-        {"candidate_id": "b", "prompt": "not arithmetic", "completion": "3"},
-    ])
+    candidates = Dataset.from_list(
+        [
+            {"candidate_id": "a", "prompt": "1+2", "completion": "1+2=3. =3"},
+            {"candidate_id": "b", "prompt": "not arithmetic", "completion": "3"},
+        ]
+    )
     out = judge_candidates(JudgingConfig(aggregate="correctness"), candidates)
     assert out["candidate_id"] == ["a", "b"]
     assert out["aggregate"] == [1.0, None]
@@ -58,8 +60,9 @@ def test_bad_aggregate_rule_is_rejected(cfg):
 def test_the_judge_stage_resumes_from_its_shards(run_dir, tmp_path):
     from datasets import load_from_disk
 
-    from conftest import ci_stage
     from prefopt.judging.judge import run_judging
+
+    from conftest import ci_stage
 
     candidates = load_from_disk(str(ci_stage(run_dir, "generate") / "data"))
     cfg = JudgingConfig(shard_size=20)
@@ -101,8 +104,10 @@ def test_every_judge_is_registered_once_with_its_capabilities():
     assert JUDGES.names(is_verifier=True) == ["tiny_world_verifier", "math_verifier"]
     assert JUDGES.names(needs_reference=True) == ["math_verifier"]
     assert {e.name: e.config_section for e in JUDGES if e.is_model} == {"llm": "llm", "reward_model": "reward_model"}
-    for name, prompt, completion, reference in [("tiny_world_verifier", "7*3+4", "7*3=21;21+4=25. =25", None),
-                                                ("math_verifier", "q", "\\boxed{25}", "25")]:
+    for name, prompt, completion, reference in [
+        ("tiny_world_verifier", "7*3+4", "7*3=21;21+4=25. =25", None),
+        ("math_verifier", "q", "\\boxed{25}", "25"),
+    ]:
         entry = JUDGES.get(name)
         judge = entry.target(JudgingConfig(judge=name), lambda ref: ref)
         [j] = judge.score([JudgeItem(prompt, completion, reference)])
@@ -115,21 +120,28 @@ def test_the_judge_registry_imports_nothing_heavy():
     import subprocess
     import sys
 
-    code = ("import sys, prefopt.judging.registry; heavy = {'torch', 'math_verify', 'sympy', 'prefopt.configs'} "
-            "& set(sys.modules); assert not heavy, heavy")
+    code = (
+        "import sys, prefopt.judging.registry; heavy = {'torch', 'math_verify', 'sympy', 'prefopt.configs'} "
+        "& set(sys.modules); assert not heavy, heavy"
+    )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"judge": "gpt"}, "judging.judge: unknown judge 'gpt'; expected one of ['tiny_world_verifier', "),
-    ({"judge": "llm"}, "needs its section (judging.llm)"),
-    ({"judge": "reward_model"}, "needs its section (judging.reward_model)"),
-    ({"judge": "math_verifier", "pairwise": {"generators": ["a", "b"]}}, "pairwise comparisons need judge: llm"),
-    ({"reference_judge": "llm"}, "judging.reference_judge: expected a verifier, one of ['tiny_world_verifier', "
-                                 "'math_verifier'], got 'llm'"),
-    ({"reference_judge": "gpt"}, "judging.reference_judge: expected a verifier"),
-    ({"judge": "llm", "llm": {"model": "m", "engine": "vlm"}}, "judging.llm.engine: unknown engine 'vlm'"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"judge": "gpt"}, "judging.judge: unknown judge 'gpt'; expected one of ['tiny_world_verifier', "),
+        ({"judge": "llm"}, "needs its section (judging.llm)"),
+        ({"judge": "reward_model"}, "needs its section (judging.reward_model)"),
+        ({"judge": "math_verifier", "pairwise": {"generators": ["a", "b"]}}, "pairwise comparisons need judge: llm"),
+        (
+            {"reference_judge": "llm"},
+            "judging.reference_judge: expected a verifier, one of ['tiny_world_verifier', 'math_verifier'], got 'llm'",
+        ),
+        ({"reference_judge": "gpt"}, "judging.reference_judge: expected a verifier"),
+        ({"judge": "llm", "llm": {"model": "m", "engine": "vlm"}}, "judging.llm.engine: unknown engine 'vlm'"),
+    ],
+)
 def test_judge_names_are_checked_against_the_registry_at_load(fields, message):
     from prefopt.configs import from_dict
 
@@ -139,13 +151,18 @@ def test_judge_names_are_checked_against_the_registry_at_load(fields, message):
 
 
 def test_a_judge_that_needs_references_refuses_candidates_without_any():
-    candidates = Dataset.from_list([{"candidate_id": "a", "prompt": "6*7?", "completion": "\\boxed{42}",
-                                     "reference": None}])
+    candidates = Dataset.from_list(
+        [{"candidate_id": "a", "prompt": "6*7?", "completion": "\\boxed{42}", "reference": None}]
+    )
     with pytest.raises(DataError, match=r"\['math_verifier'\] need the prompts' reference answers"):
         judge_candidates(JudgingConfig(judge="math_verifier"), candidates)
     with pytest.raises(DataError, match="reference_field"):
         judge_candidates(JudgingConfig(reference_judge="math_verifier"), candidates)
-    some = Dataset.from_list([{"candidate_id": "a", "prompt": "6*7?", "completion": "\\boxed{42}", "reference": "42"},
-                              {"candidate_id": "b", "prompt": "?", "completion": "\\boxed{1}", "reference": None}])
+    some = Dataset.from_list(
+        [
+            {"candidate_id": "a", "prompt": "6*7?", "completion": "\\boxed{42}", "reference": "42"},
+            {"candidate_id": "b", "prompt": "?", "completion": "\\boxed{1}", "reference": None},
+        ]
+    )
     out = judge_candidates(JudgingConfig(judge="math_verifier", aggregate="correctness"), some)
     assert out["aggregate"] == [1.0, None] and out["parse_status"][1].startswith("no_reference")

@@ -14,8 +14,13 @@ from prefopt.judging.llm_judge import LLMJudge
 from prefopt.judging.quality import judge_quality, pairwise_quality
 from prefopt.judging.rubrics import load_rubric
 
-ITEMS = [JudgeItem("7*3+4", "7*3=21;21+4=25. =25"), JudgeItem("7*3+4", "7*3=20;20+4=24. =24"),
-         JudgeItem("2+2", "2+2=4. =4"), JudgeItem("9-8*2", "garbage"), JudgeItem("5-9", "5-9=-4. =-4")]
+ITEMS = [
+    JudgeItem("7*3+4", "7*3=21;21+4=25. =25"),
+    JudgeItem("7*3+4", "7*3=20;20+4=24. =24"),
+    JudgeItem("2+2", "2+2=4. =4"),
+    JudgeItem("9-8*2", "garbage"),
+    JudgeItem("5-9", "5-9=-4. =-4"),
+]
 RUBRIC = load_rubric("tiny_world")
 
 
@@ -27,13 +32,15 @@ def test_structured_judgments_parse_and_match_the_rendered_prompt(vllm_engine):
     judge = LLMJudge(judge_config(), vllm_engine)
     judgments = judge.score(ITEMS)
     assert [j.status for j in judgments] == ["ok"] * len(ITEMS) and all(j.attempts == 1 for j in judgments)
-    for item, j in zip(ITEMS, judgments):
+    for j in judgments:
         assert set(j.scores) == set(RUBRIC.names) and all(1 <= v <= 5 for v in j.scores.values())
         [raw] = json.loads(j.raw)
         assert {k: float(v) for k, v in json.loads(raw).items()} == j.scores
     # The judge asked exactly the rubric's prompt, constrained to its schema: the same call gives the same answer.
-    [[direct]] = vllm_engine.generate([RUBRIC.pointwise_prompt(ITEMS[0].prompt, ITEMS[0].completion)], SamplingParams(
-        n=1, temperature=0.0, max_new_tokens=60, json_schema=RUBRIC.json_schema()))
+    [[direct]] = vllm_engine.generate(
+        [RUBRIC.pointwise_prompt(ITEMS[0].prompt, ITEMS[0].completion)],
+        SamplingParams(n=1, temperature=0.0, max_new_tokens=60, json_schema=RUBRIC.json_schema()),
+    )
     assert json.loads(judgments[0].raw) == [direct.text]
 
 
@@ -44,13 +51,18 @@ def test_unparseable_answers_are_retried_then_recorded_never_zero(vllm_engine):
     for j in judgments:
         assert j.scores is None and j.status.startswith("parse_failed: ") and j.attempts == 3
         assert len(json.loads(j.raw)) == 3  # the first answer and two retries, all recorded
-    candidates = Dataset.from_list([{"candidate_id": f"c{i}", "prompt": it.prompt, "completion": it.completion,
-                                     "reference": None} for i, it in enumerate(ITEMS)])
+    candidates = Dataset.from_list(
+        [
+            {"candidate_id": f"c{i}", "prompt": it.prompt, "completion": it.completion, "reference": None}
+            for i, it in enumerate(ITEMS)
+        ]
+    )
     judged = judge_candidates(JudgingConfig(judge="llm", llm=cfg), candidates, LLMJudge(cfg, vllm_engine))
     assert len(judged) == len(ITEMS) and judged["aggregate"] == [None] * len(ITEMS)
     assert all(s == {d: None for d in RUBRIC.names} for s in judged["scores"])
-    quality = judge_quality(judged.flatten().to_pandas().assign(generator="g", prompt_id="p", sample_index=0),
-                            RUBRIC.names)
+    quality = judge_quality(
+        judged.flatten().to_pandas().assign(generator="g", prompt_id="p", sample_index=0), RUBRIC.names
+    )
     assert quality["parse_failure_rate"] == 1.0 and quality["failure_reasons"] == {"parse_failed": len(ITEMS)}
 
 
@@ -61,13 +73,25 @@ def test_samples_are_averaged_and_their_spread_reported(vllm_engine):
         assert j.status == "ok" and len(j.samples) == 3 and len(json.loads(j.raw)) == 3
         for d in RUBRIC.names:
             assert j.scores[d] == pytest.approx(sum(s[d] for s in j.samples) / 3)
-    candidates = Dataset.from_list([{"candidate_id": f"c{i}", "prompt": it.prompt, "completion": it.completion,
-                                     "reference": None, "generator": "g", "prompt_id": f"p{i}", "sample_index": 0}
-                                    for i, it in enumerate(ITEMS)])
+    candidates = Dataset.from_list(
+        [
+            {
+                "candidate_id": f"c{i}",
+                "prompt": it.prompt,
+                "completion": it.completion,
+                "reference": None,
+                "generator": "g",
+                "prompt_id": f"p{i}",
+                "sample_index": 0,
+            }
+            for i, it in enumerate(ITEMS)
+        ]
+    )
     cfg = JudgingConfig(judge="llm", llm=judge.cfg)
     judged = judge_candidates(cfg, candidates, judge)
-    consistency = judge_quality(judged.flatten().to_pandas().assign(sample_scores=judged["sample_scores"]),
-                                RUBRIC.names, samples=3)["self_consistency"]
+    consistency = judge_quality(
+        judged.flatten().to_pandas().assign(sample_scores=judged["sample_scores"]), RUBRIC.names, samples=3
+    )["self_consistency"]
     assert set(consistency) == {*RUBRIC.names, "overall"}
     for d in RUBRIC.names:
         spread = [max(s[d] for s in j.samples) - min(s[d] for s in j.samples) for j in judgments]
@@ -119,18 +143,27 @@ def test_the_judge_stage_with_a_tiny_world_llm_judge(run_dir):
 
     from datasets import load_from_disk
 
-    from conftest import CI_RECIPE
     from prefopt.configs import PairwiseAuditConfig, load_recipe
     from prefopt.pipeline import Pipeline
     from prefopt.world.models import TinyModelSpec
 
+    from conftest import CI_RECIPE
+
     recipe = load_recipe(CI_RECIPE)
     judge_spec = TinyModelSpec(num_layers=1, hidden_size=64, train_steps=200, batch_size=32, seed=4, task="judge")
-    judging = JudgingConfig(judge="llm", shard_size=50, reference_judge="tiny_world_verifier",
-                            llm=judge_config(model="world:judge", engine="transformers", batch_size=48),
-                            pairwise=PairwiseAuditConfig(generators=["strong", "weak"], max_pairs=12))
-    recipe = dataclasses.replace(recipe, output_dir=str(run_dir), judging=judging, world=dataclasses.replace(
-        recipe.world, models={**recipe.world.models, "judge": judge_spec}))
+    judging = JudgingConfig(
+        judge="llm",
+        shard_size=50,
+        reference_judge="tiny_world_verifier",
+        llm=judge_config(model="world:judge", engine="transformers", batch_size=48),
+        pairwise=PairwiseAuditConfig(generators=["strong", "weak"], max_pairs=12),
+    )
+    recipe = dataclasses.replace(
+        recipe,
+        output_dir=str(run_dir),
+        judging=judging,
+        world=dataclasses.replace(recipe.world, models={**recipe.world.models, "judge": judge_spec}),
+    )
     out = Pipeline(recipe).judge()
     judged = load_from_disk(str(out / "data")).to_pandas()
     quality = json.loads((out / "quality.json").read_text())
@@ -152,24 +185,44 @@ def test_quality_counts_parse_failures_per_dimension(tmp_path):
     """Strictly parsed answers: each failed dimension is counted by kind in quality.json and quality.md."""
     from prefopt.judging.judge import write_quality
 
-    answers = ['{"correctness":5,"step_accuracy":4,"format":5}', '{"correctness":5,"step_accuracy":9}',
-               '{"correctness":NaN,"step_accuracy":3,"format":4}', "I won't rate this: it has 2 steps.",
-               '{"correctness":4,"step_accuracy":7,"format":1,"reasoning":"step_accuracy: 3"}']
-    items = ITEMS[:len(answers)]
+    answers = [
+        '{"correctness":5,"step_accuracy":4,"format":5}',
+        '{"correctness":5,"step_accuracy":9}',
+        '{"correctness":NaN,"step_accuracy":3,"format":4}',
+        "I won't rate this: it has 2 steps.",
+        '{"correctness":4,"step_accuracy":7,"format":1,"reasoning":"step_accuracy: 3"}',
+    ]
+    items = ITEMS[: len(answers)]
     engine = ScriptedEngine({RUBRIC.pointwise_prompt(i.prompt, i.completion): [a] for i, a in zip(items, answers)})
     cfg = JudgingConfig(judge="llm", llm=judge_config(max_retries=0))
-    candidates = Dataset.from_list([{"candidate_id": f"c{k}", "prompt": it.prompt, "completion": it.completion,
-                                     "reference": None, "generator": "g", "prompt_id": f"p{k}", "sample_index": 0}
-                                    for k, it in enumerate(items)])
+    candidates = Dataset.from_list(
+        [
+            {
+                "candidate_id": f"c{k}",
+                "prompt": it.prompt,
+                "completion": it.completion,
+                "reference": None,
+                "generator": "g",
+                "prompt_id": f"p{k}",
+                "sample_index": 0,
+            }
+            for k, it in enumerate(items)
+        ]
+    )
     judged = judge_candidates(cfg, candidates, LLMJudge(cfg.llm, engine))
     assert judged["parse_status"][1:] == [
         "parse_failed: missing: format; out_of_range: step_accuracy=9 (scale 1-5)",
-        "parse_failed: not_finite: correctness=nan", "parse_failed: no_scores: no score for any dimension",
-        "parse_failed: out_of_range: step_accuracy=7 (scale 1-5)"]
+        "parse_failed: not_finite: correctness=nan",
+        "parse_failed: no_scores: no score for any dimension",
+        "parse_failed: out_of_range: step_accuracy=7 (scale 1-5)",
+    ]
     quality = write_quality(cfg, judged, tmp_path)
     assert quality["failure_reasons"] == {"parse_failed": 4}
-    assert quality["dimension_failures"] == {"correctness": {"not_finite": 1}, "step_accuracy": {"out_of_range": 2},
-                                             "format": {"missing": 1}}
+    assert quality["dimension_failures"] == {
+        "correctness": {"not_finite": 1},
+        "step_accuracy": {"out_of_range": 2},
+        "format": {"missing": 1},
+    }
     markdown = (tmp_path / "quality.md").read_text()
     assert "| dimension | failed | missing | not_finite | out_of_range |" in markdown
     assert "| step_accuracy | 2 | 0 | 0 | 2 |" in markdown

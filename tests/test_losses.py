@@ -28,8 +28,9 @@ def test_weight_one_offset_zero_and_hard_label_are_plain_dpo(h):
 def test_registered_losses_are_their_formulas(h, gap):
     n = min(len(h), len(gap))
     h, gap = h[:n], gap[:n]
-    cfg = SimpleNamespace(gap_transform="tanh", gap_scale=2.0, gap_clip_min=0.0, gap_clip_max=1.0, offset_alpha=0.5,
-                          soft_label_tau=0.3)
+    cfg = SimpleNamespace(
+        gap_transform="tanh", gap_scale=2.0, gap_clip_min=0.0, gap_clip_max=1.0, offset_alpha=0.5, soft_label_tau=0.3
+    )
     weights = torch.rand(n, dtype=h.dtype)
     loss = {e.name: e.target(h, 0.1, gap, weights, cfg) for e in L.PAIR_LOSSES}
     assert torch.equal(loss["stock"], L.dpo_sigmoid(h, 0.1)) and torch.equal(loss["sigmoid"], L.dpo_sigmoid(h, 0.1))

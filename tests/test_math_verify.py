@@ -20,8 +20,9 @@ def test_the_fixture_is_large_varied_and_not_all_true():
     styles = Counter(c["style"] for c in CASES)
     assert len(CASES) >= 150 and len(styles) >= 15
     assert sum(not c["correct"] for c in CASES) >= 60  # a verifier that says True to everything fails
-    assert all(set(c) <= {"style", "completion", "reference", "correct", "answer_found", "known_limitation"}
-               for c in CASES)
+    assert all(
+        set(c) <= {"style", "completion", "reference", "correct", "answer_found", "known_limitation"} for c in CASES
+    )
 
 
 def _case_id(case: dict) -> str:
@@ -41,14 +42,17 @@ def test_every_answer_gets_its_expected_verdict(case):
         assert judgment.scores["answer_found"] == float(case["answer_found"])
 
 
-@pytest.mark.parametrize("reference, text", [
-    ("Natalia sold 48/2 = 24 clips.\n#### 72", "\\boxed{72}"),
-    ("#### 1,250", "\\boxed{1,250}"),
-    ("\\frac{3}{4}", "\\boxed{\\frac{3}{4}}"),
-    ("So the answer is $\\boxed{5}$.", "So the answer is $\\boxed{5}$."),
-    ("\\$18.90", "\\boxed{\\$18.90}"),
-    ("−5", "\\boxed{-5}"),
-])
+@pytest.mark.parametrize(
+    "reference, text",
+    [
+        ("Natalia sold 48/2 = 24 clips.\n#### 72", "\\boxed{72}"),
+        ("#### 1,250", "\\boxed{1,250}"),
+        ("\\frac{3}{4}", "\\boxed{\\frac{3}{4}}"),
+        ("So the answer is $\\boxed{5}$.", "So the answer is $\\boxed{5}$."),
+        ("\\$18.90", "\\boxed{\\$18.90}"),
+        ("−5", "\\boxed{-5}"),
+    ],
+)
 def test_references_gsm8k_solutions_and_bare_answers(reference, text):
     assert reference_text(reference) == text
 
@@ -67,8 +71,10 @@ def test_what_was_read_is_recorded_and_failures_are_never_zero():
     assert unreadable.scores is None and unreadable.status.startswith("unreadable_reference")
 
 
-@pytest.mark.parametrize("completion", ["\\boxed{9^{9^{9^{9}}}}", "The answer is 10**10**10",
-                                        "\\boxed{" + "{" * 3000 + "1" + "}" * 3000 + "}"])
+@pytest.mark.parametrize(
+    "completion",
+    ["\\boxed{9^{9^{9^{9}}}}", "The answer is 10**10**10", "\\boxed{" + "{" * 3000 + "1" + "}" * 3000 + "}"],
+)
 def test_a_pathological_answer_is_a_recorded_timeout_not_a_hang(monkeypatch, completion):
     monkeypatch.setattr(math_verifier, "PARSE_TIMEOUT_S", 1)
     monkeypatch.setattr(math_verifier, "COMPARE_TIMEOUT_S", 1)
@@ -95,8 +101,12 @@ def test_outside_the_main_thread_it_refuses_clearly():
 
 
 def _score_in_worker(queue):
-    queue.put([score_math("q", c, r).scores["correctness"] for c, r in (("\\boxed{\\dfrac{3}{4}}", "0.75"),
-                                                                        ("#### 71", "#### 72"))])
+    queue.put(
+        [
+            score_math("q", c, r).scores["correctness"]
+            for c, r in (("\\boxed{\\dfrac{3}{4}}", "0.75"), ("#### 71", "#### 72"))
+        ]
+    )
 
 
 def test_it_works_in_a_spawned_worker_process():

@@ -11,8 +11,17 @@ from datasets import Dataset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from prefopt.configs import (REWARD_AUGMENTED_TEMPLATE, ConfigError, DeltaFilterConfig, GeneratorPair, KTOLabelConfig,
-                             MarginBayesConfig, PairingConfig, ProxyConfig, RewardAugmentConfig)
+from prefopt.configs import (
+    REWARD_AUGMENTED_TEMPLATE,
+    ConfigError,
+    DeltaFilterConfig,
+    GeneratorPair,
+    KTOLabelConfig,
+    MarginBayesConfig,
+    PairingConfig,
+    ProxyConfig,
+    RewardAugmentConfig,
+)
 from prefopt.pairing import strategies as S
 from prefopt.pairing.build import build_pairs
 from prefopt.pairing.calibration import calibrate, correlation, dynamic_upper, fuse_product, margin_bayes_scores
@@ -24,22 +33,40 @@ PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 
 def judgments(rows):
     """rows: (prompt_id, generator, sample_index, correctness, format) -> a judgments dataset."""
-    return Dataset.from_list([
-        {"candidate_id": f"{p}/{g}/{i}", "prompt_id": p, "prompt": f"prompt {p}", "reference": None,
-         "generator": g, "model": g, "sample_index": i, "completion": f"{g} says {p}.{i}", "finish_reason": "stop",
-         "sampling": {"temperature": 1.0}, "judge": "v",
-         "scores": {"correctness": c, "format": f},
-         "aggregate": None if c is None else (c + f) / 2, "raw_judgment": "", "parse_status": "ok"}
-        for p, g, i, c, f in rows
-    ])
+    return Dataset.from_list(
+        [
+            {
+                "candidate_id": f"{p}/{g}/{i}",
+                "prompt_id": p,
+                "prompt": f"prompt {p}",
+                "reference": None,
+                "generator": g,
+                "model": g,
+                "sample_index": i,
+                "completion": f"{g} says {p}.{i}",
+                "finish_reason": "stop",
+                "sampling": {"temperature": 1.0},
+                "judge": "v",
+                "scores": {"correctness": c, "format": f},
+                "aggregate": None if c is None else (c + f) / 2,
+                "raw_judgment": "",
+                "parse_status": "ok",
+            }
+            for p, g, i, c, f in rows
+        ]
+    )
 
 
 ROWS = [
-    ("p1", "strong", 0, 1.0, 1.0), ("p1", "weak", 0, 0.0, 1.0),
-    ("p1", "strong", 1, 1.0, 1.0), ("p1", "weak", 1, 1.0, 1.0),      # tie
-    ("p2", "strong", 0, 0.0, 0.0), ("p2", "weak", 0, 1.0, 1.0),      # judge disagrees
-    ("p3", "strong", 0, 1.0, 1.0), ("p3", "weak", 0, None, None),    # weak unjudged
-    ("p4", "strong", 0, 1.0, 0.0),                                   # no weak candidate at all
+    ("p1", "strong", 0, 1.0, 1.0),
+    ("p1", "weak", 0, 0.0, 1.0),
+    ("p1", "strong", 1, 1.0, 1.0),
+    ("p1", "weak", 1, 1.0, 1.0),  # tie
+    ("p2", "strong", 0, 0.0, 0.0),
+    ("p2", "weak", 0, 1.0, 1.0),  # judge disagrees
+    ("p3", "strong", 0, 1.0, 1.0),
+    ("p3", "weak", 0, None, None),  # weak unjudged
+    ("p4", "strong", 0, 1.0, 0.0),  # no weak candidate at all
 ]
 
 
@@ -49,18 +76,31 @@ def judged_frames(draw, max_prompts=8, max_candidates=7, discrete=True):
     rows = []
     for p in range(draw(st.integers(1, max_prompts))):
         for i in range(draw(st.integers(1, max_candidates))):
-            value = (st.sampled_from([0.0, 0.25, 0.5, 0.75, 1.0]) if discrete
-                     else st.floats(-5, 5, allow_nan=False, allow_subnormal=False))
+            value = (
+                st.sampled_from([0.0, 0.25, 0.5, 0.75, 1.0])
+                if discrete
+                else st.floats(-5, 5, allow_nan=False, allow_subnormal=False)
+            )
             c, f = draw(value), draw(value)
             judged = draw(st.booleans()) or i < 2 or not discrete
-            rows.append({"candidate_id": f"p{p}/g{i % 2}/{i}", "prompt_id": f"p{p}", "prompt": f"q{p}",
-                         "completion": f"c{p}.{i}", "generator": f"g{i % 2}", "sample_index": i // 2,
-                         "aggregate": (c + f) / 2 if judged else None,
-                         "scores.correctness": c if judged else None, "scores.format": f if judged else None})
+            rows.append(
+                {
+                    "candidate_id": f"p{p}/g{i % 2}/{i}",
+                    "prompt_id": f"p{p}",
+                    "prompt": f"q{p}",
+                    "completion": f"c{p}.{i}",
+                    "generator": f"g{i % 2}",
+                    "sample_index": i // 2,
+                    "aggregate": (c + f) / 2 if judged else None,
+                    "scores.correctness": c if judged else None,
+                    "scores.format": f if judged else None,
+                }
+            )
     return pd.DataFrame(rows)
 
 
 # -- generator_delta -----------------------------------------------------------------------------------------
+
 
 def test_generator_delta_pairs_samples_by_index_and_records_margins():
     built = S.generator_delta(judgments(ROWS).flatten().to_pandas(), [("strong", "weak")])
@@ -96,8 +136,12 @@ def test_ties_are_kept_and_counted_when_asked():
 
 def test_duplicate_samples_are_named():
     with pytest.raises(DataError, match=r"share a \(prompt_id, generator, sample_index\), e.g. \('p1', 'strong', 0\)"):
-        build_pairs(PairingConfig(), judgments(ROWS + [("p1", "strong", 0, 0.0, 0.0)]).map(
-            lambda r, i: {"candidate_id": f"{r['candidate_id']}#{i}"}, with_indices=True))
+        build_pairs(
+            PairingConfig(),
+            judgments(ROWS + [("p1", "strong", 0, 0.0, 0.0)]).map(
+                lambda r, i: {"candidate_id": f"{r['candidate_id']}#{i}"}, with_indices=True
+            ),
+        )
 
 
 def test_several_generator_pairings():
@@ -112,8 +156,9 @@ def test_several_generator_pairings():
 @given(judged_frames())
 def test_agreement_gate_leaves_only_pairs_the_judge_orders_right(judged):
     try:
-        result = build_pairs(PairingConfig(generator_pairs=[GeneratorPair("g0", "g1")],
-                                           require_judge_agreement=True), judged)
+        result = build_pairs(
+            PairingConfig(generator_pairs=[GeneratorPair("g0", "g1")], require_judge_agreement=True), judged
+        )
     except ValueError as err:
         assert "no pairs left" in str(err)
         return
@@ -224,9 +269,13 @@ def test_positions_are_recorded_as_z_scores():
 
 # -- sample-level delta --------------------------------------------------------------------------------------
 
+
 @PROPERTY
-@given(gaps=st.lists(st.sampled_from([-1.0, 0.0, 0.25, 0.5, 1.0, 2.0]), min_size=1, max_size=80),
-       fraction=st.floats(0.01, 1.0), min_gap=st.none() | st.sampled_from([0.0, 0.5]))
+@given(
+    gaps=st.lists(st.sampled_from([-1.0, 0.0, 0.25, 0.5, 1.0, 2.0]), min_size=1, max_size=80),
+    fraction=st.floats(0.01, 1.0),
+    min_gap=st.none() | st.sampled_from([0.0, 0.5]),
+)
 def test_filter_keeps_exactly_the_top_fraction(gaps, fraction, min_gap):
     pairs = pd.DataFrame({"pair_id": [f"q{i:03d}" for i in range(len(gaps))], "margin": gaps})
     kept = S.sample_delta_filter(pairs, top_fraction=fraction, min_gap=min_gap)
@@ -255,6 +304,7 @@ def test_unknown_filter_dimension_is_named():
 
 # -- margin_bayes --------------------------------------------------------------------------------------------
 
+
 def paper_fusion(m_ex: float, m_im: float, m1: float, m2_ex: float, m2_im: float) -> float:
     """Less is More, Eq. 3, written out scalar by scalar."""
     p_ex = (min(max(m_ex, m1), m2_ex) - m1) / (m2_ex - m1)
@@ -265,8 +315,10 @@ def paper_fusion(m_ex: float, m_im: float, m1: float, m2_ex: float, m2_im: float
 
 
 @PROPERTY
-@given(margins=st.lists(st.tuples(st.floats(-6, 6), st.floats(-6, 6)), min_size=1, max_size=60),
-       m2=st.tuples(st.floats(-1.5, 5), st.floats(-1.5, 5)))
+@given(
+    margins=st.lists(st.tuples(st.floats(-6, 6), st.floats(-6, 6)), min_size=1, max_size=60),
+    m2=st.tuples(st.floats(-1.5, 5), st.floats(-1.5, 5)),
+)
 def test_fusion_matches_the_papers_formula(margins, m2):
     external, implicit = (np.array(x) for x in zip(*margins))
     fused, bounds = margin_bayes_scores(external, implicit, "mul", -2.0, m2[0], -2.0, m2[1])
@@ -289,7 +341,8 @@ def test_dynamic_upper_bound_is_the_highest_value_with_a_dense_tail(margins, min
 def test_calibration_and_fusion_edges():
     assert calibrate(np.array([-5.0, -2.0, 0.0, 2.0, 9.0]), -2.0, 2.0).tolist() == [0.0, 0.0, 0.5, 1.0, 1.0]
     assert fuse_product([np.array([1.0, 0.5, 0.9]), np.array([0.0, 0.5, 0.9])]).tolist() == pytest.approx(
-        [0.5, 0.5, 0.81 / (0.81 + 0.01)])
+        [0.5, 0.5, 0.81 / (0.81 + 0.01)]
+    )
     with pytest.raises(ValueError, match="high > low"):
         calibrate(np.array([0.0]), 1.0, 1.0)
 
@@ -303,8 +356,10 @@ def test_margin_bayes_keeps_the_top_fraction_by_fused_score():
     result = build_pairs(cfg, judged, implicit)
     assert len(result.kept) == math.ceil(Fraction(1, 4) * len(base)) == result.stats["pairs_kept"]
     scored = result.scored.set_index("pair_id")
-    assert scored.loc[result.kept["pair_id"], "fused_score"].min() >= scored.drop(result.kept["pair_id"])[
-        "fused_score"].max()
+    assert (
+        scored.loc[result.kept["pair_id"], "fused_score"].min()
+        >= scored.drop(result.kept["pair_id"])["fused_score"].max()
+    )
     assert result.stats["dropped_by_margin_bayes"] == len(base) - len(result.kept)
     assert result.kept["strategy"].str.endswith("+margin_bayes(mul,top=0.25)").all()
     with pytest.raises(ValueError, match="implicit margin"):
@@ -315,8 +370,10 @@ def test_margin_bayes_keeps_the_top_fraction_by_fused_score():
 
 # -- reward augmentation and KTO -----------------------------------------------------------------------------
 
-PAPER_TEXT = ("You are an assistant that generates responses for the instruction while implicitly achieving the "
-              "following target scores (on a scale of 1-10, where 1 is lowest and 10 is highest):\nOverall score: {}.")
+PAPER_TEXT = (
+    "You are an assistant that generates responses for the instruction while implicitly achieving the "
+    "following target scores (on a scale of 1-10, where 1 is lowest and 10 is highest):\nOverall score: {}."
+)
 
 
 def test_reward_augmented_doubles_and_flips_with_the_papers_text():
@@ -327,23 +384,29 @@ def test_reward_augmented_doubles_and_flips_with_the_papers_text():
     original, flipped = kept.loc["p1/strong/0|p1/weak/0"], kept.loc["p1/weak/0|p1/strong/0"]
     assert (original["chosen"], original["rejected"]) == (flipped["rejected"], flipped["chosen"])
     assert flipped["margin"] == -original["margin"] and flipped["margins.correctness"] == -1.0
-    assert original["system"] == PAPER_TEXT.format("10")   # 1.0 -> 10
-    assert flipped["system"] == PAPER_TEXT.format("5.5")   # 0.5 -> 5.5
+    assert original["system"] == PAPER_TEXT.format("10")  # 1.0 -> 10
+    assert flipped["system"] == PAPER_TEXT.format("5.5")  # 0.5 -> 5.5
     assert result.stats["reward_augmented_scores_clipped"] == 0
 
 
-@pytest.mark.parametrize("values, decimals, text", [
-    ([10.0, 5.5, 3.25, 7.0, 1.04999, -0.0001, 100.0], 1, ["10", "5.5", "3.2", "7", "1", "0", "100"]),
-    ([2.5, 9.9, 10.0, 0.2], 0, ["2", "10", "10", "0"]),
-    ([3.14159], 3, ["3.142"]),
-])
+@pytest.mark.parametrize(
+    "values, decimals, text",
+    [
+        ([10.0, 5.5, 3.25, 7.0, 1.04999, -0.0001, 100.0], 1, ["10", "5.5", "3.2", "7", "1", "0", "100"]),
+        ([2.5, 9.9, 10.0, 0.2], 0, ["2", "10", "10", "0"]),
+        ([3.14159], 3, ["3.142"]),
+    ],
+)
 def test_scores_print_without_needless_decimals(values, decimals, text):
     assert S.format_score(np.array(values), decimals).tolist() == text
 
 
 def test_reward_augmented_prefix_placement():
-    cfg = PairingConfig(reward_augmented=RewardAugmentConfig(template="Score: {score} ({low}-{high}).",
-                                                             placement="prefix", target_range=[0.0, 1.0]))
+    cfg = PairingConfig(
+        reward_augmented=RewardAugmentConfig(
+            template="Score: {score} ({low}-{high}).", placement="prefix", target_range=[0.0, 1.0]
+        )
+    )
     kept = build_pairs(cfg, judgments(ROWS[:2])).kept
     assert sorted(kept["prompt"]) == ["Score: 0.5 (0-1).\n\nprompt p1", "Score: 1 (0-1).\n\nprompt p1"]
     assert "system" not in kept.columns
@@ -355,7 +418,9 @@ def test_kto_unpaired_labels_by_absolute_score_with_class_balance():
     frame = result.kept
     assert set(UNPAIRED) <= set(result.dataset.column_names)
     assert frame.loc[frame["label"], "score"].min() >= 0.75 and frame.loc[~frame["label"], "score"].max() < 0.5
-    assert result.stats["dropped_between_thresholds"] == int(((frame["score"] >= 0.5) & (frame["score"] < 0.75)).sum()) + 2
+    assert (
+        result.stats["dropped_between_thresholds"] == int(((frame["score"] >= 0.5) & (frame["score"] < 0.75)).sum()) + 2
+    )
     weights = frame.groupby("label")["class_weight"].sum()
     assert weights[True] == pytest.approx(weights[False]) == pytest.approx(len(frame) / 2)
 
@@ -365,13 +430,19 @@ def test_kto_unpaired_needs_both_classes():
         build_pairs(PairingConfig(strategy="kto_unpaired", kto=KTOLabelConfig(desirable_min=-1.0)), judgments(ROWS))
 
 
-@pytest.mark.parametrize("cfg, message", [
-    (dict(strategy="kto_unpaired", require_judge_agreement=True), "apply to pairs only"),
-    (dict(generator_pairs=[]), "at least one entry"),
-    (dict(generator_pairs=[GeneratorPair("a", "b"), GeneratorPair("a", "b")]), "repeated pairing"),
-    (dict(strategy="max_mni"), r"^strategy: unknown pair strategy 'max_mni' \(did you mean 'max_min'\?\); expected "
-                               r"one of \['generator_delta', 'max_min', 'max_random', 'sweet_spot', 'kto_unpaired'\]$"),
-])
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        (dict(strategy="kto_unpaired", require_judge_agreement=True), "apply to pairs only"),
+        (dict(generator_pairs=[]), "at least one entry"),
+        (dict(generator_pairs=[GeneratorPair("a", "b"), GeneratorPair("a", "b")]), "repeated pairing"),
+        (
+            dict(strategy="max_mni"),
+            r"^strategy: unknown pair strategy 'max_mni' \(did you mean 'max_min'\?\); expected "
+            r"one of \['generator_delta', 'max_min', 'max_random', 'sweet_spot', 'kto_unpaired'\]$",
+        ),
+    ],
+)
 def test_inconsistent_pairing_configs_are_refused(cfg, message):
     with pytest.raises(ValueError, match=message):
         PairingConfig(**cfg)
@@ -391,6 +462,7 @@ def test_a_dataset_missing_a_column_names_the_path_and_column(tmp_path):
 
 
 # -- degenerate inputs ---------------------------------------------------------------------------------------
+
 
 def constant_prompts(values=(0.1, 0.7, 1 / 3), size=5):
     """Flattened judgments: one prompt per value, each with ``size`` candidates all scored that value."""
@@ -480,8 +552,11 @@ def test_margin_bayes_refuses_missing_numbers():
 # -- reward augmentation: the printed score lies on the stated scale ------------------------------------------
 
 TEMPLATES = {
-    "paper": (REWARD_AUGMENTED_TEMPLATE, r"on a scale of (?P<low>[-\d.]+)-(?P<high>[-\d.]+), where (?P=low) is lowest "
-                                         r"and (?P=high) is highest\):\nOverall score: (?P<score>[-\d.]+)\.$"),
+    "paper": (
+        REWARD_AUGMENTED_TEMPLATE,
+        r"on a scale of (?P<low>[-\d.]+)-(?P<high>[-\d.]+), where (?P=low) is lowest "
+        r"and (?P=high) is highest\):\nOverall score: (?P<score>[-\d.]+)\.$",
+    ),
     "short": ("Score {score} of {low}-{high}.", r"^Score (?P<score>[-\d.]+) of (?P<low>[-\d.]+)-(?P<high>[-\d.]+)\.$"),
     "scale first": ("[{low}, {high}] {score}", r"^\[(?P<low>[-\d.]+), (?P<high>[-\d.]+)\] (?P<score>[-\d.]+)$"),
 }
@@ -489,21 +564,27 @@ TEMPLATES = {
 
 @pytest.mark.parametrize("name", TEMPLATES)
 @PROPERTY
-@given(judged=judged_frames(discrete=False), placement=st.sampled_from(["system", "prefix"]),
-       target=st.sampled_from([[1.0, 10.0], [1.0, 5.0], [0.0, 1.0], [-1.0, 1.0], [0.5, 2.5]]),
-       score_range=st.sampled_from([None, [-5.0, 5.0], [-1.0, 1.0], [0.0, 3.0]]), decimals=st.integers(0, 3))
+@given(
+    judged=judged_frames(discrete=False),
+    placement=st.sampled_from(["system", "prefix"]),
+    target=st.sampled_from([[1.0, 10.0], [1.0, 5.0], [0.0, 1.0], [-1.0, 1.0], [0.5, 2.5]]),
+    score_range=st.sampled_from([None, [-5.0, 5.0], [-1.0, 1.0], [0.0, 3.0]]),
+    decimals=st.integers(0, 3),
+)
 def test_printed_scores_lie_on_the_stated_scale(name, judged, placement, target, score_range, decimals):
     template, pattern = TEMPLATES[name]
     if decimals == 0 and target == [0.5, 2.5]:
         with pytest.raises(ValueError, match="must print exactly"):
             RewardAugmentConfig(template=template, target_range=target, decimals=decimals)
         return
-    cfg = RewardAugmentConfig(template=template, placement=placement, score_range=score_range, target_range=target,
-                              decimals=decimals)
+    cfg = RewardAugmentConfig(
+        template=template, placement=placement, score_range=score_range, target_range=target, decimals=decimals
+    )
     pairs = S.max_min(judged).frame
     try:
-        rows, clipped = S.reward_augment(pairs, cfg.template, cfg.placement, cfg.score_range, cfg.target_range,
-                                         cfg.decimals)
+        rows, clipped = S.reward_augment(
+            pairs, cfg.template, cfg.placement, cfg.score_range, cfg.target_range, cfg.decimals
+        )
     except ConfigError as err:
         scores = np.r_[pairs["chosen_score"], pairs["rejected_score"]]
         assert score_range is None and ((scores < target[0]) | (scores > target[1])).any()

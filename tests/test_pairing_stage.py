@@ -9,12 +9,19 @@ import torch
 from datasets import load_from_disk
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import CI_RECIPE, ci_stage
 from prefopt.cache import is_complete
 from prefopt.cli import main
-from prefopt.configs import (ConfigError, KTOLabelConfig, MarginBayesConfig, ProxyConfig, RewardAugmentConfig,
-                             load_recipe)
+from prefopt.configs import (
+    ConfigError,
+    KTOLabelConfig,
+    MarginBayesConfig,
+    ProxyConfig,
+    RewardAugmentConfig,
+    load_recipe,
+)
 from prefopt.pipeline import Pipeline
+
+from conftest import CI_RECIPE, ci_stage
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -65,13 +72,16 @@ def completion_logprob(model, tokenizer, prompt: str, completion: str) -> float:
     ids = torch.tensor([tokenizer(full_text, add_special_tokens=False)["input_ids"]])
     with torch.no_grad():
         logp = torch.log_softmax(model(ids).logits[0, :-1].float(), dim=-1).gather(1, ids[0, 1:, None])[:, 0]
-    return float(logp[len(prompt_ids) - 1:].sum())
+    return float(logp[len(prompt_ids) - 1 :].sum())
 
 
 def test_margin_bayes_trains_the_proxy_and_scores_every_pair(run_dir, tiny_models):
-    proxy = ProxyConfig(model="world:policy", seed_pairs=12, batch_size=8,
-                        trl={"beta": 0.1, "learning_rate": 1e-3, "max_steps": 3, "per_device_train_batch_size": 4,
-                             "max_length": 64})
+    proxy = ProxyConfig(
+        model="world:policy",
+        seed_pairs=12,
+        batch_size=8,
+        trl={"beta": 0.1, "learning_rate": 1e-3, "max_steps": 3, "per_device_train_batch_size": 4, "max_length": 64},
+    )
     recipe = recipe_in(run_dir, margin_bayes=MarginBayesConfig(top_fraction=0.25, min_tail=5, proxy=proxy))
     pipeline = Pipeline(recipe)
     out = pipeline.pairs()
@@ -87,14 +97,20 @@ def test_margin_bayes_trains_the_proxy_and_scores_every_pair(run_dir, tiny_model
     tokenizer = AutoTokenizer.from_pretrained(tiny_models["policy"])
     pairs = load_from_disk(str(out / "data")).to_pandas()
     for _, pair in pairs.head(3).iterrows():
-        ratio = {side: completion_logprob(trained, tokenizer, pair["prompt"], pair[side])
-                 - completion_logprob(reference, tokenizer, pair["prompt"], pair[side]) for side in ("chosen", "rejected")}
-        assert margins.loc[pair["pair_id"], "implicit_margin"] == pytest.approx(ratio["chosen"] - ratio["rejected"],
-                                                                                abs=1e-3)
+        ratio = {
+            side: completion_logprob(trained, tokenizer, pair["prompt"], pair[side])
+            - completion_logprob(reference, tokenizer, pair["prompt"], pair[side])
+            for side in ("chosen", "rejected")
+        }
+        assert margins.loc[pair["pair_id"], "implicit_margin"] == pytest.approx(
+            ratio["chosen"] - ratio["rejected"], abs=1e-3
+        )
         assert pair["implicit_margin"] == pytest.approx(margins.loc[pair["pair_id"], "implicit_margin"])
     assert (out / "report" / "margin_bayes.png").read_bytes()[:8] == PNG
     # Another selection over the same pairs reuses the proxy.
-    again = Pipeline(recipe_in(run_dir, margin_bayes=dataclasses.replace(recipe.pairing.margin_bayes, top_fraction=0.5)))
+    again = Pipeline(
+        recipe_in(run_dir, margin_bayes=dataclasses.replace(recipe.pairing.margin_bayes, top_fraction=0.5))
+    )
     again.pairs()
     assert [o.status for o in again.outcomes if o.name in ("proxy", "pairs")] == ["cached", "ran"]
 
@@ -105,11 +121,20 @@ def test_kto_examples_train_the_kto_trainer(run_dir):
     middle = float(scores.min() + scores.max()) / 2  # both labels occur
     recipe = load_recipe(CI_RECIPE)
     recipe = dataclasses.replace(
-        recipe, output_dir=str(run_dir),
-        pairing=dataclasses.replace(recipe.pairing, strategy="kto_unpaired", kto=KTOLabelConfig(desirable_min=middle),
-                                    filter=dataclasses.replace(recipe.pairing.filter, top_fraction=None)),
-        training=dataclasses.replace(recipe.training, method="kto", trl={
-            **recipe.training.trl, "auto_class_balance": True, "score_weighting": True}))
+        recipe,
+        output_dir=str(run_dir),
+        pairing=dataclasses.replace(
+            recipe.pairing,
+            strategy="kto_unpaired",
+            kto=KTOLabelConfig(desirable_min=middle),
+            filter=dataclasses.replace(recipe.pairing.filter, top_fraction=None),
+        ),
+        training=dataclasses.replace(
+            recipe.training,
+            method="kto",
+            trl={**recipe.training.trl, "auto_class_balance": True, "score_weighting": True},
+        ),
+    )
     pipeline = Pipeline(recipe)
     pairs_dir = pipeline.pairs()
     examples = load_from_disk(str(pairs_dir / "data"))
@@ -131,31 +156,46 @@ def test_a_recipe_that_leaves_no_pairs_gets_a_one_line_error(run_dir, capsys):
 def test_an_unknown_strategy_is_refused_at_load_with_the_valid_names():
     with pytest.raises(ConfigError) as err:
         load_recipe(CI_RECIPE, ["pairing.strategy=sweetspot"])
-    assert str(err.value) == (f"{CI_RECIPE}: pairing.strategy: unknown pair strategy 'sweetspot' (did you mean "
-                              "'sweet_spot'?); expected one of ['generator_delta', 'max_min', 'max_random', "
-                              "'sweet_spot', 'kto_unpaired']")
+    assert str(err.value) == (
+        f"{CI_RECIPE}: pairing.strategy: unknown pair strategy 'sweetspot' (did you mean "
+        "'sweet_spot'?); expected one of ['generator_delta', 'max_min', 'max_random', "
+        "'sweet_spot', 'kto_unpaired']"
+    )
 
 
 def test_a_dpo_recipe_refuses_kto_examples():
     recipe = load_recipe(CI_RECIPE)
     with pytest.raises(ValueError, match="training.method must be 'kto'"):
-        dataclasses.replace(recipe, pairing=dataclasses.replace(recipe.pairing, strategy="kto_unpaired",
-                                                                filter=dataclasses.replace(recipe.pairing.filter,
-                                                                                           top_fraction=None)))
+        dataclasses.replace(
+            recipe,
+            pairing=dataclasses.replace(
+                recipe.pairing,
+                strategy="kto_unpaired",
+                filter=dataclasses.replace(recipe.pairing.filter, top_fraction=None),
+            ),
+        )
 
 
 def test_reward_augmented_pairs_reach_trl_with_their_system_prompt(run_dir, tiny_models, tmp_path):
     from prefopt.training.data import to_conversational
     from prefopt.training.trainers import PrefDPOConfig, PrefDPOTrainer
+
     from conftest import trainer_config
 
-    recipe = recipe_in(run_dir, reward_augmented=RewardAugmentConfig(
-        template="S{score} of {low}-{high}", score_range=[0.0, 1.0], target_range=[1.0, 5.0], decimals=0))
+    recipe = recipe_in(
+        run_dir,
+        reward_augmented=RewardAugmentConfig(
+            template="S{score} of {low}-{high}", score_range=[0.0, 1.0], target_range=[1.0, 5.0], decimals=0
+        ),
+    )
     pairs = load_from_disk(str(Pipeline(recipe).pairs() / "data"))
     assert set(pairs["system"]) <= {f"S{i} of 1-5" for i in range(1, 6)}
-    trainer = PrefDPOTrainer(model=tiny_models["policy"], args=trainer_config(PrefDPOConfig, tmp_path),
-                             train_dataset=to_conversational(pairs), processing_class=AutoTokenizer.from_pretrained(
-                                 tiny_models["policy"]))
+    trainer = PrefDPOTrainer(
+        model=tiny_models["policy"],
+        args=trainer_config(PrefDPOConfig, tmp_path),
+        train_dataset=to_conversational(pairs),
+        processing_class=AutoTokenizer.from_pretrained(tiny_models["policy"]),
+    )
     tokenizer = trainer.processing_class
     first = trainer.train_dataset[0]
     assert tokenizer.decode(first["prompt_ids"]) == f"{pairs[0]['system']}\nQ:{pairs[0]['prompt']}\nA:"

@@ -32,8 +32,10 @@ def test_run_writes_every_stage_and_the_results_table(run_dir):
         assert row in table
     stats = results["pairs"]
     assert stats["pairs_built"] == 24 * 2 and stats["pairs_kept"] == math.ceil((48 - stats["ties"]) / 2)
-    for png in (ci_stage(run_dir, "judge") / "scores.png", *(ci_stage(run_dir, "pairs") / "report" / name
-                                                              for name in ("margins.png", "generators.png", "lengths.png"))):
+    for png in (
+        ci_stage(run_dir, "judge") / "scores.png",
+        *(ci_stage(run_dir, "pairs") / "report" / name for name in ("margins.png", "generators.png", "lengths.png")),
+    ):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
@@ -66,8 +68,9 @@ def test_rerun_with_an_unchanged_recipe_skips_every_stage(run_dir, ci_recipe):
 
 
 def test_a_changed_stage_reruns_only_downstream(run_dir, ci_recipe, tmp_path):
-    changed = dataclasses.replace(ci_recipe, output_dir=str(run_dir),
-                                  judging=dataclasses.replace(ci_recipe.judging, aggregate="correctness"))
+    changed = dataclasses.replace(
+        ci_recipe, output_dir=str(run_dir), judging=dataclasses.replace(ci_recipe.judging, aggregate="correctness")
+    )
     pipeline = Pipeline(changed)
     pipeline.generate()
     pipeline.judge()
@@ -86,8 +89,9 @@ def test_single_stage_commands_read_and_write_explicit_paths(run_dir, tmp_path, 
 def test_kto_training_stage_on_the_same_pairs(run_dir, ci_recipe):
     """`training.method: kto` trains PrefKTOTrainer under accelerate launch on the pairs given unpaired."""
     trl = {**ci_recipe.training.trl, "score_weighting": True, "auto_class_balance": True}
-    recipe = dataclasses.replace(ci_recipe, output_dir=str(run_dir),
-                                 training=dataclasses.replace(ci_recipe.training, method="kto", trl=trl))
+    recipe = dataclasses.replace(
+        ci_recipe, output_dir=str(run_dir), training=dataclasses.replace(ci_recipe.training, method="kto", trl=trl)
+    )
     pipeline = Pipeline(recipe)
     out = pipeline.train()
     assert [o.status for o in pipeline.outcomes if o.name == "train"] == ["ran"]
@@ -114,8 +118,17 @@ def test_the_entry_point_takes_the_whole_recipe(run_dir, tmp_path):
     data["training"]["trl"]["learning_rate"] = 5.0e-4  # a train stage not yet run
     recipe_path = tmp_path / "recipe.yaml"
     recipe_path.write_text(yaml.safe_dump(data))
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/cpu.yaml",
-               "-m", "prefopt.training.dpo", "--config", str(recipe_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        "accelerate_configs/cpu.yaml",
+        "-m",
+        "prefopt.training.dpo",
+        "--config",
+        str(recipe_path),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert result.returncode == 0, result.stderr[-3000:]
     from prefopt.configs import load_recipe

@@ -12,10 +12,11 @@ from datasets import Dataset
 from transformers import AutoTokenizer
 from trl.trainer.utils import add_fused_lm_head, create_model_from_path
 
-from conftest import trainer_config as config
 from prefopt.training.data import to_conversational
 from prefopt.training.trainers import PrefDPOConfig, PrefDPOTrainer
 from prefopt.world.tasks import Difficulty, sample_problems
+
+from conftest import trainer_config as config
 
 TOLERANCE = 0.008  # nats, on |h_bf16 - h_fp32| of every pair
 
@@ -23,20 +24,28 @@ TOLERANCE = 0.008  # nats, on |h_bf16 - h_fp32| of every pair
 @pytest.fixture(scope="module")
 def pairs():
     rows = sample_problems(16, Difficulty(min_ops=1, max_ops=2), seed=3)
-    return to_conversational(Dataset.from_dict({
-        "prompt": [r["problem"] for r in rows],
-        "chosen": [r["solution"] for r in rows],
-        "rejected": [r["solution"][:-1] + str((int(r["solution"][-1]) + 1) % 10) for r in rows],
-        "margin": [i / 15 for i in range(16)],
-    }))
+    return to_conversational(
+        Dataset.from_dict(
+            {
+                "prompt": [r["problem"] for r in rows],
+                "chosen": [r["solution"] for r in rows],
+                "rejected": [r["solution"][:-1] + str((int(r["solution"][-1]) + 1) % 10) for r in rows],
+                "margin": [i / 15 for i in range(16)],
+            }
+        )
+    )
 
 
 def trainer(tiny_models, pairs, tmp_path, reference: str | None, **fields):
     path = tiny_models["policy"]
     ref = None if reference is None else create_model_from_path(tiny_models[reference])  # as TRL loads the policy
-    return PrefDPOTrainer(model=path, ref_model=ref, args=config(PrefDPOConfig, tmp_path, per_device_eval_batch_size=8,
-                                                                 **fields),
-                          train_dataset=pairs, processing_class=AutoTokenizer.from_pretrained(path))
+    return PrefDPOTrainer(
+        model=path,
+        ref_model=ref,
+        args=config(PrefDPOConfig, tmp_path, per_device_eval_batch_size=8, **fields),
+        train_dataset=pairs,
+        processing_class=AutoTokenizer.from_pretrained(path),
+    )
 
 
 def margins(trainer) -> torch.Tensor:

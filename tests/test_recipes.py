@@ -24,13 +24,13 @@ def test_the_recipes_are_laid_out_by_purpose():
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(REPO)))
-def test_every_recipe_loads(path):
+def test_every_recipe_loads(path, trackers_installed):
     recipe = load_recipe(path)
     assert recipe.generation.generators and recipe.training.trl
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: str(p.relative_to(REPO)))
-def test_every_sweep_expands_and_dry_runs(path):
+def test_every_sweep_expands_and_dry_runs(path, trackers_installed):
     sweep, runs = expand(path)
     assert len(runs) >= 2 and len({r.label for r in runs}) == len(runs)
     table = describe(sweep, runs)

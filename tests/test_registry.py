@@ -37,8 +37,11 @@ def test_unknown_names_list_the_valid_ones_and_suggest_the_closest():
     reg = Registry("strategy")
     for name in ("max_min", "max_random", "sweet_spot"):
         reg.register(name, name)
-    with pytest.raises(UnknownName, match=r"unknown strategy 'max_mni' \(did you mean 'max_min'\?\); expected one of "
-                                          r"\['max_min', 'max_random', 'sweet_spot'\]"):
+    with pytest.raises(
+        UnknownName,
+        match=r"unknown strategy 'max_mni' \(did you mean 'max_min'\?\); expected one of "
+        r"\['max_min', 'max_random', 'sweet_spot'\]",
+    ):
         reg.get("max_mni")
     with pytest.raises(UnknownName, match="unknown strategy 7;"):
         reg.get(7)
@@ -54,28 +57,38 @@ def test_mistakes_in_registering_are_caught():
     with pytest.raises(TypeError, match="unknown capabilities \\['needs_referenc'\\]"):
         reg.register("b", 3, needs_referenc=True)
     with pytest.raises(AttributeError, match="no capability 'colour'"):
-        reg.get("a").colour
+        _ = reg.get("a").colour
 
 
 def test_engine_targets_resolve_to_their_classes():
     for entry in ENGINES:
         cls = engine_class(entry.name)
-        assert cls.__name__.lower().startswith(entry.name) and callable(getattr(cls, "generate"))
+        assert cls.__name__.lower().startswith(entry.name) and callable(cls.generate)
     assert ENGINES.names(runs_local_weights=False) == ["server"]
 
 
 def test_engine_registry_imports_no_torch():
     code = "import sys, prefopt.generation.registry; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
         == "False"
+    )
 
 
-@pytest.mark.parametrize("override, message", [
-    ("generation.engine=vlm", "generation.engine: unknown engine 'vlm' (did you mean 'vllm'?); expected one of "
-                              "['transformers', 'vllm', 'server']"),
-    ("evaluation.engine=server", "evaluation.engine: 'server' does not load the evaluated model; expected one of "
-                                 "['transformers', 'vllm']"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "generation.engine=vlm",
+            "generation.engine: unknown engine 'vlm' (did you mean 'vllm'?); expected one of "
+            "['transformers', 'vllm', 'server']",
+        ),
+        (
+            "evaluation.engine=server",
+            "evaluation.engine: 'server' does not load the evaluated model; expected one of ['transformers', 'vllm']",
+        ),
+    ],
+)
 def test_unknown_or_unfit_engine_fails_at_load_naming_the_field(override, message):
     with pytest.raises(ConfigError) as err:
         load_recipe(DEMO, [override])
@@ -83,8 +96,10 @@ def test_unknown_or_unfit_engine_fails_at_load_naming_the_field(override, messag
 
 
 def test_cli_help_imports_no_heavy_library():
-    code = ("import runpy, sys\nsys.argv = ['prefopt', '--help']\ntry:\n    runpy.run_module('prefopt.cli', "
-            "run_name='__main__')\nexcept SystemExit as e:\n    assert e.code == 0\n"
-            "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'vllm', 'pandas') if m in sys.modules))")
+    code = (
+        "import runpy, sys\nsys.argv = ['prefopt', '--help']\ntry:\n    runpy.run_module('prefopt.cli', "
+        "run_name='__main__')\nexcept SystemExit as e:\n    assert e.code == 0\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'vllm', 'pandas') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "usage: prefopt" in out and out.strip().endswith("[]")

@@ -34,8 +34,11 @@ def test_train_script_launches_the_chosen_method_with_every_argument_intact(stan
     env, log = stand_ins
     env.update(SLURM_JOB_NODELIST="x", SLURM_NNODES="2", SLURM_GPUS_ON_NODE="4", METHOD="kto")
     odd = f"train $(touch {tmp_path}/PWNED).yaml"
-    subprocess.run(["bash", str(REPO / "scripts" / "train_slurm.sh"), "cfg dir/z3.yaml", odd, "--beta", "0.1 x"],
-                   env=env, check=True)
+    subprocess.run(
+        ["bash", str(REPO / "scripts" / "train_slurm.sh"), "cfg dir/z3.yaml", odd, "--beta", "0.1 x"],
+        env=env,
+        check=True,
+    )
     [call] = calls(log)
     assert call[:4] == ["accelerate", "launch", "--config_file", "cfg dir/z3.yaml"]
     assert call[call.index("--num_processes") + 1] == "8"  # 2 nodes x the 4 GPUs of the allocation
@@ -46,8 +49,9 @@ def test_train_script_launches_the_chosen_method_with_every_argument_intact(stan
 def test_train_script_refuses_an_unknown_method(stand_ins):
     env, _ = stand_ins
     env.update(SLURM_JOB_NODELIST="x", SLURM_NNODES="1", SLURM_GPUS_ON_NODE="1", METHOD="ppo")
-    result = subprocess.run(["bash", str(REPO / "scripts" / "train_slurm.sh"), "a.yaml", "b.yaml"], env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "train_slurm.sh"), "a.yaml", "b.yaml"], env=env, capture_output=True, text=True
+    )
     assert result.returncode == 2 and "METHOD must be dpo or kto" in result.stderr
 
 
@@ -55,8 +59,9 @@ def test_generate_script_quotes_the_merge_job(stand_ins, tmp_path):
     env, log = stand_ins
     env.update(SLURM_ARRAY_TASK_ID="0", SLURM_ARRAY_TASK_MIN="0", SLURM_ARRAY_TASK_COUNT="2", SLURM_ARRAY_JOB_ID="9")
     recipe = f"my recipe $(touch {tmp_path}/PWNED).yaml"
-    subprocess.run(["bash", str(REPO / "scripts" / "generate_slurm.sh"), recipe, "--set", "name=a b"], env=env,
-                   check=True)
+    subprocess.run(
+        ["bash", str(REPO / "scripts" / "generate_slurm.sh"), recipe, "--set", "name=a b"], env=env, check=True
+    )
     generate, sbatch = calls(log)
     assert generate == ["prefopt", "generate", recipe, "--shard", "0", "--num-shards", "2", "--set", "name=a b"]
     wrapped = sbatch[sbatch.index("--wrap") + 1]

@@ -52,12 +52,17 @@ def test_top_positions_ranks_nan_last():
 def gap_frames(max_size=120):
     """Pairs with few distinct gaps (many ties), in a random row order."""
     return st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0]), min_size=0, max_size=max_size).map(
-        lambda gaps: pd.DataFrame({"pair_id": [f"q{i:03d}" for i in range(len(gaps))], "margin": gaps}))
+        lambda gaps: pd.DataFrame({"pair_id": [f"q{i:03d}" for i in range(len(gaps))], "margin": gaps})
+    )
 
 
 @PROPERTY
-@given(pairs=gap_frames(), fraction=st.sampled_from(FRACTIONS), seed=st.integers(0, 10**6),
-       order=st.randoms(use_true_random=False))
+@given(
+    pairs=gap_frames(),
+    fraction=st.sampled_from(FRACTIONS),
+    seed=st.integers(0, 10**6),
+    order=st.randoms(use_true_random=False),
+)
 def test_the_kept_pairs_do_not_depend_on_row_order(pairs, fraction, seed, order):
     kept = S.keep_top_fraction(pairs, "margin", fraction, seed)
     shuffled = pairs.iloc[order.sample(range(len(pairs)), len(pairs))]
@@ -75,7 +80,7 @@ def test_ties_at_the_cut_are_decided_by_the_seed(size, seed):
     pairs = pd.DataFrame({"pair_id": [f"q{i:03d}" for i in range(size)], "margin": 1.0})
     picks = {tuple(sorted(S.keep_top_fraction(pairs, "margin", 0.5, seed + s)["pair_id"])) for s in range(6)}
     assert len(picks) > 1  # not the first pair_ids whatever the seed
-    assert picks != {tuple(pairs["pair_id"].iloc[:math.ceil(size / 2)])}
+    assert picks != {tuple(pairs["pair_id"].iloc[: math.ceil(size / 2)])}
 
 
 def test_tied_pairs_are_kept_uniformly_over_seeds():
@@ -89,11 +94,26 @@ def test_tied_pairs_are_kept_uniformly_over_seeds():
 
 
 def test_the_filter_uses_the_pairing_seed():
-    judged = pd.DataFrame([{"candidate_id": f"p{p}/{g}", "prompt_id": f"p{p}", "generator": g, "sample_index": 0,
-                            "aggregate": score, "scores.x": score, "prompt": "q", "completion": "c"}
-                           for p in range(40) for g, score in (("strong", 1.0), ("weak", 0.0))])
-    kept = {seed: build_pairs(PairingConfig(filter=DeltaFilterConfig(top_fraction=0.25), seed=seed), judged).kept
-            for seed in (0, 1)}
+    judged = pd.DataFrame(
+        [
+            {
+                "candidate_id": f"p{p}/{g}",
+                "prompt_id": f"p{p}",
+                "generator": g,
+                "sample_index": 0,
+                "aggregate": score,
+                "scores.x": score,
+                "prompt": "q",
+                "completion": "c",
+            }
+            for p in range(40)
+            for g, score in (("strong", 1.0), ("weak", 0.0))
+        ]
+    )
+    kept = {
+        seed: build_pairs(PairingConfig(filter=DeltaFilterConfig(top_fraction=0.25), seed=seed), judged).kept
+        for seed in (0, 1)
+    }
     assert len(kept[0]) == len(kept[1]) == 10 and kept[0]["pair_id"].tolist() != kept[1]["pair_id"].tolist()
 
 
@@ -108,8 +128,10 @@ def test_the_proxy_seed_set_depends_on_the_seed_not_row_order(size, seed, order)
 
 
 def test_pairing_rules_and_the_registry_import_without_torch():
-    code = ("import sys; import prefopt.pairing.registry, prefopt.pairing.strategies, prefopt.pairing.selection, "
-            "prefopt.pairing.calibration; print(sorted(m for m in ('torch', 'datasets', 'transformers') "
-            "if m in sys.modules))")
+    code = (
+        "import sys; import prefopt.pairing.registry, prefopt.pairing.strategies, prefopt.pairing.selection, "
+        "prefopt.pairing.calibration; print(sorted(m for m in ('torch', 'datasets', 'transformers') "
+        "if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -8,8 +8,16 @@ from pathlib import Path
 import pytest
 from datasets import load_from_disk
 
-from prefopt.cache import (MANIFEST, atomic_output_dir, cached_fingerprint, content_hash, is_complete, is_secret_key,
-                           mark_complete, verify_output)
+from prefopt.cache import (
+    MANIFEST,
+    atomic_output_dir,
+    cached_fingerprint,
+    content_hash,
+    is_complete,
+    is_secret_key,
+    mark_complete,
+    verify_output,
+)
 from prefopt.cli import main
 from prefopt.configs import ConfigError, load_recipe
 from prefopt.generation.engines import ServerEngine
@@ -18,14 +26,40 @@ from prefopt.pipeline import Pipeline
 from conftest import CI_RECIPE, ci_stage
 
 
-@pytest.mark.parametrize("key", ["api_key", "apiKey", "OPENAI_API_KEY", "hf_token", "wandb_token", "token",
-                                 "password", "client_secret", "credentials", "access_token", "hub_token"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "api_key",
+        "apiKey",
+        "OPENAI_API_KEY",
+        "hf_token",
+        "wandb_token",
+        "token",
+        "password",
+        "client_secret",
+        "credentials",
+        "access_token",
+        "hub_token",
+    ],
+)
 def test_secret_keys_are_recognised(key):
     assert is_secret_key(key)
 
 
-@pytest.mark.parametrize("key", ["max_new_tokens", "pad_token", "eos_token", "tokenizer", "api_key_env", "num_tokens",
-                                 "secretary", "model", "tokens"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "max_new_tokens",
+        "pad_token",
+        "eos_token",
+        "tokenizer",
+        "api_key_env",
+        "num_tokens",
+        "secretary",
+        "model",
+        "tokens",
+    ],
+)
 def test_ordinary_keys_are_not_secrets(key):
     assert not is_secret_key(key)
 

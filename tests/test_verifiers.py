@@ -29,16 +29,22 @@ def test_reward_model_scores_are_batch_independent_and_equal_a_direct_forward(ti
     from prefopt.judging.base import JudgeItem
     from prefopt.judging.reward_model import RewardModelJudge
 
-    items = [JudgeItem("7*3+4", "7*3=21;21+4=25. =25"), JudgeItem("2+2", "4"), JudgeItem("9-8", "9-8=1. =1"),
-             JudgeItem("1+1", "a much longer and wandering answer that never gets there")]
+    items = [
+        JudgeItem("7*3+4", "7*3=21;21+4=25. =25"),
+        JudgeItem("2+2", "4"),
+        JudgeItem("9-8", "9-8=1. =1"),
+        JudgeItem("1+1", "a much longer and wandering answer that never gets there"),
+    ]
     judge = RewardModelJudge(tiny_reward_model, RewardModelConfig(model="rm", batch_size=3))
     batched = [j.scores["reward"] for j in judge.score(items)]
     alone = [judge.score([item])[0].scores["reward"] for item in items]
     assert batched == pytest.approx(alone, abs=1e-5) and len(set(batched)) == len(items)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_reward_model).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_reward_model)
-    text = tokenizer.apply_chat_template([{"role": "user", "content": items[0].prompt},
-                                          {"role": "assistant", "content": items[0].completion}], tokenize=False)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": items[0].prompt}, {"role": "assistant", "content": items[0].completion}],
+        tokenize=False,
+    )
     with torch.no_grad():
         direct = model(**tokenizer(text, return_tensors="pt", add_special_tokens=False)).logits[0, 0].item()
     assert batched[0] == pytest.approx(direct, abs=1e-5)
@@ -46,12 +52,10 @@ def test_reward_model_scores_are_batch_independent_and_equal_a_direct_forward(ti
 
 
 def test_a_classifier_with_several_labels_is_refused(tiny_reward_model, tmp_path):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     from prefopt.configs import RewardModelConfig
     from prefopt.judging.reward_model import RewardModelJudge
-
-    from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(tiny_reward_model)
     config.num_labels = 3

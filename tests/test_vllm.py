@@ -24,8 +24,10 @@ def test_greedy_tokens_match_transformers(vllm_engine, hf_engine):
 
 
 def test_token_logprobs_and_stop_strings_match_transformers(vllm_engine, hf_engine):
-    for params in (SamplingParams(n=1, temperature=0.0, max_new_tokens=40, logprobs=True),
-                   SamplingParams(n=1, temperature=0.0, max_new_tokens=40, logprobs=True, stop=(";", ". ="))):
+    for params in (
+        SamplingParams(n=1, temperature=0.0, max_new_tokens=40, logprobs=True),
+        SamplingParams(n=1, temperature=0.0, max_new_tokens=40, logprobs=True, stop=(";", ". =")),
+    ):
         ours, reference = vllm_engine.generate(PROMPTS, params), hf_engine.generate(PROMPTS, params)
         for [a], [b] in zip(ours, reference):
             assert (a.text, a.finish_reason) == (b.text, b.finish_reason)
@@ -42,9 +44,15 @@ def test_token_logprobs_and_stop_strings_match_transformers(vllm_engine, hf_engi
 def test_decoding_constrained_to_a_json_schema_or_to_choices(vllm_engine):
     import json
 
-    schema = {"type": "object", "additionalProperties": False, "required": ["correctness", "format"],
-              "properties": {"correctness": {"type": "integer", "minimum": 1, "maximum": 5},
-                             "format": {"type": "integer", "enum": [1, 2, 3, 4, 5]}}}
+    schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["correctness", "format"],
+        "properties": {
+            "correctness": {"type": "integer", "minimum": 1, "maximum": 5},
+            "format": {"type": "integer", "enum": [1, 2, 3, 4, 5]},
+        },
+    }
     outputs = vllm_engine.generate(PROMPTS, SamplingParams(n=2, temperature=1.0, max_new_tokens=60, json_schema=schema))
     for group in outputs:
         for completion in group:
@@ -82,9 +90,24 @@ def vllm_server(tiny_models, tmp_path_factory):
     script of the CPU package cannot find its own distribution metadata)."""
     port = _free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", tiny_models["strong"],
-               "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "256",
-               "--enforce-eager", "--kv-cache-memory-bytes", str(256 * 2**20)]
+    command = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        tiny_models["strong"],
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        "256",
+        "--enforce-eager",
+        "--kv-cache-memory-bytes",
+        str(256 * 2**20),
+    ]
     with open(log, "w") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=os.environ.copy())
         try:
@@ -95,7 +118,7 @@ def vllm_server(tiny_models, tmp_path_factory):
                     break
                 except OSError:
                     if process.poll() is not None or time.time() > deadline:
-                        raise RuntimeError(f"vLLM server did not start:\n{log.read_text()[-3000:]}")
+                        raise RuntimeError(f"vLLM server did not start:\n{log.read_text()[-3000:]}") from None
                     time.sleep(2)
             yield f"http://127.0.0.1:{port}/v1"
         finally:
@@ -106,16 +129,20 @@ def vllm_server(tiny_models, tmp_path_factory):
 def test_server_engine_against_a_real_vllm_server(vllm_server, tiny_models, hf_engine):
     engine = ServerEngine(tiny_models["strong"], base_url=vllm_server, max_concurrency=4)
     greedy = engine.generate(PROMPTS, SamplingParams(n=1, temperature=0.0, max_new_tokens=40))
-    assert [g[0].text for g in greedy] == [g[0].text for g in
-                                          hf_engine.generate(PROMPTS, SamplingParams(n=1, temperature=0.0,
-                                                                                     max_new_tokens=40))]
+    assert [g[0].text for g in greedy] == [
+        g[0].text for g in hf_engine.generate(PROMPTS, SamplingParams(n=1, temperature=0.0, max_new_tokens=40))
+    ]
     sampled = engine.generate(PROMPTS, SamplingParams(n=3, temperature=1.0, max_new_tokens=30, seed=5))
     assert [len(g) for g in sampled] == [3] * len(PROMPTS)
     assert engine.generate(PROMPTS, SamplingParams(n=3, temperature=1.0, max_new_tokens=30, seed=5)) == sampled
     chosen = engine.generate(PROMPTS, SamplingParams(n=2, temperature=1.0, max_new_tokens=4, choices=("7", "8")))
     assert {c.text for g in chosen for c in g} <= {"7", "8"}
-    schema = {"type": "object", "properties": {"a": {"type": "integer", "minimum": 1, "maximum": 5}}, "required": ["a"],
-              "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "integer", "minimum": 1, "maximum": 5}},
+        "required": ["a"],
+        "additionalProperties": False,
+    }
     judged = engine.generate(PROMPTS, SamplingParams(n=1, temperature=1.0, max_new_tokens=24, json_schema=schema))
     for [answer] in judged:  # vLLM's form: no free whitespace, so nothing is padded up to the token limit
         assert answer.finish_reason == "stop" and json.loads(answer.text)["a"] in range(1, 6), answer
@@ -134,11 +161,20 @@ def test_the_whole_loop_with_vllm_generation(tmp_path, vllm_engine):
 
     from datasets import load_from_disk
 
-    from conftest import CI_RECIPE
     from prefopt.cli import main
 
-    args = ["run", str(CI_RECIPE), "--output-dir", str(tmp_path), "--set", "generation.engine=vllm",
-            "--set", "generation.engine_options={kv_cache_memory_bytes: 268435456, max_model_len: 256}"]
+    from conftest import CI_RECIPE
+
+    args = [
+        "run",
+        str(CI_RECIPE),
+        "--output-dir",
+        str(tmp_path),
+        "--set",
+        "generation.engine=vllm",
+        "--set",
+        "generation.engine_options={kv_cache_memory_bytes: 268435456, max_model_len: 256}",
+    ]
     assert main(args) == 0
     [generated] = list((tmp_path / "generate").iterdir())
     candidates = load_from_disk(str(generated / "data"))

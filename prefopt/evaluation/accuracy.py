@@ -10,8 +10,8 @@ predictions (``prefopt.schemas.EVAL_PREDICTIONS``) and ``{set: {accuracy, n, dom
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from datasets import Dataset
 from tqdm.auto import tqdm
@@ -47,8 +47,9 @@ def _math_correct(problem: str, completion: str, answer: str) -> bool:
     """The math verifier's correctness; a completion it could not judge (a time limit) is wrong, and logged."""
     judgment = score_math(problem, completion, answer)
     if judgment.scores is None:
-        logger.warning("math verifier could not judge a completion of %r, counted as wrong: %s", problem[:80],
-                       judgment.status)
+        logger.warning(
+            "math verifier could not judge a completion of %r, counted as wrong: %s", problem[:80], judgment.status
+        )
         return False
     return bool(judgment.scores["correctness"])
 
@@ -67,22 +68,28 @@ def benchmark_set(bench: BenchmarkFile) -> EvalSet:
     ds = read_table(bench.path, f"evaluation.benchmarks[{bench.name}]")
     for column in (bench.prompt_field, bench.answer_field):
         if column not in ds.column_names:
-            raise DataError(f"{bench.path}: missing column {column!r} (evaluation.benchmarks[{bench.name}]); it has "
-                            f"{ds.column_names}")
+            raise DataError(
+                f"{bench.path}: missing column {column!r} (evaluation.benchmarks[{bench.name}]); it has "
+                f"{ds.column_names}"
+            )
     if bench.limit is not None:
         ds = ds.select(range(min(bench.limit, len(ds))))
     problems, answers = ds[bench.prompt_field], ds[bench.answer_field]
     for i, (problem, answer) in enumerate(zip(problems, answers)):
         if not isinstance(problem, str) or not problem.strip() or answer is None or not str(answer).strip():
-            raise DataError(f"{bench.path}: row {i}: needs a non-empty {bench.prompt_field!r} and {bench.answer_field!r}"
-                            f", got {problem!r} and {answer!r}")
+            raise DataError(
+                f"{bench.path}: row {i}: needs a non-empty {bench.prompt_field!r} and {bench.answer_field!r}"
+                f", got {problem!r} and {answer!r}"
+            )
         try:
             readable = bool(parse_reference(str(answer)))
         except VerifierFailure as err:
             raise DataError(f"{bench.path}: row {i}: {bench.answer_field!r} {answer!r}: {err}") from None
         if not readable:
-            raise DataError(f"{bench.path}: row {i}: math-verify reads no answer in {bench.answer_field!r} {answer!r}"
-                            " (expected a number, LaTeX, or a solution ending '#### <answer>' or with \\boxed{})")
+            raise DataError(
+                f"{bench.path}: row {i}: math-verify reads no answer in {bench.answer_field!r} {answer!r}"
+                " (expected a number, LaTeX, or a solution ending '#### <answer>' or with \\boxed{})"
+            )
     prompts = [bench.prompt_template.replace("{prompt}", p) for p in problems]
     return EvalSet(bench.name, bench.domain, prompts, problems, [str(a) for a in answers], _math_correct)
 
@@ -91,8 +98,13 @@ def eval_sets(world: WorldConfig, cfg: EvaluationConfig) -> list[EvalSet]:
     return (tiny_world_sets(world, cfg) if cfg.tiny_world else []) + [benchmark_set(b) for b in cfg.benchmarks]
 
 
-def evaluate_model(model_path: str, world: WorldConfig, cfg: EvaluationConfig,
-                   engine: GenerationEngine | None = None, system: str | None = None) -> tuple[Dataset, dict[str, dict]]:
+def evaluate_model(
+    model_path: str,
+    world: WorldConfig,
+    cfg: EvaluationConfig,
+    engine: GenerationEngine | None = None,
+    system: str | None = None,
+) -> tuple[Dataset, dict[str, dict]]:
     """Greedy-decode every evaluation problem; return predictions and ``{set: {accuracy, n, domain}}``.
 
     ``engine`` (already serving ``model_path``) is used as it is; otherwise one is made and closed again.
@@ -107,10 +119,18 @@ def evaluate_model(model_path: str, world: WorldConfig, cfg: EvaluationConfig,
     try:
         for s in sets:
             for start in tqdm(range(0, len(s.prompts), cfg.batch_size), desc=f"eval {s.name}", unit="batch"):
-                outputs = engine.generate(s.prompts[start:start + cfg.batch_size], params, system)
+                outputs = engine.generate(s.prompts[start : start + cfg.batch_size], params, system)
                 for problem, answer, out in zip(s.problems[start:], s.answers[start:], outputs):
-                    rows.append({"set": s.name, "domain": s.domain, "problem": problem, "answer": answer,
-                                 "completion": out[0].text, "correct": s.correct(problem, out[0].text, answer)})
+                    rows.append(
+                        {
+                            "set": s.name,
+                            "domain": s.domain,
+                            "problem": problem,
+                            "answer": answer,
+                            "completion": out[0].text,
+                            "correct": s.correct(problem, out[0].text, answer),
+                        }
+                    )
     finally:
         if own:
             engine.close()

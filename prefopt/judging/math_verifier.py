@@ -63,8 +63,10 @@ def reference_text(reference: str) -> str:
 
 def _check_thread() -> None:
     if threading.current_thread() is not threading.main_thread():
-        raise RuntimeError("math_verifier: math-verify's time limits use signal.alarm, which works only in a "
-                           "process's main thread; run the math verifier there (or in a worker process)")
+        raise RuntimeError(
+            "math_verifier: math-verify's time limits use signal.alarm, which works only in a "
+            "process's main thread; run the math verifier there (or in a worker process)"
+        )
 
 
 def parse_answer(text: str) -> list:
@@ -91,8 +93,9 @@ def answers_match(gold: list | tuple, answer: list | tuple) -> bool:
     _check_thread()
     for g, a in itertools.product(gold, answer):
         try:
-            if math_verify.verify(g, a, timeout_seconds=COMPARE_TIMEOUT_S, allow_set_relation_comp=True,
-                                  raise_on_error=True):
+            if math_verify.verify(
+                g, a, timeout_seconds=COMPARE_TIMEOUT_S, allow_set_relation_comp=True, raise_on_error=True
+            ):
                 return True
         except TimeoutException:
             raise VerifierFailure("timeout", f"math-verify's comparison took over {COMPARE_TIMEOUT_S} s") from None
@@ -117,8 +120,11 @@ def score_math(prompt: str, completion: str, reference: str | None) -> Judgment:
     except VerifierFailure as err:
         return Judgment(None, "", f"{err.kind}: {err} on the reference")
     if not gold:
-        return Judgment(None, json.dumps({"reference": str(reference)}),
-                        "unreadable_reference: math-verify reads no answer in the reference")
+        return Judgment(
+            None,
+            json.dumps({"reference": str(reference)}),
+            "unreadable_reference: math-verify reads no answer in the reference",
+        )
     raw = {"answer": None, "reference": _shown(gold)}
     try:
         answer = parse_answer(prenormalize(completion or ""))

@@ -43,13 +43,19 @@ _MARKUP = re.compile(r"\*\*|__|`|^\s*#+|^\s*>+", re.MULTILINE)
 _STATEMENT = re.compile(
     r"(?:^|[.;,{]\s*)[ \t]*\|?[ \t]*(?:[-*+•][ \t]+|\d+[.)][ \t]+)?[\"']?(?P<label>[A-Za-z][\w /&'\-]*?)[\"']?"
     r"(?:\s*[(\[]\s*\d+(?:\.\d+)?\s*(?:-|–|to)\s*\d+(?:\.\d+)?\s*[)\]])?"  # a scale note: "(1-5)"
-    rf"\s*(?:[:=|]|[-–—]+|\bis\b)\s*[\"']?{_VALUE}{_END}", re.IGNORECASE | re.MULTILINE)
-_EXPLICIT = [re.compile(rf"\[\[\s*{_VALUE}\s*\]\]", re.IGNORECASE),
-             re.compile(rf"\b(?:score|rating|grade)\s*(?:is|of|:|=)\s*{_VALUE}{_END}", re.IGNORECASE),
-             re.compile(r"\brat(?:e|ed|ing)\b[^\n\d]{0,40}?(?P<num>\d+(?:\.\d+)?)\s*(?:/|out\s+of)\s*"
-                        rf"(?P<den>\d+(?:\.\d+)?){_END}", re.IGNORECASE),
-             re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?)\s*(?:/|out\s+of)\s*(?P<den>\d+(?:\.\d+)?)" + _END,
-                        re.IGNORECASE)]
+    rf"\s*(?:[:=|]|[-–—]+|\bis\b)\s*[\"']?{_VALUE}{_END}",
+    re.IGNORECASE | re.MULTILINE,
+)
+_EXPLICIT = [
+    re.compile(rf"\[\[\s*{_VALUE}\s*\]\]", re.IGNORECASE),
+    re.compile(rf"\b(?:score|rating|grade)\s*(?:is|of|:|=)\s*{_VALUE}{_END}", re.IGNORECASE),
+    re.compile(
+        r"\brat(?:e|ed|ing)\b[^\n\d]{0,40}?(?P<num>\d+(?:\.\d+)?)\s*(?:/|out\s+of)\s*"
+        rf"(?P<den>\d+(?:\.\d+)?){_END}",
+        re.IGNORECASE,
+    ),
+    re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?)\s*(?:/|out\s+of)\s*(?P<den>\d+(?:\.\d+)?)" + _END, re.IGNORECASE),
+]
 _CONTAINERS = ("scores", "ratings")
 _SCORE_KEYS = ("score", "rating", "value")
 
@@ -151,7 +157,7 @@ def json_objects(text: str) -> tuple[list[dict], list[tuple[int, int]], bool]:
             if depth == 0:
                 if deepest > MAX_JSON_DEPTH:
                     too_deep = True
-                elif isinstance(parsed := _loads(text[start:i + 1]), dict):
+                elif isinstance(parsed := _loads(text[start : i + 1]), dict):
                     objects.append(parsed)
                     spans.append((start, i + 1))
                 deepest = 0
@@ -186,7 +192,8 @@ def _read_statements(text: str, rubric: Rubric, keys: dict[str, str]) -> _Readin
 def _read_explicit(text: str, rubric: Rubric) -> _Reading:
     reading, name, text = _Reading(), rubric.names[0], _MARKUP.sub("", text)
     matches = [m for m in [VALUE.fullmatch(text.strip().strip(".\"'[]() \n"))] if m] or [
-        m for p in _EXPLICIT for m in p.finditer(text)]
+        m for p in _EXPLICIT for m in p.finditer(text)
+    ]
     for match in matches:
         reading.add(name, *_number(match["num"], match["den"], rubric, name))
     return reading
@@ -227,7 +234,7 @@ def parse_scores(text: str, rubric: Rubric) -> ParsedScores:
     if len(names) == 1 and not any(r.mentioned() for r in readings):
         readings.append(_read_explicit(outside, rubric))
     # the last complete JSON object, else the statements, else the explicit score
-    complete = [r for r in [*reversed(in_json), *readings[len(in_json):]] if not r.bad and set(r.values) == set(names)]
+    complete = [r for r in [*reversed(in_json), *readings[len(in_json) :]] if not r.bad and set(r.values) == set(names)]
     if complete:
         return ParsedScores({n: complete[0].values[n] for n in names}, "ok")
     best = max(reversed(readings), key=_Reading.mentioned)  # the last of those that mention the most dimensions
@@ -241,10 +248,14 @@ def parse_scores(text: str, rubric: Rubric) -> ParsedScores:
 
 _CHOICE = [
     re.compile(r"\[\[\s*([AB])\s*\]\]"),
-    re.compile(r"(?:better|best|winner|prefer(?:red)?|choose|choice|pick|verdict|answer)\W+(?:is\W+)?"
-               r"(?:response|answer|output|assistant|option)?\s*\(?([AB])\b\)?", re.IGNORECASE),
-    re.compile(r"\b(?:response|answer|output|assistant|option)\s*\(?([AB])\)?\s+is\s+(?:better|the better|best)",
-               re.IGNORECASE),
+    re.compile(
+        r"(?:better|best|winner|prefer(?:red)?|choose|choice|pick|verdict|answer)\W+(?:is\W+)?"
+        r"(?:response|answer|output|assistant|option)?\s*\(?([AB])\b\)?",
+        re.IGNORECASE,
+    ),
+    re.compile(
+        r"\b(?:response|answer|output|assistant|option)\s*\(?([AB])\)?\s+is\s+(?:better|the better|best)", re.IGNORECASE
+    ),
 ]
 
 

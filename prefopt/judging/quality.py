@@ -34,15 +34,22 @@ def _spearman(a: pd.Series, b: pd.Series) -> float | None:
 def generator_ranking(judged: pd.DataFrame, column: str = "aggregate") -> list[dict]:
     """Per generator pair (pool order): how often the first's trace scores above / equal / below the second's."""
     generators = list(dict.fromkeys(judged["generator"]))
-    table = judged.pivot_table(index=["prompt_id", "sample_index"], columns="generator", values=column,
-                               aggfunc="first")
+    table = judged.pivot_table(index=["prompt_id", "sample_index"], columns="generator", values=column, aggfunc="first")
     rows = []
     for a, b in combinations(generators, 2):
         if a not in table or b not in table:
             continue
         both = table[[a, b]].dropna()
-        rows.append({"first": a, "second": b, "pairs": len(both), "first_higher": mean(both[a] > both[b]),
-                     "equal": mean(both[a] == both[b]), "second_higher": mean(both[a] < both[b])})
+        rows.append(
+            {
+                "first": a,
+                "second": b,
+                "pairs": len(both),
+                "first_higher": mean(both[a] > both[b]),
+                "equal": mean(both[a] == both[b]),
+                "second_higher": mean(both[a] < both[b]),
+            }
+        )
     return rows
 
 
@@ -59,8 +66,10 @@ def self_consistency(sample_scores: pd.Series, dimensions: tuple[str, ...]) -> d
     for d in dimensions:
         spread = grouped[d].agg(lambda v: float(np.std(v))).loc[several]
         out[d] = {"exact_agreement": mean(spread == 0), "mean_std": mean(spread)}
-    out["overall"] = {key: None if not several.size else float(np.mean([out[d][key] for d in dimensions]))
-                      for key in ("exact_agreement", "mean_std")}
+    out["overall"] = {
+        key: None if not several.size else float(np.mean([out[d][key] for d in dimensions]))
+        for key in ("exact_agreement", "mean_std")
+    }
     return out
 
 
@@ -109,10 +118,11 @@ def reference_agreement(judged: pd.DataFrame, reference: pd.DataFrame) -> dict:
     """The judge against a verifier's judgments of the same candidates (same row order)."""
     out = {"aggregate_spearman": _spearman(judged["aggregate"], reference["aggregate"])}
     for column in [c for c in judged.columns if c.startswith("scores.") and c in reference.columns]:
-        out[f"{column[len('scores.'):]}_spearman"] = _spearman(judged[column], reference[column])
+        out[f"{column[len('scores.') :]}_spearman"] = _spearman(judged[column], reference[column])
     agree, n = 0, 0
-    pairs = judged[["prompt_id", "sample_index", "generator"]].assign(judge=judged["aggregate"],
-                                                                       truth=reference["aggregate"].to_numpy())
+    pairs = judged[["prompt_id", "sample_index", "generator"]].assign(
+        judge=judged["aggregate"], truth=reference["aggregate"].to_numpy()
+    )
     for a, b in combinations(list(dict.fromkeys(judged["generator"])), 2):
         m = pairs[pairs["generator"] == a].merge(pairs[pairs["generator"] == b], on=["prompt_id", "sample_index"])
         m = m[(m["truth_x"] != m["truth_y"]) & m[["judge_x", "judge_y", "truth_x", "truth_y"]].notna().all(axis=1)]
@@ -126,36 +136,58 @@ def reference_agreement(judged: pd.DataFrame, reference: pd.DataFrame) -> dict:
 def quality_markdown(quality: dict) -> str:
     q = quality
     attempts = "n/a" if q["mean_attempts"] is None else f"{q['mean_attempts']:.2f}"
-    lines = ["## Judge quality", "", f"Judge: `{q['judge']}`", "",
-             "| candidates | judged | parse failures | retried | mean attempts |", "| --- | --- | --- | --- | --- |",
-             f"| {q['candidates']} | {q['judged']} | {pct(q['parse_failure_rate'])} | {pct(q['retried_rate'])} | "
-             f"{attempts} |"]
+    lines = [
+        "## Judge quality",
+        "",
+        f"Judge: `{q['judge']}`",
+        "",
+        "| candidates | judged | parse failures | retried | mean attempts |",
+        "| --- | --- | --- | --- | --- |",
+        f"| {q['candidates']} | {q['judged']} | {pct(q['parse_failure_rate'])} | {pct(q['retried_rate'])} | "
+        f"{attempts} |",
+    ]
     if q["failure_reasons"]:
         lines += ["", "Failure reasons: " + ", ".join(f"{k} ({v})" for k, v in q["failure_reasons"].items())]
     if q.get("dimension_failures"):
         kinds = [k for k in DIMENSION_FAILURES if any(k in c for c in q["dimension_failures"].values())]
         lines += ["", f"| dimension | failed | {' | '.join(kinds)} |", "| --- " * (len(kinds) + 2) + "|"]
-        lines += [f"| {d} | {sum(c.values())} | {' | '.join(str(c.get(k, 0)) for k in kinds)} |"
-                  for d, c in q["dimension_failures"].items()]
+        lines += [
+            f"| {d} | {sum(c.values())} | {' | '.join(str(c.get(k, 0)) for k in kinds)} |"
+            for d, c in q["dimension_failures"].items()
+        ]
     if q["generator_ranking"]:
-        lines += ["", "| first | second | pairs | first scored higher | equal | second scored higher |",
-                  "| --- | --- | --- | --- | --- | --- |"]
-        lines += [f"| {r['first']} | {r['second']} | {r['pairs']} | {pct(r['first_higher'])} | {pct(r['equal'])} | "
-                  f"{pct(r['second_higher'])} |" for r in q["generator_ranking"]]
+        lines += [
+            "",
+            "| first | second | pairs | first scored higher | equal | second scored higher |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {r['first']} | {r['second']} | {r['pairs']} | {pct(r['first_higher'])} | {pct(r['equal'])} | "
+            f"{pct(r['second_higher'])} |"
+            for r in q["generator_ranking"]
+        ]
     if q.get("self_consistency"):
         lines += ["", "| dimension | all samples agree | mean std |", "| --- | --- | --- |"]
-        lines += [f"| {d} | {pct(v['exact_agreement'])} | "
-                  f"{'n/a' if v['mean_std'] is None else format(v['mean_std'], '.3f')} |"
-                  for d, v in q["self_consistency"].items()]
+        lines += [
+            f"| {d} | {pct(v['exact_agreement'])} | "
+            f"{'n/a' if v['mean_std'] is None else format(v['mean_std'], '.3f')} |"
+            for d, v in q["self_consistency"].items()
+        ]
     if q.get("pairwise"):
         p = q["pairwise"]
-        lines += ["", "| pairs | both orders answered | position bias (verdict flips with order) | first shown wins |",
-                  "| --- | --- | --- | --- |",
-                  f"| {p['pairs']} | {p['both_orders_answered']} | {pct(p['position_bias_rate'])} | "
-                  f"{pct(p['shown_first_win_rate'])} |"]
+        lines += [
+            "",
+            "| pairs | both orders answered | position bias (verdict flips with order) | first shown wins |",
+            "| --- | --- | --- | --- |",
+            f"| {p['pairs']} | {p['both_orders_answered']} | {pct(p['position_bias_rate'])} | "
+            f"{pct(p['shown_first_win_rate'])} |",
+        ]
     if q.get("reference_agreement"):
         r = q["reference_agreement"]
         rho = r["aggregate_spearman"]
-        lines += ["", f"Against the reference verifier: aggregate Spearman {'n/a' if rho is None else f'{rho:.3f}'}, "
-                      f"same order on {pct(r['pair_order_agreement'])} of {r['pairs_compared']} generator pairs."]
+        lines += [
+            "",
+            f"Against the reference verifier: aggregate Spearman {'n/a' if rho is None else f'{rho:.3f}'}, "
+            f"same order on {pct(r['pair_order_agreement'])} of {r['pairs_compared']} generator pairs.",
+        ]
     return "\n".join(lines) + "\n"

@@ -31,8 +31,13 @@ JUDGES: Registry[Callable[[JudgingConfig, ModelPath], Judge]] = Registry(
 )
 
 
-@JUDGES.register("tiny_world_verifier", help="The tiny world's step checker.", is_verifier=True,
-                 dimensions=("correctness", "step_accuracy", "format"), score_range=(0.0, 1.0))
+@JUDGES.register(
+    "tiny_world_verifier",
+    help="The tiny world's step checker.",
+    is_verifier=True,
+    dimensions=("correctness", "step_accuracy", "format"),
+    score_range=(0.0, 1.0),
+)
 def _tiny_world_verifier(cfg: JudgingConfig, model_path: ModelPath) -> Judge:
     from prefopt.judging.base import FunctionJudge
     from prefopt.judging.verifier import score_trace
@@ -40,9 +45,14 @@ def _tiny_world_verifier(cfg: JudgingConfig, model_path: ModelPath) -> Judge:
     return FunctionJudge("tiny_world_verifier", JUDGES.get("tiny_world_verifier").dimensions, score_trace)
 
 
-@JUDGES.register("math_verifier", help="The final answer against the prompt's reference, with math-verify.",
-                 is_verifier=True, needs_reference=True, dimensions=("correctness", "answer_found"),
-                 score_range=(0.0, 1.0))
+@JUDGES.register(
+    "math_verifier",
+    help="The final answer against the prompt's reference, with math-verify.",
+    is_verifier=True,
+    needs_reference=True,
+    dimensions=("correctness", "answer_found"),
+    score_range=(0.0, 1.0),
+)
 def _math_verifier(cfg: JudgingConfig, model_path: ModelPath) -> Judge:
     from prefopt.judging.base import FunctionJudge
     from prefopt.judging.math_verifier import score_math
@@ -50,8 +60,9 @@ def _math_verifier(cfg: JudgingConfig, model_path: ModelPath) -> Judge:
     return FunctionJudge("math_verifier", JUDGES.get("math_verifier").dimensions, score_math)
 
 
-@JUDGES.register("llm", help="An LLM judge on a rubric (judging.llm).", is_model=True, config_section="llm",
-                 supports_pairwise=True)
+@JUDGES.register(
+    "llm", help="An LLM judge on a rubric (judging.llm).", is_model=True, config_section="llm", supports_pairwise=True
+)
 def _llm(cfg: JudgingConfig, model_path: ModelPath) -> Judge:
     from prefopt.generation.engines import make_engine
     from prefopt.judging.llm_judge import LLMJudge
@@ -60,8 +71,12 @@ def _llm(cfg: JudgingConfig, model_path: ModelPath) -> Judge:
     return LLMJudge(cfg.llm, engine, owns_engine=True)
 
 
-@JUDGES.register("reward_model", help="A sequence-classification reward model (judging.reward_model).",
-                 is_model=True, config_section="reward_model")
+@JUDGES.register(
+    "reward_model",
+    help="A sequence-classification reward model (judging.reward_model).",
+    is_model=True,
+    config_section="reward_model",
+)
 def _reward_model(cfg: JudgingConfig, model_path: ModelPath) -> Judge:
     from prefopt.judging.reward_model import RewardModelJudge
 

@@ -47,11 +47,21 @@ class RewardModelJudge:
         texts = [self.text(item) for item in items]
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths share a batch
         rewards = [0.0] * len(texts)
-        for start in tqdm(range(0, len(order), self.cfg.batch_size), desc="reward model", unit="batch",
-                          disable=len(order) <= self.cfg.batch_size):
-            batch = order[start:start + self.cfg.batch_size]
-            enc = self.tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True, truncation=True,
-                                 max_length=self.cfg.max_length, add_special_tokens=False).to(self.device)
+        for start in tqdm(
+            range(0, len(order), self.cfg.batch_size),
+            desc="reward model",
+            unit="batch",
+            disable=len(order) <= self.cfg.batch_size,
+        ):
+            batch = order[start : start + self.cfg.batch_size]
+            enc = self.tokenizer(
+                [texts[i] for i in batch],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=self.cfg.max_length,
+                add_special_tokens=False,
+            ).to(self.device)
             logits = self.model(**enc).logits[:, 0].float().tolist()
             for i, value in zip(batch, logits):
                 rewards[i] = value
@@ -60,8 +70,12 @@ class RewardModelJudge:
     def score(self, items: list[JudgeItem]) -> list[Judgment]:
         """One judgment per item; a NaN or infinite reward is a failure of the dimension, not a score."""
         dim = self.cfg.dimension
-        return [Judgment({dim: r}, json.dumps({dim: r}), "ok") if math.isfinite(r)
-                else Judgment(None, json.dumps({dim: r}), f"not_finite: {dim}={r}") for r in self.rewards(items)]
+        return [
+            Judgment({dim: r}, json.dumps({dim: r}), "ok")
+            if math.isfinite(r)
+            else Judgment(None, json.dumps({dim: r}), f"not_finite: {dim}={r}")
+            for r in self.rewards(items)
+        ]
 
     def close(self) -> None:
         del self.model

@@ -38,8 +38,12 @@ class Dimension:
 
     name: str = field(metadata={"help": "Key in the judge's JSON answer and in the scores column (an identifier)."})
     description: str = field(default="", metadata={"help": "What a high score means."})
-    aliases: list[str] = field(default_factory=list, metadata={
-        "help": "Other keys or labels the judge may write for it (matched ignoring case, spaces and punctuation)."})
+    aliases: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Other keys or labels the judge may write for it (matched ignoring case, spaces and punctuation)."
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -63,17 +67,22 @@ class Rubric:
         labels = [(normalize_label(label), d.name) for d in self.dimensions for label in (d.name, *d.aliases)]
         clashes = sorted({a for a, n in labels for b, m in labels if a == b and n != m})
         if clashes:
-            raise ValueError(f"dimensions: names and aliases must differ between dimensions (case, spaces and "
-                             f"punctuation aside), got {clashes} for two dimensions")
+            raise ValueError(
+                f"dimensions: names and aliases must differ between dimensions (case, spaces and "
+                f"punctuation aside), got {clashes} for two dimensions"
+            )
         if len(self.scale) != 2 or self.scale[0] >= self.scale[1]:
             raise ValueError(f"scale: expected [low, high] with low < high, got {self.scale}")
         if "{response}" not in self.pointwise_template:
             raise ValueError("pointwise_template: must contain {response}")
         for end, value in (("low", self.low), ("high", self.high)):
             if f"{{{end}}}" not in self.pointwise_template and not re.search(
-                    rf"(?<![\d.]){re.escape(self._number(value))}(?![\d.]\d)", self.pointwise_template):
-                raise ValueError(f"pointwise_template: must state the scale's {end} end ({{{end}}} or "
-                                 f"{self._number(value)}), so the judge answers on the scale the parser expects")
+                rf"(?<![\d.]){re.escape(self._number(value))}(?![\d.]\d)", self.pointwise_template
+            ):
+                raise ValueError(
+                    f"pointwise_template: must state the scale's {end} end ({{{end}}} or "
+                    f"{self._number(value)}), so the judge answers on the scale the parser expects"
+                )
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -97,27 +106,40 @@ class Rubric:
         return json.dumps({d.name: value for d in self.dimensions})
 
     def _fill(self, template: str, values: dict[str, str]) -> str:
-        values = {"rubric": "\n".join(f"- {d.name}: {d.description}" for d in self.dimensions),
-                  "low": self._number(self.low), "high": self._number(self.high), "example": self.example(), **values}
+        values = {
+            "rubric": "\n".join(f"- {d.name}: {d.description}" for d in self.dimensions),
+            "low": self._number(self.low),
+            "high": self._number(self.high),
+            "example": self.example(),
+            **values,
+        }
         # one pass, so that a response containing "{prompt}" is left as it is
         return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
 
     def pointwise_prompt(self, prompt: str, response: str, reference: str | None = None) -> str:
-        return self._fill(self.pointwise_template, {"prompt": prompt, "response": response,
-                                                    "reference": reference or ""})
+        return self._fill(
+            self.pointwise_template, {"prompt": prompt, "response": response, "reference": reference or ""}
+        )
 
     def pairwise_prompt(self, prompt: str, response_a: str, response_b: str, reference: str | None = None) -> str:
         if not self.pairwise_template:
             raise ValueError(f"rubric {self.name!r} has no pairwise_template")
-        return self._fill(self.pairwise_template, {"prompt": prompt, "response_a": response_a,
-                                                   "response_b": response_b, "reference": reference or ""})
+        return self._fill(
+            self.pairwise_template,
+            {"prompt": prompt, "response_a": response_a, "response_b": response_b, "reference": reference or ""},
+        )
 
     def json_schema(self) -> dict:
         """The answer's JSON schema: every dimension, a number (an integer on integer rubrics) in the scale."""
         kind, cast = ("integer", int) if self.integer else ("number", float)
-        return {"type": "object", "additionalProperties": False, "required": list(self.names),
-                "properties": {d.name: {"type": kind, "minimum": cast(self.low), "maximum": cast(self.high)}
-                               for d in self.dimensions}}
+        return {
+            "type": "object",
+            "additionalProperties": False,
+            "required": list(self.names),
+            "properties": {
+                d.name: {"type": kind, "minimum": cast(self.low), "maximum": cast(self.high)} for d in self.dimensions
+            },
+        }
 
 
 def normalize_label(label: str) -> str:

@@ -35,10 +35,13 @@ def score_trace(problem: str, completion: str, reference: str | None = None) -> 
     body = text[: final.start()] if final else text
     stated = [s.strip() for s in body.split(";") if s.strip()]
     correct_steps = 0
-    for i, (step, want) in enumerate(zip(stated, truth)):
+    for step, want in zip(stated, truth):
         match = _STEP_RE.match(step)
         if match and (int(match[1]), match[2], int(match[3]), int(match[4])) == (
-            want.left, want.op, want.right, want.result
+            want.left,
+            want.op,
+            want.right,
+            want.result,
         ):
             correct_steps += 1
     step_accuracy = correct_steps / max(len(truth), len(stated))

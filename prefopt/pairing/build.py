@@ -31,10 +31,10 @@ STRUCT_COLUMNS = ("chosen_scores", "rejected_scores", "margins", "scores")
 
 @dataclass(frozen=True)
 class PairingResult:
-    dataset: Dataset       # what the stage writes
-    stats: dict            # how it was built
-    built: pd.DataFrame    # every pair the strategy made (before ties and selections); empty for unpaired
-    kept: pd.DataFrame     # the flat frame behind ``dataset``
+    dataset: Dataset  # what the stage writes
+    stats: dict  # how it was built
+    built: pd.DataFrame  # every pair the strategy made (before ties and selections); empty for unpaired
+    kept: pd.DataFrame  # the flat frame behind ``dataset``
     scored: pd.DataFrame | None = None  # margin_bayes: every pair it scored, with its margins and fused score
 
 
@@ -46,7 +46,7 @@ def to_dataset(frame: pd.DataFrame) -> Dataset:
         if not names:
             continue
         arrays = [table.column(c).combine_chunks() for c in names]
-        nested = pa.StructArray.from_arrays(arrays, names=[c[len(struct) + 1:] for c in names])
+        nested = pa.StructArray.from_arrays(arrays, names=[c[len(struct) + 1 :] for c in names])
         table = table.drop_columns(names).append_column(struct, nested)
     return arrow_dataset(table)
 
@@ -82,7 +82,8 @@ def describe(cfg: PairingConfig) -> str:
 def _filter_rule(cfg: PairingConfig) -> str:
     f = cfg.filter
     rules = [f"min_gap={f.min_gap}"] * (f.min_gap is not None) + [f"top_fraction={f.top_fraction}"] * (
-        f.top_fraction is not None)
+        f.top_fraction is not None
+    )
     return f"{f.dimension}:{','.join(rules)}"
 
 
@@ -92,6 +93,7 @@ def run_strategy(cfg: PairingConfig, judged: pd.DataFrame) -> S.Built:
 
 
 # The registry's targets: each strategy run from the recipe's pairing section.
+
 
 def run_generator_delta(cfg: PairingConfig, judged: pd.DataFrame) -> S.Built:
     return S.generator_delta(judged, [(p.chosen, p.rejected) for p in cfg.generator_pairs])
@@ -142,34 +144,53 @@ def _gated(cfg: PairingConfig, pairs: pd.DataFrame, stats: dict) -> pd.DataFrame
     return pairs
 
 
-def select_margin_bayes(cfg: PairingConfig, pairs: pd.DataFrame, implicit: pd.Series
-                        ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+def select_margin_bayes(
+    cfg: PairingConfig, pairs: pd.DataFrame, implicit: pd.Series
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Less is More's selection: the kept pairs, every scored pair, and the calibration used. ``implicit`` is
     each pair's implicit margin, indexed by pair_id."""
     mb = cfg.margin_bayes
     missing = pairs.loc[~pairs["pair_id"].isin(implicit.index), "pair_id"]
     if len(missing):
-        raise ValueError(f"margin_bayes: {len(missing)} pairs have no implicit margin (e.g. {missing.iloc[0]!r}); "
-                         "the proxy scored a different set of pairs")
+        raise ValueError(
+            f"margin_bayes: {len(missing)} pairs have no implicit margin (e.g. {missing.iloc[0]!r}); "
+            "the proxy scored a different set of pairs"
+        )
     external = pairs[S.gap_column(mb.dimension)].to_numpy(float)
     implicit_margin = implicit.reindex(pairs["pair_id"]).to_numpy(float)
     for name, margins in (("external", external), ("implicit", implicit_margin)):
         bad = ~np.isfinite(margins)
         if bad.any():
-            raise DataError(f"margin_bayes: {int(bad.sum())} of {len(margins)} {name} margins are not finite (e.g. "
-                            f"pair {pairs['pair_id'].iloc[int(np.argmax(bad))]!r}); the fused score needs numbers")
-    scores, bounds = margin_bayes_scores(external, implicit_margin, mb.fusion, mb.external_low, mb.external_high,
-                                         mb.implicit_low, mb.implicit_high, mb.min_tail)
+            raise DataError(
+                f"margin_bayes: {int(bad.sum())} of {len(margins)} {name} margins are not finite (e.g. "
+                f"pair {pairs['pair_id'].iloc[int(np.argmax(bad))]!r}); the fused score needs numbers"
+            )
+    scores, bounds = margin_bayes_scores(
+        external,
+        implicit_margin,
+        mb.fusion,
+        mb.external_low,
+        mb.external_high,
+        mb.implicit_low,
+        mb.implicit_high,
+        mb.min_tail,
+    )
     scored = pairs.assign(external_margin=external, implicit_margin=implicit_margin, fused_score=scores)
     kept = S.sort_pairs(S.keep_top_fraction(scored, "fused_score", mb.top_fraction, cfg.seed))
     kept = kept.assign(strategy=kept["strategy"] + f"+margin_bayes({mb.fusion},top={mb.top_fraction:g})")
-    info = {**bounds, "fusion": mb.fusion, "external_implicit_correlation": correlation(external, implicit_margin),
-            "mean_fused_score_all": mean(scored["fused_score"]), "mean_fused_score_kept": mean(kept["fused_score"])}
+    info = {
+        **bounds,
+        "fusion": mb.fusion,
+        "external_implicit_correlation": correlation(external, implicit_margin),
+        "mean_fused_score_all": mean(scored["fused_score"]),
+        "mean_fused_score_kept": mean(kept["fused_score"]),
+    }
     return kept, scored, info
 
 
-def build_pairs(cfg: PairingConfig, judgments: Dataset | pd.DataFrame, implicit: pd.Series | None = None
-                ) -> PairingResult:
+def build_pairs(
+    cfg: PairingConfig, judgments: Dataset | pd.DataFrame, implicit: pd.Series | None = None
+) -> PairingResult:
     """Pairs (or KTO examples) and the stats of how they were built.
 
     ``judgments`` is a judgments dataset or its flattened frame. ``implicit`` (each pair's implicit margin,
@@ -177,59 +198,89 @@ def build_pairs(cfg: PairingConfig, judgments: Dataset | pd.DataFrame, implicit:
     """
     judged = _flat(judgments, cfg.max_samples)
     dims = S.score_dimensions(judged)
-    stats: dict = {"strategy": describe(cfg), "candidates": len(judged),
-                   "unjudged_candidates": int(judged["aggregate"].isna().sum()),
-                   "prompts": int(judged["prompt_id"].nunique())}
+    stats: dict = {
+        "strategy": describe(cfg),
+        "candidates": len(judged),
+        "unjudged_candidates": int(judged["aggregate"].isna().sum()),
+        "prompts": int(judged["prompt_id"].nunique()),
+    }
     if cfg.unpaired:
         return _build_unpaired(cfg, judged, dims, stats)
     built = run_strategy(cfg, judged)
     stats["prompts_too_few_candidates"] = len(built.short_prompts)
     stats["prompts_too_few_candidates_examples"] = built.short_prompts[:5]
     if built.short_prompts:
-        logger.warning("%d prompts have too few judged candidates for %s (e.g. %s)", len(built.short_prompts),
-                       cfg.strategy, built.short_prompts[:3])
+        logger.warning(
+            "%d prompts have too few judged candidates for %s (e.g. %s)",
+            len(built.short_prompts),
+            cfg.strategy,
+            built.short_prompts[:3],
+        )
     pairs = built.frame
     stats["pairs_built"] = len(pairs)
     stats["mean_margin_built"] = mean(pairs["margin"])
     if cfg.strategy_entry.needs_generator_labels:
         stats["generator_pairs"] = [
-            {"chosen": p.chosen, "rejected": p.rejected, "pairs_built": int(len(group)),
-             "judge_agreement_rate": mean(group["judge_agrees"].astype(float)),
-             "judge_disagreement_rate": mean((group["margin"] < -S.TIE_TOLERANCE).astype(float)),
-             "mean_margin": mean(group["margin"])}
+            {
+                "chosen": p.chosen,
+                "rejected": p.rejected,
+                "pairs_built": int(len(group)),
+                "judge_agreement_rate": mean(group["judge_agrees"].astype(float)),
+                "judge_disagreement_rate": mean((group["margin"] < -S.TIE_TOLERANCE).astype(float)),
+                "mean_margin": mean(group["margin"]),
+            }
             for p in cfg.generator_pairs
-            for group in [pairs[(pairs["chosen_generator"] == p.chosen) & (pairs["rejected_generator"] == p.rejected)]]]
+            for group in [pairs[(pairs["chosen_generator"] == p.chosen) & (pairs["rejected_generator"] == p.rejected)]]
+        ]
     pairs = _gated(cfg, pairs, stats)
     scored = None
     if cfg.margin_bayes is not None:
         if implicit is None:
-            raise ValueError("pairing.margin_bayes needs each pair's implicit margin: run `prefopt pairs` (it trains "
-                             "and scores the proxy model) or pass `implicit` to build_pairs")
+            raise ValueError(
+                "pairing.margin_bayes needs each pair's implicit margin: run `prefopt pairs` (it trains "
+                "and scores the proxy model) or pass `implicit` to build_pairs"
+            )
         before = len(pairs)
         pairs, scored, stats["margin_bayes"] = select_margin_bayes(cfg, pairs, implicit)
         stats["dropped_by_margin_bayes"] = before - len(pairs)
     if cfg.reward_augmented is not None:
         ra = cfg.reward_augmented
         selected = len(pairs)
-        pairs, clipped = S.reward_augment(pairs, ra.template, ra.placement, ra.score_range, ra.target_range,
-                                          ra.decimals)
+        pairs, clipped = S.reward_augment(
+            pairs, ra.template, ra.placement, ra.score_range, ra.target_range, ra.decimals
+        )
         stats["reward_augmented_rows"] = len(pairs) - selected
         stats["reward_augmented_scores_clipped"] = clipped
         if clipped:
-            logger.warning("reward_augmented: %d of %d scores lie outside score_range %s and were clipped to it",
-                           clipped, len(pairs), ra.score_range)
-    stats.update({
-        "pairs_kept": len(pairs),
-        "mean_margin_kept": mean(pairs["margin"]),
-        "mean_margins_kept": {d: mean(pairs[f"margins.{d}"]) for d in dims},
-    })
-    logger.info("Pairs (%s): %d built from %d prompts, %d ties, %d kept (mean judged gap %.3f -> %.3f, judge "
-                "agrees on %.0f%%)", stats["strategy"], stats["pairs_built"], stats["prompts"], stats["ties"],
-                stats["pairs_kept"], stats["mean_margin_built"] or 0, stats["mean_margin_kept"] or 0,
-                100 * (stats["judge_agreement_rate"] or 0))
+            logger.warning(
+                "reward_augmented: %d of %d scores lie outside score_range %s and were clipped to it",
+                clipped,
+                len(pairs),
+                ra.score_range,
+            )
+    stats.update(
+        {
+            "pairs_kept": len(pairs),
+            "mean_margin_kept": mean(pairs["margin"]),
+            "mean_margins_kept": {d: mean(pairs[f"margins.{d}"]) for d in dims},
+        }
+    )
+    logger.info(
+        "Pairs (%s): %d built from %d prompts, %d ties, %d kept (mean judged gap %.3f -> %.3f, judge agrees on %.0f%%)",
+        stats["strategy"],
+        stats["pairs_built"],
+        stats["prompts"],
+        stats["ties"],
+        stats["pairs_kept"],
+        stats["mean_margin_built"] or 0,
+        stats["mean_margin_kept"] or 0,
+        100 * (stats["judge_agreement_rate"] or 0),
+    )
     if pairs.empty:
-        raise DataError("no pairs left after pairing and filtering; loosen the selection or check the judge "
-                         f"({stats['pairs_built']} built, {stats['ties']} ties)")
+        raise DataError(
+            "no pairs left after pairing and filtering; loosen the selection or check the judge "
+            f"({stats['pairs_built']} built, {stats['ties']} ties)"
+        )
     return PairingResult(to_dataset(pairs), stats, built.frame, pairs, scored)
 
 
@@ -237,17 +288,31 @@ def _build_unpaired(cfg: PairingConfig, judged: pd.DataFrame, dims: list[str], s
     built = run_strategy(cfg, judged)
     frame, between = built.frame, built.unlabelled
     desirable = int(frame["label"].sum())
-    stats.update({
-        "examples_kept": len(frame), "desirable": desirable, "undesirable": len(frame) - desirable,
-        "dropped_between_thresholds": between,
-        "class_weights": {"desirable": mean(frame.loc[frame["label"], "class_weight"]),
-                          "undesirable": mean(frame.loc[~frame["label"], "class_weight"])},
-        "mean_score": {"desirable": mean(frame.loc[frame["label"], "score"]),
-                       "undesirable": mean(frame.loc[~frame["label"], "score"])},
-    })
-    logger.info("KTO examples: %d desirable, %d undesirable, %d between thresholds dropped", desirable,
-                len(frame) - desirable, between)
+    stats.update(
+        {
+            "examples_kept": len(frame),
+            "desirable": desirable,
+            "undesirable": len(frame) - desirable,
+            "dropped_between_thresholds": between,
+            "class_weights": {
+                "desirable": mean(frame.loc[frame["label"], "class_weight"]),
+                "undesirable": mean(frame.loc[~frame["label"], "class_weight"]),
+            },
+            "mean_score": {
+                "desirable": mean(frame.loc[frame["label"], "score"]),
+                "undesirable": mean(frame.loc[~frame["label"], "score"]),
+            },
+        }
+    )
+    logger.info(
+        "KTO examples: %d desirable, %d undesirable, %d between thresholds dropped",
+        desirable,
+        len(frame) - desirable,
+        between,
+    )
     if desirable == 0 or desirable == len(frame):
-        raise DataError(f"{cfg.strategy} needs both classes; got {desirable} desirable of {len(frame)}: move "
-                         "pairing.kto.desirable_min")
+        raise DataError(
+            f"{cfg.strategy} needs both classes; got {desirable} desirable of {len(frame)}: move "
+            "pairing.kto.desirable_min"
+        )
     return PairingResult(to_dataset(frame), stats, frame.iloc[:0], frame)

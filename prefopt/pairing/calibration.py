@@ -52,18 +52,31 @@ def fuse_product(probabilities: list[np.ndarray]) -> np.ndarray:
         return np.where(total > 0, yes / np.where(total > 0, total, 1), 0.5)
 
 
-def margin_bayes_scores(external: np.ndarray, implicit: np.ndarray, fusion: str = "mul",
-                        external_low: float = -2.0, external_high: float | None = None,
-                        implicit_low: float = -2.0, implicit_high: float | None = None,
-                        min_tail: int = 30) -> tuple[np.ndarray, dict]:
+def margin_bayes_scores(
+    external: np.ndarray,
+    implicit: np.ndarray,
+    fusion: str = "mul",
+    external_low: float = -2.0,
+    external_high: float | None = None,
+    implicit_low: float = -2.0,
+    implicit_high: float | None = None,
+    min_tail: int = 30,
+) -> tuple[np.ndarray, dict]:
     """The fused score of every pair and the calibration bounds used (M2 from the data where not given)."""
     ex_high = dynamic_upper(external, external_low, min_tail) if external_high is None else external_high
     im_high = dynamic_upper(implicit, implicit_low, min_tail) if implicit_high is None else implicit_high
-    constant = [name for name, margins, given in (("external", external, external_high),
-                                                  ("implicit", implicit, implicit_high))
-                if given is None and _constant(margins)]
-    info = {"external_low": external_low, "external_high": ex_high, "implicit_low": implicit_low,
-            "implicit_high": im_high, "constant_sources": constant}
+    constant = [
+        name
+        for name, margins, given in (("external", external, external_high), ("implicit", implicit, implicit_high))
+        if given is None and _constant(margins)
+    ]
+    info = {
+        "external_low": external_low,
+        "external_high": ex_high,
+        "implicit_low": implicit_low,
+        "implicit_high": im_high,
+        "constant_sources": constant,
+    }
     if fusion == "add":
         return external + implicit, info
     if fusion != "mul":

@@ -47,13 +47,21 @@ def run_proxy(cfg: ProxyConfig, pairs: pd.DataFrame, proxy_model: str, stage_dir
         launch_training(training, seed_dir, proxy_model, train_dir)
         mark_complete(train_dir, {"stage": "proxy train", "config": cfg})
     logger.info("[proxy] scoring the implicit margin of %d pairs", len(pairs))
-    chosen, rejected = pair_logratios(str(train_dir / FINAL_MODEL_DIR), proxy_model,
-                                      Dataset.from_pandas(pairs[["prompt", "chosen", "rejected"]],
-                                                          preserve_index=False),
-                                      cfg.trl, cfg.batch_size)
-    margins = Dataset.from_dict({"pair_id": pairs["pair_id"].tolist(), "chosen_logratio": chosen.tolist(),
-                                 "rejected_logratio": rejected.tolist(),
-                                 "implicit_margin": (chosen - rejected).tolist()})
+    chosen, rejected = pair_logratios(
+        str(train_dir / FINAL_MODEL_DIR),
+        proxy_model,
+        Dataset.from_pandas(pairs[["prompt", "chosen", "rejected"]], preserve_index=False),
+        cfg.trl,
+        cfg.batch_size,
+    )
+    margins = Dataset.from_dict(
+        {
+            "pair_id": pairs["pair_id"].tolist(),
+            "chosen_logratio": chosen.tolist(),
+            "rejected_logratio": rejected.tolist(),
+            "implicit_margin": (chosen - rejected).tolist(),
+        }
+    )
     atomic_write(stage_dir / DATA_DIR, lambda tmp: margins.save_to_disk(str(tmp)))
 
 

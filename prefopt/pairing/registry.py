@@ -21,16 +21,38 @@ STRATEGIES: Registry[str] = Registry(
     unpaired=False,  # makes KTO examples (prefopt.schemas.UNPAIRED), not pairs
     settings=None,  # the PairingConfig field holding the strategy's settings (recorded in stats' strategy)
 )
-STRATEGIES.register("generator_delta", "prefopt.pairing.build:run_generator_delta", needs_generator_labels=True,
-                    help="Chosen from the stronger generator of each generator_pairs entry, sample i against sample i.")
-STRATEGIES.register("max_min", "prefopt.pairing.build:run_max_min", within_prompt=True,
-                    help="Per prompt: the best candidate against the worst other one.")
-STRATEGIES.register("max_random", "prefopt.pairing.build:run_max_random", within_prompt=True,
-                    help="Per prompt: the best candidate against a seeded random other one.")
-STRATEGIES.register("sweet_spot", "prefopt.pairing.build:run_sweet_spot", within_prompt=True, settings="sweet_spot",
-                    help="Per prompt: the candidates nearest mu + k sigma of its scores (Finding the Sweet Spot).")
-STRATEGIES.register("kto_unpaired", "prefopt.pairing.build:run_kto_unpaired", unpaired=True, settings="kto",
-                    help="Every candidate a KTO example, desirable or not by its absolute score.")
+STRATEGIES.register(
+    "generator_delta",
+    "prefopt.pairing.build:run_generator_delta",
+    needs_generator_labels=True,
+    help="Chosen from the stronger generator of each generator_pairs entry, sample i against sample i.",
+)
+STRATEGIES.register(
+    "max_min",
+    "prefopt.pairing.build:run_max_min",
+    within_prompt=True,
+    help="Per prompt: the best candidate against the worst other one.",
+)
+STRATEGIES.register(
+    "max_random",
+    "prefopt.pairing.build:run_max_random",
+    within_prompt=True,
+    help="Per prompt: the best candidate against a seeded random other one.",
+)
+STRATEGIES.register(
+    "sweet_spot",
+    "prefopt.pairing.build:run_sweet_spot",
+    within_prompt=True,
+    settings="sweet_spot",
+    help="Per prompt: the candidates nearest mu + k sigma of its scores (Finding the Sweet Spot).",
+)
+STRATEGIES.register(
+    "kto_unpaired",
+    "prefopt.pairing.build:run_kto_unpaired",
+    unpaired=True,
+    settings="kto",
+    help="Every candidate a KTO example, desirable or not by its absolute score.",
+)
 
 
 def strategy_function(name: str) -> Callable:

@@ -34,11 +34,11 @@ class Built:
 
     frame: pd.DataFrame
     short_prompts: list[str]  # prompts with too few judged candidates for the strategy
-    unlabelled: int = 0       # kto_unpaired: candidates between the thresholds, given no label
+    unlabelled: int = 0  # kto_unpaired: candidates between the thresholds, given no label
 
 
 def score_dimensions(frame: pd.DataFrame) -> list[str]:
-    return [c[len("scores."):] for c in frame.columns if c.startswith("scores.")]
+    return [c[len("scores.") :] for c in frame.columns if c.startswith("scores.")]
 
 
 def gap_column(dimension: str) -> str:
@@ -66,24 +66,27 @@ def _take(column: pd.Series, positions: np.ndarray) -> pd.Series:
     return column.take(positions).reset_index(drop=True)
 
 
-def assemble_pairs(judged: pd.DataFrame, cands: pd.DataFrame, chosen: np.ndarray, rejected: np.ndarray,
-                   strategy: str) -> pd.DataFrame:
+def assemble_pairs(
+    judged: pd.DataFrame, cands: pd.DataFrame, chosen: np.ndarray, rejected: np.ndarray, strategy: str
+) -> pd.DataFrame:
     """Flat pairs from positional indices of chosen and rejected candidates in ``cands`` (texts from ``judged``)."""
     c, r = cands.take(chosen).reset_index(drop=True), cands.take(rejected).reset_index(drop=True)
     c_rows, r_rows = c["row"].to_numpy(), r["row"].to_numpy()
-    pairs = pd.DataFrame({
-        "pair_id": c["candidate_id"].astype("str") + "|" + r["candidate_id"].astype("str"),
-        "prompt_id": c["prompt_id"],
-        "prompt": _take(judged["prompt"], c_rows),
-        "chosen": _take(judged["completion"], c_rows),
-        "rejected": _take(judged["completion"], r_rows),
-        "chosen_id": c["candidate_id"],
-        "rejected_id": r["candidate_id"],
-        "chosen_generator": c["generator"],
-        "rejected_generator": r["generator"],
-        "chosen_score": c["aggregate"].astype(float),
-        "rejected_score": r["aggregate"].astype(float),
-    })
+    pairs = pd.DataFrame(
+        {
+            "pair_id": c["candidate_id"].astype("str") + "|" + r["candidate_id"].astype("str"),
+            "prompt_id": c["prompt_id"],
+            "prompt": _take(judged["prompt"], c_rows),
+            "chosen": _take(judged["completion"], c_rows),
+            "rejected": _take(judged["completion"], r_rows),
+            "chosen_id": c["candidate_id"],
+            "rejected_id": r["candidate_id"],
+            "chosen_generator": c["generator"],
+            "rejected_generator": r["generator"],
+            "chosen_score": c["aggregate"].astype(float),
+            "rejected_score": r["aggregate"].astype(float),
+        }
+    )
     pairs["margin"] = pairs["chosen_score"] - pairs["rejected_score"]
     for d in score_dimensions(cands):
         pairs[f"chosen_scores.{d}"] = c[f"scores.{d}"].astype(float)
@@ -100,6 +103,7 @@ def sort_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
 
 # -- generator-level delta -----------------------------------------------------------------------------------
 
+
 def generator_delta(judged: pd.DataFrame, generator_pairs: list[tuple[str, str]]) -> Built:
     """For each (chosen, rejected) generator pairing, pair sample i of the chosen generator with sample i of
     the rejected one, on every prompt both answered. A prompt lacking a judged candidate of either generator
@@ -108,9 +112,11 @@ def generator_delta(judged: pd.DataFrame, generator_pairs: list[tuple[str, str]]
     duplicated = cands.duplicated(["prompt_id", "generator", "sample_index"], keep=False)
     if duplicated.any():
         first = cands[duplicated].iloc[0]
-        raise DataError(f"judgments: {int(duplicated.sum())} candidates share a (prompt_id, generator, sample_index), "
-                         f"e.g. ({first['prompt_id']!r}, {first['generator']!r}, {first['sample_index']}); "
-                         "generator_delta pairs sample i with sample i, so each must be unique")
+        raise DataError(
+            f"judgments: {int(duplicated.sum())} candidates share a (prompt_id, generator, sample_index), "
+            f"e.g. ({first['prompt_id']!r}, {first['generator']!r}, {first['sample_index']}); "
+            "generator_delta pairs sample i with sample i, so each must be unique"
+        )
     position = pd.Series(np.arange(len(cands)), name="position")
     frames, short = [], set()
     all_prompts = pd.Index(judged["prompt_id"].unique())
@@ -119,13 +125,21 @@ def generator_delta(judged: pd.DataFrame, generator_pairs: list[tuple[str, str]]
         c = keys[cands["generator"] == chosen_gen]
         r = keys[cands["generator"] == rejected_gen]
         m = c.merge(r, on=["prompt_id", "sample_index"], suffixes=("_c", "_r"), validate="one_to_one")
-        frames.append(assemble_pairs(judged, cands, m["position_c"].to_numpy(), m["position_r"].to_numpy(),
-                                     f"generator_delta({chosen_gen}>{rejected_gen})"))
+        frames.append(
+            assemble_pairs(
+                judged,
+                cands,
+                m["position_c"].to_numpy(),
+                m["position_r"].to_numpy(),
+                f"generator_delta({chosen_gen}>{rejected_gen})",
+            )
+        )
         short.update(all_prompts.difference(pd.Index(c["prompt_id"]).intersection(pd.Index(r["prompt_id"]))))
     return Built(sort_pairs(pd.concat(frames, ignore_index=True)), sorted(short))
 
 
 # -- within-prompt strategies --------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Groups:
@@ -135,7 +149,7 @@ class _Groups:
     sizes: np.ndarray
 
     @classmethod
-    def of(cls, cands: pd.DataFrame) -> "_Groups":
+    def of(cls, cands: pd.DataFrame) -> _Groups:
         codes, _ = pd.factorize(cands["prompt_id"])
         return cls(codes, np.bincount(codes, minlength=codes.max() + 1 if len(codes) else 0))
 
@@ -210,8 +224,13 @@ def prompt_moments(scores: np.ndarray, groups: _Groups) -> tuple[np.ndarray, np.
     return mean, np.where(low == high, 0.0, np.sqrt(var))
 
 
-def sweet_spot(judged: pd.DataFrame, chosen_k: float | None = None, rejected_k: float = -2.0,
-               generators: list[str] | None = None, seed: int = 0) -> Built:
+def sweet_spot(
+    judged: pd.DataFrame,
+    chosen_k: float | None = None,
+    rejected_k: float = -2.0,
+    generators: list[str] | None = None,
+    seed: int = 0,
+) -> Built:
     """Finding the Sweet Spot: fit each prompt's scores as N(mu, sigma^2); chosen is the maximum (or the
     candidate nearest mu + chosen_k sigma), rejected the other candidate nearest mu + rejected_k sigma.
     Equally near candidates: chosen prefers the higher score, rejected the lower, then a seeded random one."""
@@ -224,28 +243,44 @@ def sweet_spot(judged: pd.DataFrame, chosen_k: float | None = None, rejected_k: 
     else:
         chosen = groups.first_per_group(np.abs(score - (mean + chosen_k * std)), -score, tiebreak_keys(ids, seed))
     taken = _taken(chosen, len(cands))
-    rejected = groups.first_per_group(taken, np.abs(score - (mean + rejected_k * std)), score,
-                                      tiebreak_keys(ids, seed, "rejected"))
-    label = f"sweet_spot(chosen={'max' if chosen_k is None else f'mu{chosen_k:+g}sigma'},rejected=mu{rejected_k:+g}sigma)"
+    rejected = groups.first_per_group(
+        taken, np.abs(score - (mean + rejected_k * std)), score, tiebreak_keys(ids, seed, "rejected")
+    )
+    label = (
+        f"sweet_spot(chosen={'max' if chosen_k is None else f'mu{chosen_k:+g}sigma'},rejected=mu{rejected_k:+g}sigma)"
+    )
     return _within_prompt_pairs(judged, cands, groups, chosen, rejected, label, short)
 
 
-def _within_prompt_pairs(judged: pd.DataFrame, cands: pd.DataFrame, groups: _Groups, chosen: np.ndarray,
-                         rejected: np.ndarray, strategy: str, short: list[str]) -> Built:
+def _within_prompt_pairs(
+    judged: pd.DataFrame,
+    cands: pd.DataFrame,
+    groups: _Groups,
+    chosen: np.ndarray,
+    rejected: np.ndarray,
+    strategy: str,
+    short: list[str],
+) -> Built:
     """The pairs, with where chosen and rejected sit in their prompt's score distribution: z = (score - mu) /
     sigma, and z = 0 where all of a prompt's scores are equal (sigma = 0); and how many candidates the prompt had."""
     score = cands["aggregate"].to_numpy(float)
     mean, std = prompt_moments(score, groups)
     z = np.divide(score - mean, std, out=np.zeros_like(score), where=std > 0)
     pairs = assemble_pairs(judged, cands, chosen, rejected, strategy).assign(
-        chosen_z=z[chosen], rejected_z=z[rejected], prompt_candidates=groups.sizes[groups.codes][chosen])
+        chosen_z=z[chosen], rejected_z=z[rejected], prompt_candidates=groups.sizes[groups.codes][chosen]
+    )
     return Built(sort_pairs(pairs), short)
 
 
 # -- unpaired (KTO) ------------------------------------------------------------------------------------------
 
-def kto_unpaired(judged: pd.DataFrame, desirable_min: float, undesirable_max: float | None = None,
-                 generators: list[str] | None = None) -> Built:
+
+def kto_unpaired(
+    judged: pd.DataFrame,
+    desirable_min: float,
+    undesirable_max: float | None = None,
+    generators: list[str] | None = None,
+) -> Built:
     """Every judged candidate as a KTO example: desirable if its aggregate >= ``desirable_min``, undesirable if
     below ``undesirable_max`` (default: ``desirable_min``). Candidates in between are dropped; their count is
     ``unlabelled``. ``class_weight`` makes every class present count equally: n / (c n_class), with c the number
@@ -260,17 +295,25 @@ def kto_unpaired(judged: pd.DataFrame, desirable_min: float, undesirable_max: fl
     counts = np.array([len(label) - label.sum(), label.sum()])  # undesirable, desirable
     weight = len(label) / (np.count_nonzero(counts) * counts[label.astype(int)])
     rule = f"kto_unpaired(desirable>={desirable_min:g},undesirable<{low:g})"
-    frame = pd.DataFrame({
-        "example_id": cands["candidate_id"], "prompt_id": cands["prompt_id"], "prompt": _take(judged["prompt"], rows),
-        "completion": _take(judged["completion"], rows), "generator": cands["generator"], "label": label,
-        "score": score[keep],
-        **{f"scores.{d}": cands[f"scores.{d}"] for d in score_dimensions(cands)},
-        "class_weight": weight, "strategy": rule,
-    })
+    frame = pd.DataFrame(
+        {
+            "example_id": cands["candidate_id"],
+            "prompt_id": cands["prompt_id"],
+            "prompt": _take(judged["prompt"], rows),
+            "completion": _take(judged["completion"], rows),
+            "generator": cands["generator"],
+            "label": label,
+            "score": score[keep],
+            **{f"scores.{d}": cands[f"scores.{d}"] for d in score_dimensions(cands)},
+            "class_weight": weight,
+            "strategy": rule,
+        }
+    )
     return Built(frame.sort_values("example_id", kind="stable").reset_index(drop=True), [], int((~keep).sum()))
 
 
 # -- selection after any strategy ----------------------------------------------------------------------------
+
 
 def keep_top_fraction(pairs: pd.DataFrame, column: str, fraction: float, seed: int = 0) -> pd.DataFrame:
     """The ``keep_count(fraction, n)`` pairs with the largest ``column``; of pairs tied at the cut, those first
@@ -279,8 +322,13 @@ def keep_top_fraction(pairs: pd.DataFrame, column: str, fraction: float, seed: i
     return pairs.iloc[top_positions(pairs[column].to_numpy(float), keys, keep_count(fraction, len(pairs)))]
 
 
-def sample_delta_filter(pairs: pd.DataFrame, dimension: str = "aggregate", top_fraction: float | None = None,
-                        min_gap: float | None = None, seed: int = 0) -> pd.DataFrame:
+def sample_delta_filter(
+    pairs: pd.DataFrame,
+    dimension: str = "aggregate",
+    top_fraction: float | None = None,
+    min_gap: float | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Keep pairs with a large judged gap on ``dimension``.
 
     ``min_gap`` keeps pairs whose gap is at least the threshold; ``top_fraction`` then keeps exactly
@@ -288,8 +336,10 @@ def sample_delta_filter(pairs: pd.DataFrame, dimension: str = "aggregate", top_f
     """
     column = gap_column(dimension)
     if column not in pairs.columns:
-        raise ConfigError(f"pairing.filter.dimension {dimension!r}: no such gap; have "
-                         f"{['aggregate'] + [c[len('margins.'):] for c in pairs.columns if c.startswith('margins.')]}")
+        raise ConfigError(
+            f"pairing.filter.dimension {dimension!r}: no such gap; have "
+            f"{['aggregate'] + [c[len('margins.') :] for c in pairs.columns if c.startswith('margins.')]}"
+        )
     kept = pairs
     if min_gap is not None:
         kept = kept[kept[column] >= min_gap]
@@ -305,8 +355,9 @@ def format_score(values: np.ndarray, decimals: int) -> pd.Series:
     return text.str.replace(r"(\.\d*?)0+$", r"\1", regex=True).str.replace(r"\.$", "", regex=True)
 
 
-def printed_scores(scores: np.ndarray, score_range: list[float] | None, target_range: list[float],
-                   decimals: int) -> tuple[np.ndarray, int]:
+def printed_scores(
+    scores: np.ndarray, score_range: list[float] | None, target_range: list[float], decimals: int
+) -> tuple[np.ndarray, int]:
     """Scores on the printed scale ``target_range`` = [a, b], rounded to ``decimals``, and how many were clipped.
 
     With ``score_range`` = [lo, hi]: a + (clip(s, lo, hi) - lo) / (hi - lo) (b - a), scores outside [lo, hi]
@@ -321,7 +372,8 @@ def printed_scores(scores: np.ndarray, score_range: list[float] | None, target_r
             raise ConfigError(
                 f"pairing.reward_augmented.score_range: null prints the scores unchanged, but {int(outside.sum())} "
                 f"of {len(scores)} (range {scores.min():g} to {scores.max():g}) lie outside target_range "
-                f"[{low:g}, {high:g}]; set score_range to the judge's scale")
+                f"[{low:g}, {high:g}]; set score_range to the judge's scale"
+            )
         mapped, clipped = scores, 0
     else:
         lo, hi = score_range
@@ -330,27 +382,45 @@ def printed_scores(scores: np.ndarray, score_range: list[float] | None, target_r
     return np.clip(np.round(mapped, decimals), low, high), clipped
 
 
-def reward_augment(pairs: pd.DataFrame, template: str, placement: str = "system",
-                   score_range: list[float] | None = None, target_range: list[float] = (1.0, 10.0),
-                   decimals: int = 1) -> tuple[pd.DataFrame, int]:
+def reward_augment(
+    pairs: pd.DataFrame,
+    template: str,
+    placement: str = "system",
+    score_range: list[float] | None = None,
+    target_range: list[float] = (1.0, 10.0),
+    decimals: int = 1,
+) -> tuple[pd.DataFrame, int]:
     """Reward-augmented data (Zhang et al.): each pair conditioned on its chosen score, plus a copy conditioned
     on its rejected score with chosen and rejected swapped. The conditioning text is ``template`` with
     ``{low}``/``{high}`` set to ``target_range`` and ``{score}`` to the score on that scale
     (:func:`printed_scores`); it goes into a ``system`` column or before the prompt (``placement``).
     ``condition_score`` records the printed score. Returns the rows and how many scores were clipped."""
-    swap = {"chosen": "rejected", "chosen_id": "rejected_id", "chosen_generator": "rejected_generator",
-            "chosen_score": "rejected_score", "chosen_z": "rejected_z"}
-    swap.update({f"chosen_scores.{d}": f"rejected_scores.{d}"
-                 for d in (c[len("chosen_scores."):] for c in pairs.columns if c.startswith("chosen_scores."))})
+    swap = {
+        "chosen": "rejected",
+        "chosen_id": "rejected_id",
+        "chosen_generator": "rejected_generator",
+        "chosen_score": "rejected_score",
+        "chosen_z": "rejected_z",
+    }
+    swap.update(
+        {
+            f"chosen_scores.{d}": f"rejected_scores.{d}"
+            for d in (c[len("chosen_scores.") :] for c in pairs.columns if c.startswith("chosen_scores."))
+        }
+    )
     swap = {a: b for a, b in swap.items() if a in pairs.columns}
     flipped = pairs.rename(columns={**swap, **{b: a for a, b in swap.items()}})
     flipped["pair_id"] = flipped["chosen_id"] + "|" + flipped["rejected_id"]
     for column in ["margin"] + [c for c in pairs.columns if c.startswith("margins.")]:
         flipped[column] = -pairs[column]
     flipped["judge_agrees"] = flipped["margin"] > TIE_TOLERANCE
-    both = pd.concat([pairs.assign(strategy=pairs["strategy"] + "+reward_augmented(chosen score)"),
-                      flipped.assign(strategy=pairs["strategy"] + "+reward_augmented(rejected score, swapped)")],
-                     ignore_index=True)
+    both = pd.concat(
+        [
+            pairs.assign(strategy=pairs["strategy"] + "+reward_augmented(chosen score)"),
+            flipped.assign(strategy=pairs["strategy"] + "+reward_augmented(rejected score, swapped)"),
+        ],
+        ignore_index=True,
+    )
     score, clipped = printed_scores(both["chosen_score"].to_numpy(float), score_range, target_range, decimals)
     both["condition_score"] = score
     low, high = format_score(np.asarray(target_range), decimals)

@@ -6,8 +6,10 @@
 file. The flat file (``train.yaml``) is the fields of :class:`DPOScriptArguments` plus any
 :class:`~prefopt.training.trainers.PrefDPOConfig` field, i.e. any ``trl.DPOConfig`` field and prefopt's
 ``pref_loss``, ``gap_transform``, ``sft_route_*``, ``curriculum``... (command-line flags override it). The
-train stage writes this file for you; it can also be written by hand. The final model and tokenizer are saved to ``<output_dir>/model``; a rerun after a
-crash resumes from the last checkpoint in ``output_dir``.
+train stage writes this file for you; it can also be written by hand. ``pairs_path`` is any pairs dataset that
+:func:`prefopt.training.data.load_training_data` reads: a file, a directory or a Hub id, in TRL's preference format
+(text or messages, explicit or implicit prompt) or prefopt's pairs. The final model and tokenizer are saved to
+``<output_dir>/model``; a rerun after a crash resumes from the last checkpoint in ``output_dir``.
 """
 
 from __future__ import annotations
@@ -16,23 +18,25 @@ from dataclasses import dataclass, field
 
 from datasets import Dataset
 
-from prefopt.schemas import TRAIN_PAIRS, load_stage_dataset
-from prefopt.training.data import to_conversational
+from prefopt.training.data import DataArguments, load_training_data, trl_pairs
 from prefopt.training.entry import run_entry
 from prefopt.training.trainers import PrefDPOConfig, PrefDPOTrainer
 
 
-@dataclass
-class DPOScriptArguments:
-    pairs_path: str = field(metadata={"help": "Pairs dataset (a pairs stage directory or a saved dataset)."})
+@dataclass(kw_only=True)
+class DPOScriptArguments(DataArguments):
     model_name_or_path: str = field(metadata={"help": "Policy model directory; also the reference model."})
-    gap_column: str = field(default="margin", metadata={
-        "help": "Pairs column with the judged gap the loss uses: 'margin' (aggregate) or 'margins.<dimension>'."})
+    gap_column: str = field(
+        default="margin",
+        metadata={
+            "help": "Column with each pair's judged gap (e.g. 'margin' or 'margins.<dimension>'); pairs without it "
+            "train with losses that need no gap."
+        },
+    )
 
 
 def load_pairs(script_args: DPOScriptArguments) -> Dataset:
-    pairs = load_stage_dataset(script_args.pairs_path, TRAIN_PAIRS, "DPO training pairs")
-    return to_conversational(pairs, script_args.gap_column)
+    return trl_pairs(load_training_data(script_args.spec(), "dpo", script_args.gap_column), script_args.gap_column)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,27 +8,56 @@ A recipe is resolved to the flat train config that its train stage would write (
 pairs stage, the policy from ``training.model``, output into the train stage's directory), and the
 command-line flags override it as usual. Run without overrides, the train stage is marked complete at the
 end, so `prefopt run` then skips it; with overrides it is not (the result no longer matches the recipe).
+
+The policy loads as TRL's own ``trl dpo`` script loads it: ``trl.ModelConfig`` fields (flat in the config, or
+``training.model_args`` in a recipe) become ``model_init_kwargs`` (revision, attn_implementation, dtype; unset
+dtype: bfloat16 on CUDA, float32 on CPU), ``trl.get_peft_config`` and ``trl.get_quantization_config``. With an
+adapter, TRL's reference is the adapter-disabled policy, and ``<output_dir>/model`` holds the adapter as TRL saves
+it. ``<output_dir>/model_summary.json`` says whether it is an adapter, over which base, and how many parameters
+trained.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import yaml
 from datasets import Dataset
-from transformers import AutoTokenizer
 from transformers.trainer_utils import get_last_checkpoint
-from trl import TrlParser
+from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
 from prefopt.cache import mark_complete
-from prefopt.configs import load_recipe
+from prefopt.configs import ConfigError, load_recipe
+from prefopt.generation.engines import adapter_config, load_chat_tokenizer
 from prefopt.pipeline import Pipeline
-from prefopt.training.launch import FINAL_MODEL_DIR
+from prefopt.tracking import add_stage_statistics
+from prefopt.training.launch import FINAL_MODEL_DIR, checked_model_args, default_dtype, model_fields
 
 logger = logging.getLogger(__name__)
+SUMMARY = "model_summary.json"
+
+# trl.ModelConfig's fields (model_name_or_path is the script's), dtype unset by default, and the chat template.
+ModelArguments = dataclasses.make_dataclass(
+    "ModelArguments",
+    [
+        *[
+            (name, f.type, dataclasses.field(default=None if name == "dtype" else f.default, metadata=f.metadata))
+            for name, f in model_fields().items()
+        ],
+        (
+            "chat_template",
+            str | None,
+            dataclasses.field(
+                default=None, metadata={"help": "Chat template replacing the tokenizer's: Jinja text or a .jinja file."}
+            ),
+        ),
+    ],
+)
 
 
 def is_recipe(path: str) -> bool:
@@ -47,37 +76,113 @@ def resolve_recipe_argv(argv: list[str] | None, method: str) -> tuple[list[str],
         return argv, None
     recipe = load_recipe(argv[index])
     if recipe.training.method != method:
-        raise SystemExit(f"{argv[index]}: training.method is {recipe.training.method!r}; launch "
-                         f"-m prefopt.training.{recipe.training.method} instead")
+        raise SystemExit(
+            f"{argv[index]}: training.method is {recipe.training.method!r}; launch "
+            f"-m prefopt.training.{recipe.training.method} instead"
+        )
     train_config = Pipeline(recipe).write_train_config()
     argv[index] = str(train_config)
     overridden = len(argv) > 2
     return argv, None if overridden else train_config.parent
 
 
-def train_and_save(trainer, tokenizer, output_dir: str) -> None:
-    """Train (resuming from the last checkpoint in ``output_dir``, if any) and save to ``output_dir/model``."""
+def load_policy_tokenizer(
+    model_path: str, chat_template: str | None, where: str, revision: str = "main", trust_remote_code: bool = False
+):
+    """The policy's tokenizer as training uses it: ``chat_template`` in place of its own (one it lacks and none
+    given is an error), an eos token (required), and a pad token (eos where it has none)."""
+    if trust_remote_code:
+        logger.warning("trust_remote_code is on: the Python code shipped with %s runs in this process", model_path)
+    tokenizer = load_chat_tokenizer(
+        model_path, chat_template, where, revision=revision, trust_remote_code=trust_remote_code
+    )
+    if tokenizer.eos_token is None:
+        raise ConfigError(
+            f"training.model: {model_path}: its tokenizer has no eos token (given none, expected one: "
+            "completions could never end)"
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+        logger.info("%s has no pad token: padding with its eos token %r", model_path, tokenizer.eos_token)
+    return tokenizer
+
+
+def model_config(model_path: str, fields: ModelArguments) -> ModelConfig:
+    """The ``trl.ModelConfig`` of the policy (checked as a recipe's is), dtype defaulted for this machine."""
+    values = {k: v for k, v in dataclasses.asdict(fields).items() if k != "chat_template"}
+    checked = checked_model_args({**values, "dtype": values["dtype"] or default_dtype()}, "train config")
+    return ModelConfig(model_name_or_path=model_path, **checked)
+
+
+def model_init_kwargs(config: ModelConfig) -> dict:
+    """What TRL's own scripts pass to ``from_pretrained`` (quantization goes to the trainer separately)."""
+    return {"revision": config.model_revision, "attn_implementation": config.attn_implementation, "dtype": config.dtype}
+
+
+def model_summary(trainer, base_model: str, final: Path) -> dict:
+    """Whether the saved model is an adapter, its base, dtype and how many parameters trained."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    params = list(model.parameters())
+    return {
+        "adapter": adapter_config(str(final)) is not None,
+        "base_model": base_model,
+        "dtype": str(next(iter(params)).dtype).removeprefix("torch."),
+        "attn_implementation": model.config._attn_implementation,
+        "trainable_parameters": sum(p.numel() for p in params if p.requires_grad),
+        "parameters": sum(p.numel() for p in params),
+    }
+
+
+def train_and_save(trainer, tokenizer, output_dir: str, base_model: str) -> dict:
+    """Train (resuming from the last checkpoint in ``output_dir``, if any), save to ``output_dir/model`` (an
+    adapter's own files where the policy trains one, as TRL saves it) and return its summary."""
     last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
     if last:
         logger.info("Resuming from %s", last)
     trainer.train(resume_from_checkpoint=last)
     final = Path(output_dir) / FINAL_MODEL_DIR
     trainer.save_model(str(final))
+    summary = model_summary(trainer, base_model, final)
     if trainer.accelerator.is_main_process:
         tokenizer.save_pretrained(final)
-        logger.info("Saved the aligned policy to %s", final)
+        (Path(output_dir) / SUMMARY).write_text(json.dumps(summary, indent=2))
+        logger.info(
+            "Saved the aligned policy (%s) to %s", "a LoRA adapter" if summary["adapter"] else "full weights", final
+        )
+    return summary
 
 
-def run_entry(argv: list[str] | None, method: str, script_cls: type, config_cls: type, trainer_cls: type,
-              load_train_dataset: Callable[[object], Dataset]) -> None:
+def run_entry(
+    argv: list[str] | None,
+    method: str,
+    script_cls: type,
+    config_cls: type,
+    trainer_cls: type,
+    load_train_dataset: Callable[[object], Dataset],
+) -> None:
     """Parse (recipe or flat config, plus flags), load the training data (``load_train_dataset(script_args)``),
     train, save, and mark a recipe's stage done."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s prefopt.train %(levelname)s %(message)s")
     argv, stage_dir = resolve_recipe_argv(argv, method)
-    script_args, training_args = TrlParser((script_cls, config_cls)).parse_args_and_config(args=argv)
-    tokenizer = AutoTokenizer.from_pretrained(script_args.model_name_or_path)
-    trainer = trainer_cls(model=script_args.model_name_or_path, args=training_args,
-                          train_dataset=load_train_dataset(script_args), processing_class=tokenizer)
-    train_and_save(trainer, tokenizer, training_args.output_dir)
+    script_args, training_args, fields = TrlParser((script_cls, config_cls, ModelArguments)).parse_args_and_config(
+        args=argv
+    )
+    path = script_args.model_name_or_path
+    config = model_config(path, fields)
+    tokenizer = load_policy_tokenizer(
+        path, fields.chat_template, "chat_template", config.model_revision, training_args.trust_remote_code
+    )
+    training_args.model_init_kwargs = {**model_init_kwargs(config), **(training_args.model_init_kwargs or {})}
+    trainer = trainer_cls(
+        model=path,
+        args=training_args,
+        train_dataset=load_train_dataset(script_args),
+        processing_class=tokenizer,
+        peft_config=get_peft_config(config),
+        quantization_config=get_quantization_config(config),
+    )
+    add_stage_statistics(trainer, script_args.pairs_path)  # judge and pair statistics into the tracker's run
+    summary = train_and_save(trainer, tokenizer, training_args.output_dir, path)
     if stage_dir is not None and trainer.accelerator.is_main_process:
-        mark_complete(stage_dir, {"stage": "train", "launched_by_hand": True})
+        mark_complete(stage_dir, {"stage": "train", "launched_by_hand": True, "adapter": summary["adapter"]})
+    trainer.end()  # as TRL's own scripts end: trackers finished, the process group destroyed

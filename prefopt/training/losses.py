@@ -45,14 +45,16 @@ GAP_TRANSFORMS.register("clipped", _clipped, help="clamp(gap_scale * gap, gap_cl
 GAP_TRANSFORMS.register("tanh", _tanh, help="tanh(gap_scale * gap).")
 
 
-def transform_gap(gap: torch.Tensor, kind: str, scale: float = 1.0, clip_min: float = 0.0,
-                  clip_max: float = 1.0) -> torch.Tensor:
+def transform_gap(
+    gap: torch.Tensor, kind: str, scale: float = 1.0, clip_min: float = 0.0, clip_max: float = 1.0
+) -> torch.Tensor:
     """``g(gap)`` for the gap transform named ``kind`` (:data:`GAP_TRANSFORMS`)."""
     return GAP_TRANSFORMS.get(kind).target(gap, scale, clip_min, clip_max)
 
 
-def raw_weights(gap: torch.Tensor, kind: str, scale: float = 1.0, clip_min: float = 0.0,
-                clip_max: float = 1.0) -> torch.Tensor:
+def raw_weights(
+    gap: torch.Tensor, kind: str, scale: float = 1.0, clip_min: float = 0.0, clip_max: float = 1.0
+) -> torch.Tensor:
     """Per-pair weights before normalisation: ``g(max(gap, 0))``, non-negative for a positive scale and
     ``clip_min >= 0``; a pair whose gap is 0 or negative weighs ``g(0)`` (0 for linear and tanh)."""
     return transform_gap(gap.clamp_min(0), kind, scale, clip_min, clip_max)
@@ -67,8 +69,9 @@ def normalize_weights(raw: torch.Tensor, total: torch.Tensor | float, count: tor
     return torch.where(positive, raw / torch.where(positive, total, 1) * count, torch.zeros_like(raw))
 
 
-def gap_weights(raw: torch.Tensor, total: torch.Tensor | float, count: torch.Tensor | float,
-                max_weight: float) -> torch.Tensor:
+def gap_weights(
+    raw: torch.Tensor, total: torch.Tensor | float, count: torch.Tensor | float, max_weight: float
+) -> torch.Tensor:
     """Window-normalised weights capped at ``max_weight``: ``min(raw * count / total, max_weight)``, 0 when the
     window's ``total`` is 0."""
     return normalize_weights(raw, total, count).clamp_max(max_weight)
@@ -124,15 +127,26 @@ PAIR_LOSSES: Registry[PairLossFn] = Registry(
     gap_weighted=False,  # scales each pair by its window-normalised, capped gap weight
     replaces_trl=True,  # prefopt computes the loss; False: TRL's own loss_type (prefopt's path only to route to SFT)
 )
-PAIR_LOSSES.register("stock", _sigmoid, replaces_trl=False,
-                     help="TRL's loss_type unchanged (with SFT routing: prefopt's sigmoid DPO, TRL's default).")
+PAIR_LOSSES.register(
+    "stock",
+    _sigmoid,
+    replaces_trl=False,
+    help="TRL's loss_type unchanged (with SFT routing: prefopt's sigmoid DPO, TRL's default).",
+)
 PAIR_LOSSES.register("sigmoid", _sigmoid, help="-log sigmoid(beta h), equal to TRL's sigmoid loss.")
-PAIR_LOSSES.register("weighted", _weighted, uses_gap=True, gap_weighted=True,
-                     help="w * -log sigmoid(beta h), w the pair's window-normalised, capped g(max(gap, 0)).")
-PAIR_LOSSES.register("offset", _offset, uses_gap=True,
-                     help="-log sigmoid(beta h - offset_alpha g(max(gap, 0))) (ODPO).")
-PAIR_LOSSES.register("soft_label", _soft_label, uses_gap=True,
-                     help="DPO against the target probability sigmoid(gap / soft_label_tau).")
+PAIR_LOSSES.register(
+    "weighted",
+    _weighted,
+    uses_gap=True,
+    gap_weighted=True,
+    help="w * -log sigmoid(beta h), w the pair's window-normalised, capped g(max(gap, 0)).",
+)
+PAIR_LOSSES.register(
+    "offset", _offset, uses_gap=True, help="-log sigmoid(beta h - offset_alpha g(max(gap, 0))) (ODPO)."
+)
+PAIR_LOSSES.register(
+    "soft_label", _soft_label, uses_gap=True, help="DPO against the target probability sigmoid(gap / soft_label_tau)."
+)
 
 
 def length_normalized_nll(chosen_logps: torch.Tensor, chosen_lengths: torch.Tensor) -> torch.Tensor:
@@ -147,7 +161,9 @@ def hybrid_dpo_sft(dpo_losses: torch.Tensor, nll: torch.Tensor, to_sft: torch.Te
 
 def kto_losses(logratios: torch.Tensor, kl: torch.Tensor, desirable: torch.Tensor, beta: float) -> torch.Tensor:
     """KTO per example: ``1 - sigmoid(beta (r - z0))`` if desirable, ``1 - sigmoid(beta (z0 - r))`` if not."""
-    return torch.where(desirable, 1 - torch.sigmoid(beta * (logratios - kl)), 1 - torch.sigmoid(beta * (kl - logratios)))
+    return torch.where(
+        desirable, 1 - torch.sigmoid(beta * (logratios - kl)), 1 - torch.sigmoid(beta * (kl - logratios))
+    )
 
 
 def class_balance_weights(num_desirable: int, num_undesirable: int) -> tuple[float, float]:

@@ -39,8 +39,23 @@ WINDOW_KEY = "pref_window"  # batch key: [sum of raw weights, number of weighted
 # TRL 1.16's DPO loss types (DPOTrainer._compute_loss); ``prefopt_term``: what prefopt's own loss path computes
 # in its place ("pair": prefopt's pair loss; "chosen_nll": TRL's NLL over every chosen token), None: not supported.
 TRL_DPO_LOSSES: Registry[str] = Registry("loss_type", prefopt_term=None)
-for _name in ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
-              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"):
+for _name in (
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
+):
     TRL_DPO_LOSSES.register(_name, _name, prefopt_term={"sigmoid": "pair", "sft": "chosen_nll"}.get(_name))
 
 # TRL's KTO loss types, as KTOConfig lists them; ``score_weighting``: prefopt's score-weighted path computes it.
@@ -55,32 +70,47 @@ def _check_weight_knobs(cfg) -> None:
     if not cfg.gap_scale > 0:
         raise ValueError(f"gap_scale: expected a number > 0, got {cfg.gap_scale}")
     if not 0 <= cfg.gap_clip_min < cfg.gap_clip_max:
-        raise ValueError(f"gap_clip_min, gap_clip_max: expected 0 <= gap_clip_min < gap_clip_max, got "
-                         f"{cfg.gap_clip_min} and {cfg.gap_clip_max}")
+        raise ValueError(
+            f"gap_clip_min, gap_clip_max: expected 0 <= gap_clip_min < gap_clip_max, got "
+            f"{cfg.gap_clip_min} and {cfg.gap_clip_max}"
+        )
     if not 1 <= cfg.max_weight < math.inf:
-        raise ValueError(f"max_weight: expected a finite number >= 1 (the cap on weights of mean 1), got "
-                         f"{cfg.max_weight}")
+        raise ValueError(
+            f"max_weight: expected a finite number >= 1 (the cap on weights of mean 1), got {cfg.max_weight}"
+        )
 
 
-MAX_WEIGHT_HELP = ("Upper bound on every weight, applied after normalisation (normalised weights have mean 1 over "
-                   "the window, so a few large gaps cannot dominate it).")
-NORMALIZE_HELP = ("Rescale the weights to mean 1 over each optimizer step's pairs: every micro-batch of the "
-                  "gradient-accumulation window on every rank. A window whose weights are all 0 contributes no "
-                  "gradient from them (logged as weights/all_zero_window).")
+MAX_WEIGHT_HELP = (
+    "Upper bound on every weight, applied after normalisation (normalised weights have mean 1 over "
+    "the window, so a few large gaps cannot dominate it)."
+)
+NORMALIZE_HELP = (
+    "Rescale the weights to mean 1 over each optimizer step's pairs: every micro-batch of the "
+    "gradient-accumulation window on every rank. A window whose weights are all 0 contributes no "
+    "gradient from them (logged as weights/all_zero_window)."
+)
 
 
 @dataclass
 class PrefDPOConfig(DPOConfig):
     """DPOConfig plus prefopt's rating-gap-aware losses and SFT routing."""
 
-    pref_loss: str = field(default="stock", metadata={
-        "help": "'stock': TRL's loss_type unchanged. 'sigmoid': DPO computed by prefopt (equal to stock sigmoid). "
-                "'weighted': DPO times the pair's gap weight. 'offset': -log sigmoid(beta*h - "
-                "offset_alpha*g(max(gap, 0))). 'soft_label': DPO against target probability sigmoid(gap / "
-                "soft_label_tau). Any name in prefopt.training.losses.PAIR_LOSSES."})
-    gap_transform: str = field(default="linear", metadata={
-        "help": "g for 'weighted' and 'offset', applied to max(gap, 0): none (1), linear (gap_scale*gap), clipped "
-                "(clamp(gap_scale*gap, gap_clip_min, gap_clip_max)), tanh (tanh(gap_scale*gap))."})
+    pref_loss: str = field(
+        default="stock",
+        metadata={
+            "help": "'stock': TRL's loss_type unchanged. 'sigmoid': DPO computed by prefopt (equal to stock sigmoid). "
+            "'weighted': DPO times the pair's gap weight. 'offset': -log sigmoid(beta*h - "
+            "offset_alpha*g(max(gap, 0))). 'soft_label': DPO against target probability sigmoid(gap / "
+            "soft_label_tau). Any name in prefopt.training.losses.PAIR_LOSSES."
+        },
+    )
+    gap_transform: str = field(
+        default="linear",
+        metadata={
+            "help": "g for 'weighted' and 'offset', applied to max(gap, 0): none (1), linear (gap_scale*gap), clipped "
+            "(clamp(gap_scale*gap, gap_clip_min, gap_clip_max)), tanh (tanh(gap_scale*gap))."
+        },
+    )
     gap_scale: float = field(default=1.0, metadata={"help": "Scale applied to the gap inside g (> 0)."})
     gap_clip_min: float = field(default=0.0, metadata={"help": "Lower clip of g for gap_transform 'clipped' (>= 0)."})
     gap_clip_max: float = field(default=1.0, metadata={"help": "Upper clip of g for gap_transform 'clipped'."})
@@ -88,14 +118,21 @@ class PrefDPOConfig(DPOConfig):
     max_weight: float = field(default=10.0, metadata={"help": "'weighted': " + MAX_WEIGHT_HELP})
     offset_alpha: float = field(default=1.0, metadata={"help": "'offset': multiplier of g(max(gap, 0))."})
     soft_label_tau: float = field(default=1.0, metadata={"help": "'soft_label': temperature of the target."})
-    sft_route_threshold: float | None = field(default=None, metadata={
-        "help": "Pairs whose gap is below this get a length-normalised NLL on the chosen response instead."})
-    sft_route_quantile: float | None = field(default=None, metadata={
-        "help": "Like sft_route_threshold, with the threshold at this quantile of the training set's gaps."})
-    curriculum: bool = field(default=False, metadata={
-        "help": "Train easy to hard: pairs in descending gap order, no shuffling."})
-    gap_bucket_edges: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75], metadata={
-        "help": "Edges of the gap buckets for which reward accuracy and margin are logged."})
+    sft_route_threshold: float | None = field(
+        default=None,
+        metadata={"help": "Pairs whose gap is below this get a length-normalised NLL on the chosen response instead."},
+    )
+    sft_route_quantile: float | None = field(
+        default=None,
+        metadata={"help": "Like sft_route_threshold, with the threshold at this quantile of the training set's gaps."},
+    )
+    curriculum: bool = field(
+        default=False, metadata={"help": "Train easy to hard: pairs in descending gap order, no shuffling."}
+    )
+    gap_bucket_edges: list[float] = field(
+        default_factory=lambda: [0.25, 0.5, 0.75],
+        metadata={"help": "Edges of the gap buckets for which reward accuracy and margin are logged."},
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -109,16 +146,21 @@ class PrefDPOConfig(DPOConfig):
             raise ValueError(f"sft_route_quantile must be in (0, 1), got {self.sft_route_quantile}")
         if self.uses_prefopt_loss:
             terms = [TRL_DPO_LOSSES.get(t).prefopt_term for t in self.loss_type]
-            conflicts = {"loss_type": None in terms or terms.count("pair") != 1 or len(set(terms)) != len(terms),
-                         "ld_alpha": self.ld_alpha is not None,
-                         "use_weighting": self.use_weighting, "f_divergence_type": self.f_divergence_type != "reverse_kl"}
+            conflicts = {
+                "loss_type": None in terms or terms.count("pair") != 1 or len(set(terms)) != len(terms),
+                "ld_alpha": self.ld_alpha is not None,
+                "use_weighting": self.use_weighting,
+                "f_divergence_type": self.f_divergence_type != "reverse_kl",
+            }
             bad = [name for name, conflict in conflicts.items() if conflict]
             if bad:
                 pair, extra = TRL_DPO_LOSSES.names(prefopt_term="pair"), TRL_DPO_LOSSES.names(prefopt_term="chosen_nll")
-                raise ValueError(f"prefopt's losses replace TRL's: {bad} conflict with pref_loss {self.pref_loss!r} / "
-                                 f"SFT routing; expected loss_type to hold one of {pair} and at most {extra} (e.g. "
-                                 f"[sigmoid] or [sigmoid, sft]; got {self.loss_type}) and ld_alpha, use_weighting and "
-                                 f"f_divergence_type at their defaults (or pref_loss: stock without SFT routing)")
+                raise ValueError(
+                    f"prefopt's losses replace TRL's: {bad} conflict with pref_loss {self.pref_loss!r} / "
+                    f"SFT routing; expected loss_type to hold one of {pair} and at most {extra} (e.g. "
+                    f"[sigmoid] or [sigmoid, sft]; got {self.loss_type}) and ld_alpha, use_weighting and "
+                    f"f_divergence_type at their defaults (or pref_loss: stock without SFT routing)"
+                )
 
     @property
     def routes_to_sft(self) -> bool:
@@ -154,8 +196,10 @@ def require_finite_column(dataset, key: str, why: str) -> None:
     values = torch.tensor(dataset[key], dtype=torch.float64)
     bad = (~torch.isfinite(values)).nonzero().flatten()
     if len(bad):
-        raise ValueError(f"{key}: {len(bad)} of {len(values)} values are not finite (first at row {int(bad[0])}: "
-                         f"{values[bad[0]].item()}); expected finite numbers ({why})")
+        raise ValueError(
+            f"{key}: {len(bad)} of {len(values)} values are not finite (first at row {int(bad[0])}: "
+            f"{values[bad[0]].item()}); expected finite numbers ({why})"
+        )
 
 
 @contextlib.contextmanager
@@ -209,14 +253,22 @@ class WindowWeightsMixin:
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
         if batch_samples and self._window_weighted():
-            sums = torch.stack([torch.stack([raw.sum(), covered.sum().to(raw.dtype)]).to(self.accelerator.device)
-                                for raw, covered in map(self._raw_weights, batch_samples)]).sum(dim=0)
+            sums = torch.stack(
+                [
+                    torch.stack([raw.sum(), covered.sum().to(raw.dtype)]).to(self.accelerator.device)
+                    for raw, covered in map(self._raw_weights, batch_samples)
+                ]
+            ).sum(dim=0)
             window = self.accelerator.reduce(sums, reduction="sum")
             if window[0] == 0 and window[1] > 0:
                 self._all_zero_windows += 1
                 if self.accelerator.is_main_process:
-                    logger.warning("every weight of the %d examples of this optimizer step is 0: they contribute no "
-                                   "gradient (%d such steps so far)", int(window[1]), self._all_zero_windows)
+                    logger.warning(
+                        "every weight of the %d examples of this optimizer step is 0: they contribute no "
+                        "gradient (%d such steps so far)",
+                        int(window[1]),
+                        self._all_zero_windows,
+                    )
             for batch in batch_samples:
                 batch[WINDOW_KEY] = window
         return batch_samples, num_items_in_batch
@@ -228,8 +280,9 @@ class WindowWeightsMixin:
         window = inputs.get(WINDOW_KEY)
         total, count = (window[0], window[1]) if window is not None else (raw.sum(), covered.sum())
         a = self.args
-        weights = (L.gap_weights(raw, total, count, a.max_weight) if a.normalize_weights
-                   else raw.clamp_max(a.max_weight)).to(dtype)
+        weights = (
+            L.gap_weights(raw, total, count, a.max_weight) if a.normalize_weights else raw.clamp_max(a.max_weight)
+        ).to(dtype)
         metrics, gather = self._metrics["train" if self.model.training else "eval"], self.accelerator.gather
         covered_weights = gather(weights.detach())[gather(covered)]
         if covered_weights.numel():
@@ -248,8 +301,11 @@ class PrefDPOTrainer(ExtraColumnMixin, WindowWeightsMixin, DPOTrainer):
 
     def __init__(self, model, ref_model=None, args: PrefDPOConfig | None = None, train_dataset=None, **kwargs):
         if args is not None and args.needs_gap and train_dataset is not None:
-            require_finite_column(train_dataset, GAP_KEY, f"the judged gap of each pair, for pref_loss "
-                                                          f"{args.pref_loss!r}, SFT routing or curriculum")
+            require_finite_column(
+                train_dataset,
+                GAP_KEY,
+                f"the judged gap of each pair, for pref_loss {args.pref_loss!r}, SFT routing or curriculum",
+            )
         if args is not None and args.curriculum and train_dataset is not None:
             train_dataset = train_dataset.sort(GAP_KEY, reverse=True)
         with fp32_fused_lm_heads(trl_dpo_trainer):
@@ -294,18 +350,20 @@ class PrefDPOTrainer(ExtraColumnMixin, WindowWeightsMixin, DPOTrainer):
         and log-softmax in fp32 (:func:`fp32_fused_lm_heads`)."""
         completion_mask = inputs["completion_mask"]
         shift_mask = completion_mask[..., 1:]
-        model_kwargs = {k: v for k, v in inputs.items()
-                        if k not in ("completion_mask", "ref_chosen_logps", "ref_rejected_logps")}
+        model_kwargs = {
+            k: v for k, v in inputs.items() if k not in ("completion_mask", "ref_chosen_logps", "ref_rejected_logps")
+        }
         labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
         with self.accelerator.autocast():
             outputs = model(**model_kwargs, use_cache=False, labels=labels, fused_lm_head=True)
-        per_token_logps = outputs.log_probs[:, -shift_mask.size(1):]
+        per_token_logps = outputs.log_probs[:, -shift_mask.size(1) :]
         chosen_logps, rejected_logps = per_token_logps.sum(dim=1).chunk(2, dim=0)
         if self.precompute_ref_logps:
             ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
         else:
             ref_chosen, ref_rejected = self.compute_ref_log_probs(
-                self.ref_model if self.ref_model is not None else self.model, inputs)
+                self.ref_model if self.ref_model is not None else self.model, inputs
+            )
         return per_token_logps, shift_mask, chosen_logps, rejected_logps, ref_chosen, ref_rejected
 
     @torch.no_grad()
@@ -328,8 +386,9 @@ class PrefDPOTrainer(ExtraColumnMixin, WindowWeightsMixin, DPOTrainer):
             raise ValueError("prefopt losses do not return model outputs (TRL deprecates it too)")
         gap = inputs.get(GAP_KEY)
         weights = self._weights(inputs, torch.float32) if self._window_weighted() else None
-        per_token_logps, shift_mask, chosen_logps, rejected_logps, ref_chosen, ref_rejected = \
-            self._sequence_logps(model, self._without_extra(inputs))
+        per_token_logps, shift_mask, chosen_logps, rejected_logps, ref_chosen, ref_rejected = self._sequence_logps(
+            model, self._without_extra(inputs)
+        )
         chosen_logratios, rejected_logratios = chosen_logps - ref_chosen, rejected_logps - ref_rejected
         h = chosen_logratios - rejected_logratios
         per_pair = self.pair_loss.target(h, self.beta, None if gap is None else gap.to(h.dtype), weights, self.args)
@@ -338,13 +397,23 @@ class PrefDPOTrainer(ExtraColumnMixin, WindowWeightsMixin, DPOTrainer):
             to_sft = self._to_sft(gap)
             chosen_lengths = shift_mask.chunk(2, dim=0)[0].sum(dim=1)  # completion tokens of each chosen
             per_pair = L.hybrid_dpo_sft(per_pair, L.length_normalized_nll(chosen_logps, chosen_lengths), to_sft)
-        self._log_pair_metrics(chosen_logratios.detach(), rejected_logratios.detach(), chosen_logps.detach(),
-                               rejected_logps.detach(), gap, to_sft)
+        self._log_pair_metrics(
+            chosen_logratios.detach(),
+            rejected_logratios.detach(),
+            chosen_logps.detach(),
+            rejected_logps.detach(),
+            gap,
+            to_sft,
+        )
         chosen_token_logps, chosen_mask = per_token_logps.chunk(2, dim=0)[0], shift_mask.chunk(2, dim=0)[0]
-        terms = {"pair": per_pair.mean(),  # and TRL's `sft` term: NLL over every chosen token of the batch
-                 "chosen_nll": -chosen_token_logps[chosen_mask.bool()].mean()}
-        return sum(loss_weight * terms[TRL_DPO_LOSSES.get(loss_type).prefopt_term]
-                   for loss_type, loss_weight in zip(self.loss_types, self.loss_weights, strict=True))
+        terms = {
+            "pair": per_pair.mean(),  # and TRL's `sft` term: NLL over every chosen token of the batch
+            "chosen_nll": -chosen_token_logps[chosen_mask.bool()].mean(),
+        }
+        return sum(
+            loss_weight * terms[TRL_DPO_LOSSES.get(loss_type).prefopt_term]
+            for loss_type, loss_weight in zip(self.loss_types, self.loss_weights, strict=True)
+        )
 
     def _log_pair_metrics(self, chosen_logratios, rejected_logratios, chosen_logps, rejected_logps, gap, to_sft):
         mode = "train" if self.model.training else "eval"
@@ -382,27 +451,37 @@ SCORE_KEY = "pref_score"  # the column and batch key holding each KTO example's 
 class PrefKTOConfig(KTOConfig):
     """KTOConfig plus per-example weights from judged scores and automatic class balance."""
 
-    score_weighting: bool = field(default=False, metadata={
-        "help": "Weight each example by g(|score - score_threshold|): confident labels count more."})
+    score_weighting: bool = field(
+        default=False,
+        metadata={"help": "Weight each example by g(|score - score_threshold|): confident labels count more."},
+    )
     score_threshold: float = field(default=0.5, metadata={"help": "The score that separates the two labels."})
-    gap_transform: str = field(default="linear", metadata={
-        "help": "g: none (1), linear (gap_scale*x), clipped (clamp(gap_scale*x, gap_clip_min, gap_clip_max)), "
-                "tanh (tanh(gap_scale*x))."})
+    gap_transform: str = field(
+        default="linear",
+        metadata={
+            "help": "g: none (1), linear (gap_scale*x), clipped (clamp(gap_scale*x, gap_clip_min, gap_clip_max)), "
+            "tanh (tanh(gap_scale*x))."
+        },
+    )
     gap_scale: float = field(default=1.0, metadata={"help": "Scale applied inside g (> 0)."})
     gap_clip_min: float = field(default=0.0, metadata={"help": "Lower clip for 'clipped' (>= 0)."})
     gap_clip_max: float = field(default=1.0, metadata={"help": "Upper clip for 'clipped'."})
     normalize_weights: bool = field(default=True, metadata={"help": NORMALIZE_HELP.replace("pairs", "examples")})
     max_weight: float = field(default=10.0, metadata={"help": MAX_WEIGHT_HELP})
-    auto_class_balance: bool = field(default=False, metadata={
-        "help": "Set desirable_weight and undesirable_weight so both classes contribute equally."})
+    auto_class_balance: bool = field(
+        default=False,
+        metadata={"help": "Set desirable_weight and undesirable_weight so both classes contribute equally."},
+    )
 
     def __post_init__(self):
         super().__post_init__()
         loss = lookup(TRL_KTO_LOSSES, self.loss_type, "loss_type", ValueError)
         _check_weight_knobs(self)
         if self.score_weighting and not loss.score_weighting:
-            raise ValueError(f"score_weighting: needs loss_type in {TRL_KTO_LOSSES.names(score_weighting=True)}, "
-                             f"got {self.loss_type!r}")
+            raise ValueError(
+                f"score_weighting: needs loss_type in {TRL_KTO_LOSSES.names(score_weighting=True)}, "
+                f"got {self.loss_type!r}"
+            )
 
 
 class PrefKTOTrainer(ExtraColumnMixin, WindowWeightsMixin, KTOTrainer):
@@ -410,8 +489,17 @@ class PrefKTOTrainer(ExtraColumnMixin, WindowWeightsMixin, KTOTrainer):
 
     extra_key = SCORE_KEY
 
-    _NON_MODEL_KEYS = ("completion_mask", "KL_input_ids", "KL_attention_mask", "KL_completion_mask",
-                       "KL_token_type_ids", "KL_mm_token_type_ids", "label", "ref_logps", "ref_KL_logps")
+    _NON_MODEL_KEYS = (
+        "completion_mask",
+        "KL_input_ids",
+        "KL_attention_mask",
+        "KL_completion_mask",
+        "KL_token_type_ids",
+        "KL_mm_token_type_ids",
+        "label",
+        "ref_logps",
+        "ref_KL_logps",
+    )
 
     def __init__(self, model, ref_model=None, args: PrefKTOConfig | None = None, train_dataset=None, **kwargs):
         if args is not None and args.score_weighting and train_dataset is not None:
@@ -421,8 +509,9 @@ class PrefKTOTrainer(ExtraColumnMixin, WindowWeightsMixin, KTOTrainer):
         self._wrap_collator()
         if self.args.auto_class_balance and train_dataset is not None:
             labels = [bool(x) for x in train_dataset["label"]]
-            self.desirable_weight, self.undesirable_weight = L.class_balance_weights(sum(labels),
-                                                                                     len(labels) - sum(labels))
+            self.desirable_weight, self.undesirable_weight = L.class_balance_weights(
+                sum(labels), len(labels) - sum(labels)
+            )
 
     def _window_weighted(self) -> bool:
         return self.args.score_weighting
@@ -430,8 +519,9 @@ class PrefKTOTrainer(ExtraColumnMixin, WindowWeightsMixin, KTOTrainer):
     def _raw_weights(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """``g(|score - score_threshold|)`` of every example."""
         a, score = self.args, batch[SCORE_KEY]
-        raw = L.raw_weights((score - a.score_threshold).abs(), a.gap_transform, a.gap_scale, a.gap_clip_min,
-                            a.gap_clip_max)
+        raw = L.raw_weights(
+            (score - a.score_threshold).abs(), a.gap_transform, a.gap_scale, a.gap_clip_min, a.gap_clip_max
+        )
         return raw, torch.ones_like(raw, dtype=torch.bool)
 
     def _compute_loss(self, model, inputs, return_outputs):
@@ -446,12 +536,13 @@ class PrefKTOTrainer(ExtraColumnMixin, WindowWeightsMixin, KTOTrainer):
         with self.accelerator.autocast():  # as the reference's (compute_ref_log_probs); fp32 head: fp32_fused_lm_heads
             kl_logps = self._compute_kl_logps(model, batch)
             outputs = model(**model_kwargs, use_cache=False, labels=labels, fused_lm_head=True)
-        logps = outputs.log_probs[:, -(batch["input_ids"].size(1) - 1):].sum(-1)
+        logps = outputs.log_probs[:, -(batch["input_ids"].size(1) - 1) :].sum(-1)
         if self.precompute_ref_logps:
             ref_logps, ref_kl_logps = batch["ref_logps"], batch.get("ref_KL_logps")
         else:
             ref_logps, ref_kl_logps = self.compute_ref_log_probs(
-                self.ref_model if self.ref_model is not None else self.model, batch)
+                self.ref_model if self.ref_model is not None else self.model, batch
+            )
         if self.calculate_KL:
             kl = self.accelerator.gather_for_metrics((kl_logps - ref_kl_logps).mean().detach()).mean().clamp(min=0)
         else:

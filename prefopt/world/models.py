@@ -28,6 +28,7 @@ from prefopt.world.tokenizer import build_tokenizer
 
 logger = logging.getLogger(__name__)
 
+
 def llama_config(spec: TinyModelSpec, vocab_size: int, tokenizer) -> LlamaConfig:
     return LlamaConfig(
         vocab_size=vocab_size,
@@ -48,8 +49,9 @@ def llama_config(spec: TinyModelSpec, vocab_size: int, tokenizer) -> LlamaConfig
 def sft_batch(tokenizer, rows: list[dict]) -> dict[str, torch.Tensor]:
     """Tokenise ``prompt + solution + eos`` with the loss on the solution tokens only."""
     prompts = [
-        tokenizer.apply_chat_template([{"role": "user", "content": r["problem"]}], tokenize=False,
-                                      add_generation_prompt=True)
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": r["problem"]}], tokenize=False, add_generation_prompt=True
+        )
         for r in rows
     ]
     texts = [p + r["solution"] + tokenizer.eos_token for p, r in zip(prompts, rows)]
@@ -82,12 +84,14 @@ def judge_rows(problems: list[dict], rng: random.Random, pairwise_share: float =
             other = sample_trace(rng, problem)
             gap = sum(scores(problem, trace).values()) - sum(scores(problem, other).values())
             if gap:
-                rows.append({"problem": rubric.pairwise_prompt(problem, trace, other), "solution": "A" if gap > 0
-                             else "B"})
+                rows.append(
+                    {"problem": rubric.pairwise_prompt(problem, trace, other), "solution": "A" if gap > 0 else "B"}
+                )
                 continue
         target = {d: round(rubric.low + (rubric.high - rubric.low) * v) for d, v in scores(problem, trace).items()}
-        rows.append({"problem": rubric.pointwise_prompt(problem, trace),
-                     "solution": json.dumps(target, separators=(",", ":"))})
+        rows.append(
+            {"problem": rubric.pointwise_prompt(problem, trace), "solution": json.dumps(target, separators=(",", ":"))}
+        )
     return rows
 
 
@@ -96,8 +100,9 @@ def train_tiny_model(spec: TinyModelSpec, output_dir: Path, desc: str = "tiny mo
     tokenizer = build_tokenizer()
     model = LlamaForCausalLM(llama_config(spec, len(tokenizer), tokenizer))
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=spec.learning_rate,
-                                                   total_steps=spec.train_steps, pct_start=0.1)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=spec.learning_rate, total_steps=spec.train_steps, pct_start=0.1
+    )
     data_seed = random.Random(spec.seed).randrange(2**31)
     trace_rng = random.Random(data_seed)
     model.train()
@@ -125,8 +130,15 @@ def build_tiny_model(spec: TinyModelSpec, cache_dir: str | Path | None = None, d
     if is_complete(path):
         logger.info("Using cached %s at %s", desc, path)
         return path
-    logger.info("Training %s (%s, %d layers, hidden %d, %d steps) into %s", desc, spec.task, spec.num_layers,
-                spec.hidden_size, spec.train_steps, path)
+    logger.info(
+        "Training %s (%s, %d layers, hidden %d, %d steps) into %s",
+        desc,
+        spec.task,
+        spec.num_layers,
+        spec.hidden_size,
+        spec.train_steps,
+        path,
+    )
     with atomic_output_dir(path, {"spec": dataclasses.asdict(spec), "world_version": WORLD_VERSION}) as tmp:
         train_tiny_model(spec, tmp, desc)
     return path

@@ -26,8 +26,12 @@ class TinyModelSpec:
     train_difficulty: Difficulty = field(
         default_factory=Difficulty, metadata={"help": "Problems the model is trained on."}
     )
-    task: Literal["solver", "judge"] = field(default="solver", metadata={
-        "help": "'solver' writes worked traces; 'judge' scores traces on the tiny_world rubric (an LLM judge)."})
+    task: Literal["solver", "judge"] = field(
+        default="solver",
+        metadata={
+            "help": "'solver' writes worked traces; 'judge' scores traces on the tiny_world rubric (an LLM judge)."
+        },
+    )
 
     def __post_init__(self):
         if self.hidden_size % HEAD_DIM:

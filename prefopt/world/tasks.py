@@ -65,7 +65,7 @@ def parse_problem(problem: str) -> tuple[int, list[tuple[str, int]]]:
     if not _PROBLEM_RE.match(text):
         raise ValueError(f"not a chained arithmetic problem: {problem!r}")
     head = re.match(r"^-?\d+", text).group(0)
-    terms = [(op, int(num)) for op, num in _TERM_RE.findall(text[len(head):])]
+    terms = [(op, int(num)) for op, num in _TERM_RE.findall(text[len(head) :])]
     return int(head), terms
 
 
@@ -112,6 +112,7 @@ def sample_problems(n: int, difficulty: Difficulty, seed: int) -> list[dict]:
 
 # -- traces of every quality, for training the tiny LLM judge ----------------------------------------------
 
+
 def _chain(first: int, terms: list[tuple[str, int]], slip: tuple[int, int] | None = None) -> list[Step]:
     """Steps of ``first op x op y ...``; ``slip = (k, delta)`` miscomputes step k and carries the error on."""
     steps, value = [], first
@@ -127,8 +128,10 @@ def sample_trace(rng: random.Random, problem: str) -> str:
     carried on, a wrong final answer, a step skipped or added, a broken format, a cut-off or garbled trace."""
     first, terms = parse_problem(problem)
     truth = solve(problem)
-    kind = rng.choices(["correct", "slip", "final", "skip", "extra", "format", "truncate", "garble"],
-                       weights=[30, 20, 10, 10, 5, 10, 10, 5])[0]
+    kind = rng.choices(
+        ["correct", "slip", "final", "skip", "extra", "format", "truncate", "garble"],
+        weights=[30, 20, 10, 10, 5, 10, 10, 5],
+    )[0]
     if kind == "slip":
         return render_solution(_chain(first, terms, (rng.randrange(len(terms)), rng.choice([-3, -2, -1, 1, 2, 3]))))
     if kind == "final":
@@ -144,7 +147,7 @@ def sample_trace(rng: random.Random, problem: str) -> str:
         return rng.choice([body, body.replace(";", ", "), f"{body}. {truth[-1].result}", f"={truth[-1].result}"])
     text = render_solution(truth)
     if kind == "truncate":
-        return text[:rng.randrange(1, len(text))]
+        return text[: rng.randrange(1, len(text))]
     if kind == "garble":
         return "".join(rng.choice("0123456789+-*=;. ") for _ in range(rng.randint(3, len(text))))
     return text

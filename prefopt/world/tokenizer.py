@@ -14,7 +14,7 @@ from transformers import PreTrainedTokenizerFast
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 CHARACTERS = "\n" + "".join(chr(c) for c in range(32, 127))
-assert set(string.digits + "+-*=;. {}\":,") <= set(CHARACTERS)
+assert set(string.digits + '+-*=;. {}":,') <= set(CHARACTERS)
 
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"

@@ -1,0 +1,88 @@
+"""No orphans: a child group started by prefopt dies with it, on SIGTERM (exit 143) and on SIGINT (exit 130)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+DRIVER = """
+import sys
+from prefopt.processes import Terminated, exit_on_signals, run_child
+exit_on_signals()
+child = [sys.executable, "-c", "import subprocess, sys, time; "
+         "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); time.sleep(120)"]
+try:
+    run_child(child)
+except KeyboardInterrupt:
+    sys.exit(130)
+except Terminated:
+    sys.exit(143)
+"""
+
+
+def _descendants(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout.split()
+    children: dict[int, list[int]] = {}
+    for child, parent in zip(map(int, out[::2]), map(int, out[1::2])):
+        children.setdefault(parent, []).append(child)
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
+    return bool(state) and not state.startswith("Z")
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_killing_prefopt_leaves_no_child_behind(sig, code):
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER])
+    deadline = time.time() + 60
+    while len(_descendants(driver.pid)) < 2:  # the child and its grandchild are up
+        assert time.time() < deadline and driver.poll() is None
+        time.sleep(0.1)
+    family = _descendants(driver.pid)
+    driver.send_signal(sig)  # to prefopt alone, as `kill PID` does (not to its process group)
+    assert driver.wait(timeout=60) == code
+    time.sleep(0.5)
+    assert not [pid for pid in family if _alive(pid)], "children outlived prefopt"
+
+
+def test_killing_prefopt_train_stops_its_accelerate_ranks(run_dir, tmp_path):
+    """The real thing: `prefopt train` launches accelerate, which starts a rank; SIGTERM to prefopt alone ends all."""
+    from conftest import CI_RECIPE
+
+    command = [
+        sys.executable,
+        "-m",
+        "prefopt.cli",
+        "train",
+        str(CI_RECIPE),
+        "--output-dir",
+        str(run_dir),
+        "--set",
+        "training.trl.max_steps=100000",
+        "--output",
+        str(tmp_path / "train"),
+    ]
+    prefopt = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while len(_descendants(prefopt.pid)) < 2:  # the accelerate launcher and its rank
+        assert time.time() < deadline and prefopt.poll() is None, "training did not start"
+        time.sleep(0.2)
+    family = _descendants(prefopt.pid)
+    prefopt.send_signal(signal.SIGTERM)
+    assert prefopt.wait(timeout=60) == 143
+    time.sleep(0.5)
+    assert not [pid for pid in family if _alive(pid)], "accelerate or its ranks outlived prefopt"
