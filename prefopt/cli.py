@@ -19,6 +19,20 @@ from prefopt.errors import ConfigError, DataError
 logger = logging.getLogger("prefopt")
 
 
+def _recipe_arguments(parser: argparse.ArgumentParser, positional: bool = True) -> None:
+    """The recipe file (unless the command names its target otherwise), --output-dir and --set."""
+    if positional:
+        parser.add_argument("recipe", help="recipe YAML file")
+    parser.add_argument("--output-dir", help="override the recipe's output_dir")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe field, e.g. --set generation.engine=vllm (repeatable)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prefopt", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -33,15 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     }
     for name, text in helps.items():
         p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("recipe", help="recipe YAML file")
-        p.add_argument("--output-dir", help="override the recipe's output_dir")
-        p.add_argument(
-            "--set",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="override a recipe field, e.g. --set generation.engine=vllm (repeatable)",
-        )
+        _recipe_arguments(p)
         if name in ("judge", "pairs", "train"):
             p.add_argument(
                 "--input",
@@ -84,9 +90,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Print what `prefopt run` would do: every stage's key, output directory and "
         "status (complete, damaged, partial with the shards done, missing).",
     )
-    plan.add_argument("recipe", help="recipe YAML file")
-    plan.add_argument("--output-dir", help="override the recipe's output_dir")
-    plan.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
+    _recipe_arguments(plan)
     plan.add_argument(
         "--input",
         action="append",
@@ -109,8 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument("what", choices=["pairs"], help="which stage's output")
     report.add_argument("target", help="a recipe YAML file (its pairs stage) or a pairs dataset directory")
-    report.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
-    report.add_argument("--output-dir", help="override the recipe's output_dir")
+    _recipe_arguments(report, positional=False)
     report.add_argument("--output", help="where to write the report (default: <pairs dir>/report)")
     export = sub.add_parser(
         "export",
@@ -124,8 +127,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("target", help=f"a recipe YAML file (its {what} stage) or {target}")
         p.add_argument("--output", required=True, help="directory to write (new or empty)")
         p.add_argument("--push-to-hub", metavar="REPO_ID", help="then upload the directory to this Hub repository")
-        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
-        p.add_argument("--output-dir", help="override the recipe's output_dir")
+        _recipe_arguments(p, positional=False)
         if what == "pairs":
             p.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl", help="data file format")
         else:

@@ -128,3 +128,28 @@ def assert_same_loss_and_grads(ours, our_batch, stock, stock_batch, atol=1e-6):
     assert torch.allclose(our_loss, stock_loss, atol=atol), (our_loss, stock_loss)
     for name, grad in stock_grads.items():
         assert torch.allclose(our_grads[name], grad, atol=atol), name
+
+
+def two_cpu_ranks(module: str, config: Path) -> list[str]:
+    """`accelerate launch` of two gloo ranks on the CPU: `--multi_gpu` with `use_cpu: true` in the training config
+    (`--cpu --num_processes 2` starts one process)."""
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        module,
+        "--config",
+        str(config),
+    ]

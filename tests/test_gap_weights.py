@@ -4,7 +4,6 @@ capped; property tests of the pure math, and the real trainer normalising over t
 import logging
 import math
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -21,6 +20,7 @@ from prefopt.training.trainers import PrefDPOConfig, PrefDPOTrainer
 from prefopt.world.tasks import Difficulty, sample_problems
 
 from conftest import trainer_config as config
+from conftest import two_cpu_ranks
 
 gaps = st.floats(-1e3, 1e3, allow_nan=False, allow_subnormal=False, width=32)
 windows = st.lists(gaps, min_size=1, max_size=32).map(lambda xs: torch.tensor(xs, dtype=torch.float32))
@@ -214,25 +214,7 @@ def test_weights_are_normalised_over_all_ranks(tiny_models, tmp_path):
         **fields,
     }
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(cfg))
-    # `--multi_gpu` with `use_cpu` runs two gloo processes on the CPU (`--cpu --num_processes 2` runs one process)
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "prefopt.training.dpo",
-        "--config",
-        str(tmp_path / "train.yaml"),
-    ]
+    command = two_cpu_ranks("prefopt.training.dpo", tmp_path / "train.yaml")
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "'gap/mean': '0.5'" in result.stdout  # the gathered gaps of both ranks: (0.1 + 0.9) / 2

@@ -2,7 +2,6 @@
 
 import json
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,7 +14,7 @@ from prefopt.training.data import to_conversational
 from prefopt.training.trainers import GAP_KEY, TRL_DPO_LOSSES, PrefDPOConfig, PrefDPOTrainer
 from prefopt.world.tasks import Difficulty, sample_problems
 
-from conftest import CI_RECIPE, assert_same_loss_and_grads
+from conftest import CI_RECIPE, assert_same_loss_and_grads, two_cpu_ranks
 from conftest import trainer_config as config
 
 
@@ -195,24 +194,7 @@ def test_two_process_cpu_data_parallel_training(pairs, tiny_models, tmp_path):
         "use_cpu": True,
     }
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(cfg))
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "prefopt.training.dpo",
-        "--config",
-        str(tmp_path / "train.yaml"),
-    ]
+    command = two_cpu_ranks("prefopt.training.dpo", tmp_path / "train.yaml")
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "out" / "model" / "model.safetensors").is_file()
