@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -309,8 +310,22 @@ def eval_command(args) -> int:
     return 0
 
 
+def quiet_progress_in_logs() -> None:
+    """In a log file (stderr not a terminal): progress bars update at most every 30 s and the libraries' own bars
+    (datasets, the Hub, transformers' weight loading) stay off. Environment defaults, so the ranks and workers
+    prefopt starts inherit them; a variable already set wins."""
+    if not sys.stderr.isatty():
+        for name, value in (
+            ("TQDM_MININTERVAL", "30"),
+            ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"),
+            ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+        ):
+            os.environ.setdefault(name, value)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    quiet_progress_in_logs()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s prefopt %(levelname)s %(message)s", datefmt="%H:%M:%S")
     command = {
         "report": report_command,

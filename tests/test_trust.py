@@ -174,3 +174,30 @@ def test_plan_and_verify_a_finished_run(run_dir, tmp_path, capsys):
 def test_names_that_become_paths_must_be_safe(name):
     with pytest.raises(ConfigError, match=r"generation.generators\[0\].name: .* is not a safe name"):
         load_recipe(CI_RECIPE, [f"generation.generators[0].name={json.dumps(name)}"])
+
+
+def test_a_non_terminal_log_gets_few_progress_updates(run_dir, tmp_path):
+    """stderr to a file: prefopt's bars update at most every 30 s and the libraries' own bars are off."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TQDM_", "HF_DATASETS_DISABLE", "HF_HUB_DISABLE"))}
+    command = [
+        sys.executable,
+        "-m",
+        "prefopt.cli",
+        "judge",
+        str(CI_RECIPE),
+        "--set",
+        "judging.shard_size=8",
+        "--input",
+        str(ci_stage(run_dir, "generate")),
+        "--output",
+        str(tmp_path / "judged"),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Saving the dataset" not in result.stderr and "Loading weights" not in result.stderr
+    bar_updates = [line for line in result.stderr.replace("\r", "\n").splitlines() if "shard/s" in line]
+    assert 0 < len(bar_updates) <= 4, bar_updates  # the first and last state of the 12-shard bar, not 12 updates
