@@ -20,6 +20,7 @@ trained.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import sys
@@ -28,7 +29,6 @@ from pathlib import Path
 
 import yaml
 from datasets import Dataset
-from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
 from prefopt.cache import mark_complete
@@ -36,6 +36,7 @@ from prefopt.configs import ConfigError, load_recipe
 from prefopt.generation.engines import adapter_config, load_chat_tokenizer
 from prefopt.pipeline import Pipeline
 from prefopt.tracking import add_stage_statistics
+from prefopt.training.checkpoints import MarkCompleteCheckpoints, resume_checkpoint
 from prefopt.training.launch import FINAL_MODEL_DIR, checked_model_args, default_dtype, model_fields
 
 logger = logging.getLogger(__name__)
@@ -136,7 +137,8 @@ def model_summary(trainer, base_model: str, final: Path) -> dict:
 def train_and_save(trainer, tokenizer, output_dir: str, base_model: str) -> dict:
     """Train (resuming from the last checkpoint in ``output_dir``, if any), save to ``output_dir/model`` (an
     adapter's own files where the policy trains one, as TRL saves it) and return its summary."""
-    last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+    last = resume_checkpoint(output_dir, remove_torn=trainer.accelerator.is_main_process)
+    trainer.accelerator.wait_for_everyone()
     if last:
         logger.info("Resuming from %s", last)
     trainer.train(resume_from_checkpoint=last)
@@ -180,9 +182,24 @@ def run_entry(
         processing_class=tokenizer,
         peft_config=get_peft_config(config),
         quantization_config=get_quantization_config(config),
+        callbacks=[MarkCompleteCheckpoints()],
     )
     add_stage_statistics(trainer, script_args.pairs_path)  # judge and pair statistics into the tracker's run
     summary = train_and_save(trainer, tokenizer, training_args.output_dir, path)
     if stage_dir is not None and trainer.accelerator.is_main_process:
         mark_complete(stage_dir, {"stage": "train", "launched_by_hand": True, "adapter": summary["adapter"]})
-    trainer.end()  # as TRL's own scripts end: trackers finished, the process group destroyed
+    finish(trainer)
+
+
+def finish(trainer) -> None:
+    """End a (possibly distributed) run without a teardown hang: with every rank still connected, drop the DDP
+    wrapper (its reducer holds the process group) and collect it, then end the trackers and the process group as
+    TRL's own scripts do (``trainer.end()``). Destroying the group first left a gloo rank joining a worker thread
+    forever at exit, now and then."""
+    accelerator = trainer.accelerator
+    accelerator.wait_for_everyone()
+    trainer.model_wrapped = trainer.model
+    accelerator.free_memory()
+    gc.collect()
+    accelerator.wait_for_everyone()
+    trainer.end()
