@@ -106,7 +106,7 @@ def train_tiny_model(spec: TinyModelSpec, output_dir: Path, desc: str = "tiny mo
     data_seed = random.Random(spec.seed).randrange(2**31)
     trace_rng = random.Random(data_seed)
     model.train()
-    progress = tqdm(range(spec.train_steps), desc=f"SFT {desc}", unit="step", mininterval=2)
+    progress = tqdm(range(spec.train_steps), desc=f"SFT {desc}", unit="step")
     for step in progress:
         rows = sample_problems(spec.batch_size, spec.train_difficulty, seed=data_seed + step)
         if spec.task == "judge":
