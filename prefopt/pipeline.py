@@ -65,6 +65,18 @@ class Pipeline:
         self.inputs = {stage: Path(path) for stage, path in (inputs or {}).items()}  # data given by hand, per stage
         self.outcomes: list[StageOutcome] = []
         self._model_paths: dict[str, str] = {}
+        self._content: dict[object, str] = {}  # content fingerprints, computed once: inputs do not change mid-run
+
+    def _once(self, key: object, compute: Callable[[], str]) -> str:
+        """``compute()`` the first time ``key`` is asked for, then the remembered value (keys chain: every later
+        stage's key recomputes the earlier ones, and hashing a large input each time is real I/O)."""
+        if key not in self._content:
+            self._content[key] = compute()
+        return self._content[key]
+
+    def fingerprint(self, path: str | Path) -> str:
+        """:func:`file_fingerprint` of ``path``, once per pipeline."""
+        return self._once(("file", str(Path(path).resolve())), lambda: file_fingerprint(path))
 
     # -- models ---------------------------------------------------------------------------------------------
     def model_key(self, ref: str) -> str:
@@ -77,7 +89,7 @@ class Pipeline:
 
     def input_key(self, given: str | Path) -> str:
         """The identity of data given by hand (``--input``): its content, wherever it lies."""
-        fingerprint = file_fingerprint(given)
+        fingerprint = self.fingerprint(given)
         if not fingerprint:
             raise FileNotFoundError(f"{given}: no dataset here (the --input path is missing or empty)")
         return content_hash("input", fingerprint)
@@ -110,7 +122,7 @@ class Pipeline:
         source = (
             (self.recipe.world.in_domain, self.recipe.world.out_of_domain)
             if g.prompts.source == "tiny_world"
-            else file_fingerprint(g.prompts.path)
+            else self.fingerprint(g.prompts.path)
         )  # an edited prompt file is new input
         return self._key("generate", g, models, source)
 
@@ -121,7 +133,7 @@ class Pipeline:
     def judge_key(self) -> str:
         j = self.recipe.judging
         models = [self.model_key(ref) for ref in j.model_refs]
-        rubric = file_fingerprint(j.llm.rubric) if j.llm is not None and Path(j.llm.rubric).is_file() else None
+        rubric = self.fingerprint(j.llm.rubric) if j.llm is not None and Path(j.llm.rubric).is_file() else None
         return self._key("judge", j, self._upstream("judge", self.generate_key), models, rubric)
 
     def pairs_key(self) -> str:
@@ -135,7 +147,11 @@ class Pipeline:
 
     def train_key(self) -> str:
         t = self.recipe.training
-        default = self.pairs_key if t.dataset is None else lambda: source_key(t.dataset)  # the dataset's content
+        default = (
+            self.pairs_key
+            if t.dataset is None
+            else lambda: self._once(("dataset", repr(t.dataset)), lambda: source_key(t.dataset))
+        )
         return self._key("train", t, self._upstream("train", default), self.model_key(t.model))
 
     def stage_dir(self, name: str, key: str) -> Path:
@@ -354,7 +370,7 @@ class Pipeline:
 
     def eval_key(self, model_key: str, trained: bool = False, policy: bool = False) -> str:
         cfg, world = self.recipe.evaluation, self.recipe.world
-        files = [file_fingerprint(b.path) for b in cfg.benchmarks]
+        files = [self.fingerprint(b.path) for b in cfg.benchmarks]
         return self._key(
             "eval", self._eval_settings(trained, policy), world.in_domain, world.out_of_domain, files, model_key
         )
