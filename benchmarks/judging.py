@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from prefopt.configs import LLMJudgeConfig
 from prefopt.generation.engines import VLLMEngine
 from prefopt.judging.base import JudgeItem
+from prefopt.judging.config import LLMJudgeConfig
 from prefopt.judging.llm_judge import LLMJudge
 from prefopt.judging.rubrics import load_rubric
 from prefopt.world.tasks import Difficulty, sample_problems, sample_trace

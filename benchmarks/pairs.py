@@ -67,7 +67,7 @@ def write_judgments(prompts: int, per_generator: int, directory: Path) -> None:
 
 
 def configs() -> dict:
-    from prefopt.configs import (
+    from prefopt.pairing.config import (
         DeltaFilterConfig,
         KTOLabelConfig,
         MarginBayesConfig,

@@ -14,8 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-from prefopt.configs import load_recipe
 from prefopt.errors import ConfigError, DataError
+from prefopt.recipe import load_recipe
 
 logger = logging.getLogger("prefopt")
 

@@ -29,9 +29,9 @@ import yaml
 from datasets import Dataset
 
 from prefopt.cache import MANIFEST, is_complete
-from prefopt.configs import Recipe, load_recipe
 from prefopt.errors import ConfigError, DataError
 from prefopt.layout import FINAL_MODEL_DIR
+from prefopt.recipe import Recipe, load_recipe
 from prefopt.schemas import TRAIN_PAIRS, TRAIN_UNPAIRED, load_stage_dataset, require_columns
 from prefopt.tables import num, pct
 

@@ -33,8 +33,9 @@ from prefopt.cache import (
     mark_complete,
     output_problems,
 )
-from prefopt.configs import ConfigError, Recipe
+from prefopt.errors import ConfigError
 from prefopt.layout import FINAL_MODEL_DIR, stage_dir
+from prefopt.recipe import Recipe
 from prefopt.user_data import DatasetSpec, source_key
 
 logger = logging.getLogger(__name__)

@@ -26,10 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from prefopt.cache import is_complete
-from prefopt.configs import ConfigError, Recipe, SweepConfig, from_dict, read_recipe_data, recipe_from_data, set_path
+from prefopt.config_base import from_dict
+from prefopt.errors import ConfigError
 from prefopt.evaluation.accuracy import domain_means
 from prefopt.pipeline import Pipeline
 from prefopt.plots import plot_sweep
+from prefopt.recipe import Recipe, SweepConfig, read_recipe_data, recipe_from_data, set_path
 from prefopt.tables import num, pct, pp
 
 logger = logging.getLogger(__name__)

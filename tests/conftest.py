@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from prefopt.configs import load_recipe
+from prefopt.recipe import load_recipe
 
 TESTS = Path(__file__).parent
 CI_RECIPE = TESTS / "recipes" / "ci.yaml"

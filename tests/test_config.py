@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 
 from prefopt.cli import main
-from prefopt.configs import ConfigError, load_recipe
+from prefopt.errors import ConfigError
+from prefopt.recipe import load_recipe
 
 REPO = Path(__file__).parents[1]
 DEMO = REPO / "recipes" / "demo" / "tiny.yaml"

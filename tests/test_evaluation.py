@@ -5,12 +5,13 @@ import json
 import pandas as pd
 import pytest
 
-from prefopt.configs import BenchmarkFile, EvaluationConfig, WorldConfig
 from prefopt.evaluation.accuracy import evaluate_model
+from prefopt.evaluation.config import BenchmarkFile, EvaluationConfig
 from prefopt.evaluation.report import results_markdown
 from prefopt.generation.engines import SamplingParams, render_prompts
 from prefopt.judging.math_verifier import score_math
 from prefopt.schemas import DataError
+from prefopt.world.config import WorldConfig
 from prefopt.world.tasks import Difficulty, sample_problems
 
 
@@ -110,8 +111,8 @@ def test_the_trained_system_prompt_reaches_only_the_trained_policy(run_dir):
     import dataclasses
 
     from prefopt.cache import read_manifest
-    from prefopt.configs import load_recipe
     from prefopt.pipeline import Pipeline
+    from prefopt.recipe import load_recipe
 
     from conftest import CI_RECIPE
 

@@ -12,7 +12,7 @@ from datasets import load_dataset, load_from_disk
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from prefopt.cli import main
-from prefopt.configs import load_recipe
+from prefopt.recipe import load_recipe
 
 from conftest import CI_RECIPE, ci_stage, trainer_config
 

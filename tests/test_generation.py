@@ -2,10 +2,11 @@ import json
 
 import pytest
 
-from prefopt.configs import GenerationConfig, GeneratorConfig, PromptSource, WorldConfig
+from prefopt.generation.config import GenerationConfig, GeneratorConfig, PromptSource
 from prefopt.generation.engines import SamplingParams, TransformersEngine
 from prefopt.generation.generate import load_prompts, run_generation
 from prefopt.schemas import CANDIDATES, DataError
+from prefopt.world.config import WorldConfig
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +165,8 @@ def test_a_killed_run_resumes_without_redoing_or_duplicating(tiny_models, tmp_pa
     assert subprocess.run(command, capture_output=True).returncode == 0
     for path, stamp in done_before.items():
         assert path.stat().st_mtime_ns == stamp, f"{path} was regenerated"
-    from prefopt.configs import load_recipe
     from prefopt.pipeline import Pipeline
+    from prefopt.recipe import load_recipe
 
     reference = read_candidates(Pipeline(load_recipe(recipe_path)).generate(tmp_path / "uninterrupted"))
     resumed = read_candidates(out)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from prefopt.configs import ConfigError
+from prefopt.errors import ConfigError
 from prefopt.judging.parsing import (
     MAX_ANSWER_CHARS,
     MAX_JSON_DEPTH,

@@ -1,8 +1,9 @@
 import pytest
 from datasets import Dataset
 
-from prefopt.configs import ConfigError, JudgingConfig
+from prefopt.errors import ConfigError
 from prefopt.judging.base import JudgeItem
+from prefopt.judging.config import JudgingConfig
 from prefopt.judging.judge import aggregate_scores, judge_candidates
 from prefopt.judging.verifier import score_trace
 from prefopt.schemas import DataError
@@ -121,7 +122,7 @@ def test_the_judge_registry_imports_nothing_heavy():
     import sys
 
     code = (
-        "import sys, prefopt.judging.registry; heavy = {'torch', 'math_verify', 'sympy', 'prefopt.configs'} "
+        "import sys, prefopt.judging.registry; heavy = {'torch', 'math_verify', 'sympy', 'prefopt.recipe', 'prefopt.judging.config'} "
         "& set(sys.modules); assert not heavy, heavy"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).returncode == 0
@@ -143,7 +144,7 @@ def test_the_judge_registry_imports_nothing_heavy():
     ],
 )
 def test_judge_names_are_checked_against_the_registry_at_load(fields, message):
-    from prefopt.configs import from_dict
+    from prefopt.config_base import from_dict
 
     with pytest.raises(ConfigError) as err:
         from_dict(JudgingConfig, fields, "judging")

@@ -6,9 +6,9 @@ import json
 import pytest
 from datasets import Dataset
 
-from prefopt.configs import JudgingConfig, LLMJudgeConfig
 from prefopt.generation.engines import Completion, SamplingParams
 from prefopt.judging.base import JudgeItem
+from prefopt.judging.config import JudgingConfig, LLMJudgeConfig
 from prefopt.judging.judge import judge_candidates
 from prefopt.judging.llm_judge import LLMJudge
 from prefopt.judging.quality import judge_quality, pairwise_quality
@@ -143,8 +143,9 @@ def test_the_judge_stage_with_a_tiny_world_llm_judge(run_dir):
 
     from datasets import load_from_disk
 
-    from prefopt.configs import PairwiseAuditConfig, load_recipe
+    from prefopt.judging.config import PairwiseAuditConfig
     from prefopt.pipeline import Pipeline
+    from prefopt.recipe import load_recipe
     from prefopt.world.models import TinyModelSpec
 
     from conftest import CI_RECIPE

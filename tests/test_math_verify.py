@@ -120,8 +120,8 @@ def test_it_works_in_a_spawned_worker_process():
 
 
 def test_benchmark_files_are_checked_and_scored_with_math_verify(tmp_path):
-    from prefopt.configs import BenchmarkFile
     from prefopt.evaluation.accuracy import benchmark_set
+    from prefopt.evaluation.config import BenchmarkFile
     from prefopt.schemas import DataError
 
     path = tmp_path / "bench.jsonl"

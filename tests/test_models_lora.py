@@ -13,8 +13,9 @@ from peft import AutoPeftModelForCausalLM
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from prefopt.configs import ConfigError, load_recipe
+from prefopt.errors import ConfigError
 from prefopt.generation.engines import SamplingParams, TransformersEngine
+from prefopt.recipe import load_recipe
 from prefopt.training.trainers import PrefDPOTrainer
 from prefopt.world.tasks import Difficulty, sample_problems
 
@@ -313,7 +314,7 @@ def tokenizer_copy(src, dst, **changes):
 
 
 def test_a_tokenizer_without_chat_template_fails_before_launch_and_one_given_fixes_it(pairs_dir, tiny_models, tmp_path):
-    from prefopt.configs import TrainingConfig
+    from prefopt.training.config import TrainingConfig
     from prefopt.training.launch import launch_training
 
     policy = tokenizer_copy(tiny_models["policy"], tmp_path / "bare", chat_template=None)

@@ -11,9 +11,12 @@ from datasets import Dataset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from prefopt.configs import (
+from prefopt.errors import ConfigError
+from prefopt.pairing import strategies as S
+from prefopt.pairing.build import build_pairs
+from prefopt.pairing.calibration import calibrate, correlation, dynamic_upper, fuse_product, margin_bayes_scores
+from prefopt.pairing.config import (
     REWARD_AUGMENTED_TEMPLATE,
-    ConfigError,
     DeltaFilterConfig,
     GeneratorPair,
     KTOLabelConfig,
@@ -22,9 +25,6 @@ from prefopt.configs import (
     ProxyConfig,
     RewardAugmentConfig,
 )
-from prefopt.pairing import strategies as S
-from prefopt.pairing.build import build_pairs
-from prefopt.pairing.calibration import calibrate, correlation, dynamic_upper, fuse_product, margin_bayes_scores
 from prefopt.pairing.registry import STRATEGIES, strategy_function
 from prefopt.schemas import JUDGMENTS, PAIRS, UNPAIRED, DataError, load_stage_dataset
 

@@ -11,15 +11,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from prefopt.cache import is_complete
 from prefopt.cli import main
-from prefopt.configs import (
-    ConfigError,
-    KTOLabelConfig,
-    MarginBayesConfig,
-    ProxyConfig,
-    RewardAugmentConfig,
-    load_recipe,
-)
+from prefopt.errors import ConfigError
+from prefopt.pairing.config import KTOLabelConfig, MarginBayesConfig, ProxyConfig, RewardAugmentConfig
 from prefopt.pipeline import Pipeline
+from prefopt.recipe import load_recipe
 
 from conftest import CI_RECIPE, ci_stage
 

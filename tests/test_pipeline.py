@@ -131,7 +131,7 @@ def test_the_entry_point_takes_the_whole_recipe(run_dir, tmp_path):
     ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert result.returncode == 0, result.stderr[-3000:]
-    from prefopt.configs import load_recipe
+    from prefopt.recipe import load_recipe
 
     pipeline = Pipeline(load_recipe(recipe_path))
     out = pipeline.train()

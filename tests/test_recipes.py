@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from prefopt.cli import main
-from prefopt.configs import load_recipe
+from prefopt.recipe import load_recipe
 from prefopt.sweep import describe, expand
 
 REPO = Path(__file__).parents[1]

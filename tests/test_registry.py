@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from prefopt.configs import ConfigError, load_recipe
+from prefopt.errors import ConfigError
 from prefopt.generation.registry import ENGINES, engine_class
+from prefopt.recipe import load_recipe
 from prefopt.registry import Registry, UnknownName, lookup
 
 DEMO = Path(__file__).parents[1] / "recipes" / "demo" / "tiny.yaml"

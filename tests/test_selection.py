@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from prefopt.configs import DeltaFilterConfig, PairingConfig
 from prefopt.pairing import strategies as S
 from prefopt.pairing.build import build_pairs
+from prefopt.pairing.config import DeltaFilterConfig, PairingConfig
 from prefopt.pairing.proxy import seed_set
 from prefopt.pairing.selection import exact_fraction, keep_count, top_positions
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from prefopt.cli import main
-from prefopt.configs import ConfigError
+from prefopt.errors import ConfigError
 from prefopt.sweep import expand
 
 from conftest import CI_RECIPE

@@ -9,8 +9,8 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from prefopt.cli import main
-from prefopt.configs import load_recipe
 from prefopt.errors import ConfigError
+from prefopt.recipe import load_recipe
 from prefopt.tracking import flatten_numbers
 
 from conftest import CI_RECIPE, ci_stage

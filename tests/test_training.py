@@ -282,7 +282,8 @@ def test_training_resumes_from_its_last_checkpoint(pairs, tiny_models, tmp_path,
     ],
 )
 def test_unknown_names_and_bad_weight_knobs_fail_at_recipe_load(tmp_path, trl, expected):
-    from prefopt.configs import ConfigError, load_recipe
+    from prefopt.errors import ConfigError
+    from prefopt.recipe import load_recipe
 
     recipe = yaml.safe_load(CI_RECIPE.read_text())
     recipe["training"]["trl"].update(trl)
@@ -293,7 +294,8 @@ def test_unknown_names_and_bad_weight_knobs_fail_at_recipe_load(tmp_path, trl, e
 
 
 def test_an_unknown_kto_loss_type_fails_at_recipe_load(tmp_path):
-    from prefopt.configs import ConfigError, load_recipe
+    from prefopt.errors import ConfigError
+    from prefopt.recipe import load_recipe
 
     recipe = yaml.safe_load(CI_RECIPE.read_text())
     recipe["training"]["method"] = "kto"

@@ -19,9 +19,10 @@ from prefopt.cache import (
     verify_output,
 )
 from prefopt.cli import main
-from prefopt.configs import ConfigError, load_recipe
+from prefopt.errors import ConfigError
 from prefopt.generation.engines import ServerEngine
 from prefopt.pipeline import Pipeline
+from prefopt.recipe import load_recipe
 
 from conftest import CI_RECIPE, ci_stage
 

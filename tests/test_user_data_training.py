@@ -12,9 +12,9 @@ from test_user_data import QA, A, S, U, write
 from transformers import AutoTokenizer
 
 from prefopt.cli import main
-from prefopt.configs import load_recipe
 from prefopt.errors import DataError
 from prefopt.pipeline import Pipeline
+from prefopt.recipe import load_recipe
 from prefopt.training.dpo import DPOScriptArguments, load_pairs
 from prefopt.training.kto import KTOScriptArguments, load_examples
 from prefopt.training.trainers import GAP_KEY, SCORE_KEY, PrefDPOConfig, PrefDPOTrainer, PrefKTOConfig, PrefKTOTrainer

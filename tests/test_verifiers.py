@@ -25,8 +25,8 @@ def tiny_reward_model(tmp_path_factory):
 def test_reward_model_scores_are_batch_independent_and_equal_a_direct_forward(tiny_reward_model):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from prefopt.configs import RewardModelConfig
     from prefopt.judging.base import JudgeItem
+    from prefopt.judging.config import RewardModelConfig
     from prefopt.judging.reward_model import RewardModelJudge
 
     items = [
@@ -54,7 +54,7 @@ def test_reward_model_scores_are_batch_independent_and_equal_a_direct_forward(ti
 def test_a_classifier_with_several_labels_is_refused(tiny_reward_model, tmp_path):
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    from prefopt.configs import RewardModelConfig
+    from prefopt.judging.config import RewardModelConfig
     from prefopt.judging.reward_model import RewardModelJudge
 
     config = AutoConfig.from_pretrained(tiny_reward_model)
@@ -68,8 +68,8 @@ def test_a_classifier_with_several_labels_is_refused(tiny_reward_model, tmp_path
 def test_non_finite_rewards_are_recorded_failures_not_scores(tiny_reward_model, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from prefopt.configs import RewardModelConfig
     from prefopt.judging.base import JudgeItem
+    from prefopt.judging.config import RewardModelConfig
     from prefopt.judging.reward_model import RewardModelJudge
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_reward_model)

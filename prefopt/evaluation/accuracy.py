@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from datasets import Dataset
 from tqdm.auto import tqdm
 
-from prefopt.configs import BenchmarkFile, EvaluationConfig, WorldConfig
+from prefopt.evaluation.config import BenchmarkFile, EvaluationConfig
 from prefopt.generation.engines import GenerationEngine, SamplingParams, make_engine
 from prefopt.generation.generate import read_table
 from prefopt.judging.math_verifier import VerifierFailure, parse_reference, score_math
 from prefopt.judging.verifier import score_trace
 from prefopt.schemas import DataError
+from prefopt.world.config import WorldConfig
 from prefopt.world.tasks import sample_problems
 
 logger = logging.getLogger(__name__)

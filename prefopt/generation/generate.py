@@ -23,9 +23,10 @@ from datasets import Dataset, load_dataset, load_from_disk
 from tqdm.auto import tqdm
 
 from prefopt.cache import atomic_write
-from prefopt.configs import GenerationConfig, GeneratorConfig, PromptSource, WorldConfig
+from prefopt.generation.config import GenerationConfig, GeneratorConfig, PromptSource
 from prefopt.generation.engines import GenerationEngine, SamplingParams, make_engine
 from prefopt.schemas import DATA_DIR, DataError, arrow_dataset
+from prefopt.world.config import WorldConfig
 from prefopt.world.tasks import sample_problems
 
 logger = logging.getLogger(__name__)

@@ -25,8 +25,9 @@ from datasets import Dataset, load_from_disk
 from tqdm.auto import tqdm
 
 from prefopt.cache import atomic_write
-from prefopt.configs import ConfigError, JudgingConfig
+from prefopt.errors import ConfigError
 from prefopt.judging.base import Judge, JudgeItem, Judgment
+from prefopt.judging.config import JudgingConfig
 from prefopt.judging.quality import judge_quality, pairwise_quality, quality_markdown, reference_agreement
 from prefopt.judging.registry import JUDGES
 from prefopt.plots import plot_scores

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from prefopt.configs import LLMJudgeConfig
 from prefopt.generation.engines import GenerationEngine, SamplingParams
 from prefopt.judging.base import JudgeItem, Judgment
+from prefopt.judging.config import LLMJudgeConfig
 from prefopt.judging.parsing import parse_choice, parse_scores
 from prefopt.judging.rubrics import Rubric, load_rubric
 

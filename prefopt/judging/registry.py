@@ -3,7 +3,7 @@
 ``JUDGES.get(name)`` answers what callers ask (does it need the prompt's reference, does it run a model, which
 ``judging`` section configures it, its dimensions and score range where they are fixed); its ``target``
 makes the judge from the ``judging`` config and a model-path resolver. This module imports nothing heavy (no
-torch, no math-verify, no prefopt.configs), so the recipe loader validates ``judging.judge`` against it.
+torch, no math-verify, no prefopt.recipe), so the judging config validates ``judging.judge`` against it.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 from prefopt.registry import Registry
 
 if TYPE_CHECKING:
-    from prefopt.configs import JudgingConfig
     from prefopt.judging.base import Judge
+    from prefopt.judging.config import JudgingConfig
 
 ModelPath = Callable[[str], str]
 

@@ -14,9 +14,9 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from prefopt.configs import RewardModelConfig
 from prefopt.generation.engines import release_memory
 from prefopt.judging.base import JudgeItem, Judgment
+from prefopt.judging.config import RewardModelConfig
 
 
 class RewardModelJudge:

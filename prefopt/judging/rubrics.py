@@ -25,7 +25,8 @@ from pathlib import Path
 
 import yaml
 
-from prefopt.configs import ConfigError, from_dict
+from prefopt.config_base import from_dict
+from prefopt.errors import ConfigError
 
 PRESETS_DIR = Path(__file__).parent / "rubrics"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

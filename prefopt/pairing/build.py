@@ -17,9 +17,9 @@ import pandas as pd
 import pyarrow as pa
 from datasets import Dataset
 
-from prefopt.configs import PairingConfig
 from prefopt.pairing import strategies as S
 from prefopt.pairing.calibration import correlation, margin_bayes_scores
+from prefopt.pairing.config import PairingConfig
 from prefopt.pairing.registry import strategy_function
 from prefopt.schemas import DataError, arrow_dataset
 from prefopt.tables import mean

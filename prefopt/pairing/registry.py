@@ -4,7 +4,7 @@
 capabilities (``STRATEGIES.get(name).needs_generator_labels``) instead of comparing names. Each target
 (``module:function``) runs the strategy from a ``PairingConfig`` and the flattened judgments and returns a
 :class:`prefopt.pairing.strategies.Built`; :func:`strategy_function` imports it only when pairs are built.
-This module imports nothing heavier than :mod:`prefopt.registry`, so ``prefopt.configs`` can import it.
+This module imports nothing heavier than :mod:`prefopt.registry`, so ``prefopt.pairing.config`` can import it.
 """
 
 from __future__ import annotations

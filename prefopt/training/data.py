@@ -34,7 +34,7 @@ from prefopt.training.trainers import GAP_KEY, SCORE_KEY, PrefDPOConfig, PrefKTO
 from prefopt.user_data import DatasetSpec, load_user_dataset
 
 if TYPE_CHECKING:
-    from prefopt.configs import TrainingConfig
+    from prefopt.training.config import TrainingConfig
 
 logger = logging.getLogger(__name__)
 

@@ -32,9 +32,10 @@ from datasets import Dataset
 from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
 from prefopt.cache import mark_complete
-from prefopt.configs import ConfigError, load_recipe
+from prefopt.errors import ConfigError
 from prefopt.generation.engines import adapter_config, load_chat_tokenizer
 from prefopt.pipeline import Pipeline
+from prefopt.recipe import load_recipe
 from prefopt.tracking import add_stage_statistics
 from prefopt.training.checkpoints import MarkCompleteCheckpoints, resume_checkpoint
 from prefopt.training.launch import FINAL_MODEL_DIR, checked_model_args, default_dtype, model_fields

@@ -20,9 +20,11 @@ import yaml
 
 import prefopt
 from prefopt.cache import atomic_write
-from prefopt.configs import ConfigError, TrainingConfig, validate_trl_fields
+from prefopt.config_base import validate_trl_fields
+from prefopt.errors import ConfigError
 from prefopt.layout import FINAL_MODEL_DIR
 from prefopt.processes import run_child
+from prefopt.training.config import TrainingConfig
 
 logger = logging.getLogger(__name__)
 
