@@ -149,7 +149,7 @@ def report_pairs(args) -> Path:
 
     target = Path(args.target)
     if target.suffix in (".yaml", ".yml"):
-        recipe = load_recipe(target, args.set)
+        recipe = load_recipe(target, args.set, check_trainers=False)
         if args.output_dir:
             recipe = dataclasses.replace(recipe, output_dir=args.output_dir)
         pipeline = Pipeline(recipe)
@@ -211,7 +211,7 @@ def plan_command(args) -> int:
 
     from prefopt.pipeline import Pipeline
 
-    recipe = load_recipe(args.recipe, args.set)
+    recipe = load_recipe(args.recipe, args.set, check_trainers=False)  # plan imports no torch
     if args.output_dir:
         recipe = dataclasses.replace(recipe, output_dir=args.output_dir)
     rows = Pipeline(recipe, inputs=_inputs(args.input)).plan()

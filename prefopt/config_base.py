@@ -9,6 +9,7 @@ values with a :class:`ConfigError` naming the dotted field path
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 import re
 import types
@@ -138,19 +139,17 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
         raise ConfigError(f"{label}: {err}") from None
 
 
-def validate_trl_fields(trl: dict[str, Any], config_cls: type, where: str) -> dict[str, Any]:
-    """Check keys and simple types of a TRL config section against the TRL config dataclass."""
-    known = {f.name for f in dataclasses.fields(config_cls) if f.init}
-    resolved = typing.get_type_hints(config_cls)
+def validate_trl_fields(trl: dict[str, Any], field_types: dict[str, Any], owner: str, where: str) -> dict[str, Any]:
+    """Check the keys and types of a TRL config section (``field_types``: each field's type hint, see
+    :mod:`prefopt.training.trl_fields`); values come back converted as the config will hold them."""
     out = {}
     for key, value in trl.items():
-        if key not in known:
-            raise ConfigError(
-                f"{where}.{key}: unknown field of {config_cls.__name__} "
-                f"(trl.{config_cls.__mro__[1].__name__} + prefopt)"
-            )
+        if key not in field_types:
+            close = difflib.get_close_matches(key, field_types, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}.{key}: unknown field of {owner}{hint}")
         if key == "output_dir":
             raise ConfigError(f"{where}.output_dir: set by prefopt (the train stage's directory); remove it")
-        converted = _convert(value, resolved.get(key, Any), f"{where}.{key}")
+        converted = _convert(value, field_types[key], f"{where}.{key}")
         out[key] = converted.value if isinstance(converted, enum.Enum) else converted  # stays YAML-safe
     return out

@@ -60,7 +60,7 @@ def resolve(target: str, stage: str, overrides: list[str] | None = None, output_
         return Source(path)
     from prefopt.pipeline import Pipeline
 
-    recipe = load_recipe(path, overrides)
+    recipe = load_recipe(path, overrides, check_trainers=False)
     if output_dir:
         recipe = dataclasses.replace(recipe, output_dir=output_dir)
     pipeline = Pipeline(recipe)

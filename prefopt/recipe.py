@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from prefopt.cache import is_secret_key
-from prefopt.config_base import check_name, described, from_dict, validate_trl_fields
+from prefopt.config_base import check_name, described, from_dict
 from prefopt.errors import ConfigError
 from prefopt.evaluation.config import EvaluationConfig
 from prefopt.generation.config import GenerationConfig
@@ -117,20 +117,6 @@ class Recipe:
             )
 
 
-def checked_trl(trl: dict[str, Any], config_cls: type, where: str) -> dict[str, Any]:
-    """A TRL config section with its keys, types and values checked as the trainer will see them."""
-    from prefopt.tracking import check_report_to
-    from prefopt.training.launch import trl_defaults
-
-    checked = validate_trl_fields(trl, config_cls, where)
-    check_report_to(checked.get("report_to"), f"{where}.report_to")
-    try:
-        config_cls(output_dir="unused", **{**trl_defaults(), **checked})
-    except (ValueError, TypeError) as err:
-        raise ConfigError(f"{where}: {err}") from None
-    return checked
-
-
 _SEGMENT = re.compile(r"^([^\[\]]+)((?:\[\d+\])*)$")
 
 
@@ -214,16 +200,23 @@ def reject_secrets(data: Any, where: str = "") -> None:
 
 
 def recipe_from_data(data: dict) -> Recipe:
-    """A validated recipe from its raw mapping: types and values, TRL fields as the trainers will see them,
-    the judge's rubric."""
+    """A validated recipe from its raw mapping: types and values, the names and types of TRL fields (against a
+    snapshot of TRL's configs, see :mod:`prefopt.training.trl_fields`), the judge's rubric, the chat template
+    file. Imports no torch; :func:`check_trainer_configs` adds what needs TRL itself."""
+    from prefopt.generation.templates import chat_template_text
+    from prefopt.training.trl_fields import check_model_args, check_trl_section
+
     recipe = from_dict(Recipe, data)
-    from prefopt.training.trainers import PrefDPOConfig, PrefKTOConfig  # imported late: heavy
-
-    config_cls = PrefKTOConfig if recipe.training.method == "kto" else PrefDPOConfig
-    training = dataclasses.replace(recipe.training, trl=checked_trl(recipe.training.trl, config_cls, "training.trl"))
-    from prefopt.training.launch import checked_model_fields
-
-    training = checked_model_fields(training, "training")
+    t = recipe.training
+    config = "PrefKTOConfig" if t.method == "kto" else "PrefDPOConfig"
+    training = dataclasses.replace(
+        t,
+        trl=check_trl_section(t.trl, config, "training.trl"),
+        model_args=check_model_args(t.model_args, "training.model_args"),
+        chat_template=None
+        if t.chat_template is None
+        else chat_template_text(t.chat_template, "training.chat_template"),
+    )
     recipe = dataclasses.replace(recipe, training=training)
     if recipe.judging.llm is not None:
         from prefopt.judging.rubrics import load_rubric
@@ -235,7 +228,7 @@ def recipe_from_data(data: dict) -> Recipe:
     mb = recipe.pairing.margin_bayes
     if mb is not None:
         proxy = dataclasses.replace(
-            mb.proxy, trl=checked_trl(mb.proxy.trl, PrefDPOConfig, "pairing.margin_bayes.proxy.trl")
+            mb.proxy, trl=check_trl_section(mb.proxy.trl, "PrefDPOConfig", "pairing.margin_bayes.proxy.trl")
         )
         recipe = dataclasses.replace(
             recipe, pairing=dataclasses.replace(recipe.pairing, margin_bayes=dataclasses.replace(mb, proxy=proxy))
@@ -243,10 +236,36 @@ def recipe_from_data(data: dict) -> Recipe:
     return recipe
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Load and validate a recipe YAML file, with optional ``dotted.key=value`` overrides."""
+def check_trainer_configs(recipe: Recipe) -> None:
+    """Build the trainers' configs as the train stage will (TRL's own cross-field checks, prefopt's loss names),
+    the LoRA config, and compile the chat template: what needs torch and TRL, before any stage runs."""
+    from prefopt.generation.engines import read_chat_template
+    from prefopt.training.launch import check_model_setup, trl_defaults
+    from prefopt.training.trainers import PrefDPOConfig, PrefKTOConfig
+
+    def build(config_cls: type, trl: dict, where: str) -> None:
+        try:
+            config_cls(output_dir="unused", **{**trl_defaults(), **trl})
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"{where}: {err}") from None
+
+    t = recipe.training
+    build(PrefKTOConfig if t.method == "kto" else PrefDPOConfig, t.trl, "training.trl")
+    check_model_setup(t.model_args, "training.model_args")
+    if t.chat_template is not None:
+        read_chat_template(t.chat_template, "training.chat_template")
+    if recipe.pairing.margin_bayes is not None:
+        build(PrefDPOConfig, recipe.pairing.margin_bayes.proxy.trl, "pairing.margin_bayes.proxy.trl")
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None, check_trainers: bool = True) -> Recipe:
+    """Load and validate a recipe YAML file, with optional ``dotted.key=value`` overrides. ``check_trainers``:
+    also build the trainers' configs (:func:`check_trainer_configs`; imports torch and TRL, about 8 s)."""
     data = read_recipe_data(path, overrides)
     try:
-        return recipe_from_data(data)
+        recipe = recipe_from_data(data)
+        if check_trainers:
+            check_trainer_configs(recipe)
+        return recipe
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None

@@ -31,7 +31,14 @@ from prefopt.errors import ConfigError
 from prefopt.evaluation.accuracy import domain_means
 from prefopt.pipeline import Pipeline
 from prefopt.plots import plot_sweep
-from prefopt.recipe import Recipe, SweepConfig, read_recipe_data, recipe_from_data, set_path
+from prefopt.recipe import (
+    Recipe,
+    SweepConfig,
+    check_trainer_configs,
+    read_recipe_data,
+    recipe_from_data,
+    set_path,
+)
 from prefopt.tables import num, pct, pp
 
 logger = logging.getLogger(__name__)
@@ -84,6 +91,7 @@ def expand(
             for key, value in values.items():
                 set_path(run, key, copy.deepcopy(value))
             recipe = recipe_from_data(run)
+            check_trainer_configs(recipe)
         except ConfigError as err:
             raise ConfigError(f"{path}: sweep run {i} ({label}): {err}") from None
         runs.append(SweepRun(i, label, values, recipe))

@@ -2,8 +2,8 @@
 
 A recipe names its trackers where the Hugging Face Trainer reads them, ``training.trl.report_to`` (with
 ``project`` and ``run_name``): ``none``, ``tensorboard``, ``wandb``, ``trackio`` or a list of them. Each tracker
-is an optional package (``pip install "prefopt[track]"``); :func:`check_report_to` refuses, when the recipe
-loads, a tracker that is not installed or that prefopt does not log its statistics to.
+is an optional package (``pip install "prefopt[track]"``); :func:`prefopt.trackers.check_report_to` refuses, when
+the recipe loads, a tracker that is not installed or that prefopt does not log its statistics to.
 
 The Trainer's own callbacks open the run (TensorBoard's writer under the train stage's directory, ``wandb.init``,
 ``trackio.init``); :class:`StageStatisticsCallback`, added by the training entry point after them, then logs into
@@ -23,7 +23,6 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -32,33 +31,9 @@ from transformers import TrainerCallback
 from transformers.integrations import TensorBoardCallback, TrackioCallback, WandbCallback
 
 from prefopt.cache import MANIFEST
-from prefopt.errors import ConfigError
+from prefopt.trackers import check_report_to, requested_trackers
 
 logger = logging.getLogger(__name__)
-
-TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}  # report_to name -> package
-INSTALL = 'pip install "prefopt[track]"'
-
-
-def requested_trackers(report_to: Any) -> list[str]:
-    """``report_to`` as a list of names (``None`` and ``'none'`` are no tracker)."""
-    names = [report_to] if isinstance(report_to, str) or report_to is None else list(report_to)
-    return [n for n in names if n not in (None, "none")]
-
-
-def check_report_to(report_to: Any, where: str) -> None:
-    """Raise :class:`ConfigError` for a tracker prefopt does not log to, or one whose package is missing."""
-    for name in requested_trackers(report_to):
-        if name not in TRACKERS:
-            raise ConfigError(
-                f"{where}: {name!r} is not a tracker prefopt logs its statistics to (given "
-                f"{report_to!r}; expected 'none' or any of {sorted(TRACKERS)})"
-            )
-        if find_spec(TRACKERS[name]) is None:
-            raise ConfigError(
-                f"{where}: {name} is not installed (given {report_to!r}); run: {INSTALL} "
-                f"(or pip install {TRACKERS[name]})"
-            )
 
 
 @dataclass

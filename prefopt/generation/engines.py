@@ -26,6 +26,7 @@ import torch
 
 from prefopt.errors import ConfigError
 from prefopt.generation.registry import engine_class
+from prefopt.generation.templates import chat_template_text
 
 logger = logging.getLogger(__name__)
 
@@ -86,16 +87,7 @@ def read_chat_template(value: str, where: str = "chat_template") -> str:
     from jinja2 import TemplateError
     from transformers.utils.chat_template_utils import _compile_jinja_template
 
-    text = value
-    if value.endswith(".jinja") and "{" not in value and "\n" not in value:
-        if not Path(value).is_file():
-            raise ConfigError(f"{where}: .jinja file not found (given {value!r})")
-        text = Path(value).read_text()
-    elif "{{" not in value and "{%" not in value:
-        raise ConfigError(
-            f"{where}: neither a Jinja template nor a .jinja file (given {value[:60]!r}, expected "
-            "Jinja text with {{ }} / {% %} or a path ending in .jinja)"
-        )
+    text = chat_template_text(value, where)
     try:
         _compile_jinja_template(text)
     except TemplateError as err:

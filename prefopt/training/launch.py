@@ -3,14 +3,13 @@
 
 The flat config carries the recipe's ``training.trl`` (PrefDPOConfig / PrefKTOConfig fields), its
 ``training.model_args`` (``trl.ModelConfig`` fields, at the top level as ``trl dpo`` takes them) and its
-``chat_template`` (the template text). :func:`checked_model_fields` checks the model block when the recipe loads.
+``chat_template`` (the template text). :func:`check_model_setup` checks the model block on this machine.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -20,11 +19,11 @@ import yaml
 
 import prefopt
 from prefopt.cache import atomic_write
-from prefopt.config_base import validate_trl_fields
 from prefopt.errors import ConfigError
 from prefopt.layout import FINAL_MODEL_DIR
 from prefopt.processes import run_child
 from prefopt.training.config import TrainingConfig
+from prefopt.training.trl_fields import check_model_args
 
 logger = logging.getLogger(__name__)
 
@@ -52,15 +51,6 @@ def default_dtype() -> str:
     return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
 
 
-# Fields a TRL user may look for in the model block that prefopt (or TRL 1.16) keeps elsewhere.
-ELSEWHERE = {
-    "model_name_or_path": "training.model",
-    "trust_remote_code": "training.trl.trust_remote_code",
-    "gradient_checkpointing": "training.trl.gradient_checkpointing",
-    "chat_template": "training.chat_template",
-}
-
-
 def model_fields() -> dict[str, dataclasses.Field]:
     """``trl.ModelConfig``'s fields but model_name_or_path (the train config names the policy itself)."""
     from trl import ModelConfig
@@ -69,34 +59,19 @@ def model_fields() -> dict[str, dataclasses.Field]:
 
 
 def checked_model_args(model_args: dict, where: str) -> dict:
-    """``trl.ModelConfig`` fields checked as TRL will use them: names, types, choices, the LoRA config
-    (``trl.get_peft_config``), and quantization (a CUDA GPU, bitsandbytes and use_peft)."""
+    """``trl.ModelConfig`` fields checked as TRL will use them: names, types and choices (see
+    :func:`prefopt.training.trl_fields.check_model_args`), then :func:`check_model_setup`."""
+    checked = check_model_args(model_args, where)
+    check_model_setup(checked, where)
+    return checked
+
+
+def check_model_setup(checked: dict, where: str) -> None:
+    """What needs transformers, TRL or this machine: the attention implementation, a CUDA GPU for flash
+    attention and quantized loading, and the LoRA config as ``trl.get_peft_config`` builds it."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
     from trl import ModelConfig, get_peft_config
 
-    fields = model_fields()
-    for key in model_args:
-        if key in ELSEWHERE:
-            raise ConfigError(f"{where}.{key}: not a model field here (set {ELSEWHERE[key]} instead)")
-        if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ConfigError(
-                f"{where}.{key}: unknown field of trl.ModelConfig ({hint}expected one of {sorted(fields)})"
-            )
-    lists = ("lora_target_modules", "lora_target_parameters", "lora_modules_to_save")  # a bare name: a list of one
-    checked = validate_trl_fields(
-        {k: [v] if k in lists and isinstance(v, str) else v for k, v in model_args.items()}, ModelConfig, where
-    )
-    for key, value in checked.items():
-        choices = fields[key].metadata.get("choices")
-        if choices and value is not None and value not in choices:
-            raise ConfigError(f"{where}.{key}: expected one of {choices}, got {value!r}")
-    if checked.get("lora_r", 1) < 1 or not 0 <= checked.get("lora_dropout", 0.0) < 1:
-        raise ConfigError(
-            f"{where}: expected lora_r >= 1 and 0 <= lora_dropout < 1, got lora_r "
-            f"{checked.get('lora_r', 16)} and lora_dropout {checked.get('lora_dropout', 0.05)}"
-        )
     attn = checked.get("attn_implementation")
     known = ["eager", *ALL_ATTENTION_FUNCTIONS.keys()]
     if attn is not None and attn not in known and "/" not in attn:  # "org/repo": a kernel from the Hub
@@ -110,35 +85,15 @@ def checked_model_args(model_args: dict, where: str) -> dict:
             f"{where}.attn_implementation: {attn} needs a CUDA GPU; this machine has none (use sdpa or eager)"
         )
     quantized = [k for k in ("load_in_4bit", "load_in_8bit") if checked.get(k)]
-    if quantized:
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"{where}.{quantized[0]}: quantized loading (bitsandbytes) needs a CUDA GPU; this "
-                "machine has none (given true, expected false)"
-            )
-        if not checked.get("use_peft"):
-            raise ConfigError(
-                f"{where}.{quantized[0]}: a quantized policy trains only through an adapter (set use_peft: true)"
-            )
-        if importlib.util.find_spec("bitsandbytes") is None:
-            raise ConfigError(f"{where}.{quantized[0]}: needs the bitsandbytes package (pip install bitsandbytes)")
+    if quantized and not torch.cuda.is_available():
+        raise ConfigError(
+            f"{where}.{quantized[0]}: quantized loading (bitsandbytes) needs a CUDA GPU; this "
+            "machine has none (given true, expected false)"
+        )
     try:
         get_peft_config(ModelConfig(**checked))
     except (ValueError, TypeError) as err:
         raise ConfigError(f"{where}: {' '.join(str(err).split())}") from None
-    return checked
-
-
-def checked_model_fields(cfg: TrainingConfig, where: str) -> TrainingConfig:
-    """``cfg`` with its model block checked and its chat template read (a .jinja file's text)."""
-    from prefopt.generation.engines import read_chat_template
-
-    template = cfg.chat_template
-    return dataclasses.replace(
-        cfg,
-        model_args=checked_model_args(cfg.model_args, f"{where}.model_args"),
-        chat_template=None if template is None else read_chat_template(template, f"{where}.chat_template"),
-    )
 
 
 def write_train_config(cfg: TrainingConfig, pairs_path: Path, model_path: str, output_dir: Path) -> Path:
