@@ -5,12 +5,17 @@ capabilities callers ask about (``registry.get(name).needs_generator_labels``) i
 across the code. Looking up an unknown name raises :class:`UnknownName` (a ``ValueError``) that lists the
 valid names, so recipe validation can report it in one line.
 
+A registry given a ``plugins`` package imports every module of that package the first time it is asked for a
+name, and each module registers what it defines: adding an extension is one new file, named nowhere else.
+
 This module is a leaf: it imports nothing of prefopt, and nothing heavy.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
+import pkgutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -45,10 +50,22 @@ class Registry(Generic[T]):
     not set it; registering an unknown capability is an error, so a misspelt one cannot go unnoticed.
     """
 
-    def __init__(self, kind: str, **defaults: Any):
+    def __init__(self, kind: str, plugins: str | None = None, **defaults: Any):
         self.kind = kind
+        self.plugins = plugins
         self.defaults = defaults
         self._entries: dict[str, Entry[T]] = {}
+        self._discovered = plugins is None
+
+    def _discover(self) -> None:
+        """Import every module of the ``plugins`` package (once): each registers its entries."""
+        if self._discovered:
+            return
+        self._discovered = True
+        package = importlib.import_module(self.plugins)
+        for module in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+            if not module.name.startswith("_"):
+                importlib.import_module(f"{self.plugins}.{module.name}")
 
     def register(self, name: str, target: T | None = None, *, help: str = "", **capabilities: Any):
         """Register ``target`` under ``name``; without ``target``, a decorator that registers what it decorates."""
@@ -66,6 +83,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> Entry[T]:
         """The entry named ``name``; an unknown name raises :class:`UnknownName` listing the valid ones."""
+        self._discover()
         try:
             return self._entries[name]
         except (KeyError, TypeError):
@@ -77,16 +95,22 @@ class Registry(Generic[T]):
         return f"unknown {self.kind} {name!r}{hint}; expected one of {self.names()}"
 
     def names(self, **where: Any) -> list[str]:
-        """Registered names in order of registration, optionally only those whose capabilities match ``where``."""
-        return [n for n, e in self._entries.items() if all(e.capabilities.get(k) == v for k, v in where.items())]
+        """Registered names, optionally only those whose capabilities match ``where``: in order of registration, or
+        sorted for a plugin registry (whose modules may be imported in any order)."""
+        self._discover()
+        names = [n for n, e in self._entries.items() if all(e.capabilities.get(k) == v for k, v in where.items())]
+        return sorted(names) if self.plugins else names
 
     def __contains__(self, name: object) -> bool:
+        self._discover()
         return name in self._entries
 
     def __iter__(self) -> Iterator[Entry[T]]:
+        self._discover()
         return iter(self._entries.values())
 
     def __len__(self) -> int:
+        self._discover()
         return len(self._entries)
 
 

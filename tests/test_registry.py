@@ -104,3 +104,33 @@ def test_cli_help_imports_no_heavy_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "usage: prefopt" in out and out.strip().endswith("[]")
+
+
+def test_a_plugin_package_registers_its_entries_when_first_asked(tmp_path, monkeypatch):
+    package = tmp_path / "my_plugins"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "from prefopt.registry import Registry\nTHINGS = Registry('thing', plugins=__name__, fast=False)\n"
+    )
+    (package / "slow_one.py").write_text("from my_plugins import THINGS\nTHINGS.register('slow', len)\n")
+    (package / "fast_one.py").write_text("from my_plugins import THINGS\nTHINGS.register('fast', abs, fast=True)\n")
+    (package / "_private.py").write_text("raise RuntimeError('a private module is not a plugin')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from my_plugins import THINGS
+
+    assert THINGS._entries == {}  # nothing imported until a name is needed
+    assert THINGS.names() == ["fast", "slow"] and THINGS.names(fast=True) == ["fast"]
+    assert THINGS.get("slow").target is len and "fast" in THINGS and len(THINGS) == 2
+    with pytest.raises(UnknownName, match="did you mean 'slow'"):
+        THINGS.get("slwo")
+
+
+def test_every_pair_loss_is_one_file_that_registers_itself():
+    import pkgutil
+
+    import prefopt.training.losses as losses
+
+    modules = [m.name for m in pkgutil.iter_modules(losses.__path__)]
+    assert set(losses.PAIR_LOSSES.names()) == {"stock", "sigmoid", "weighted", "offset", "soft_label"}
+    for entry in losses.PAIR_LOSSES:
+        assert entry.target.__module__.rsplit(".", 1)[1] in modules  # registered by its own file

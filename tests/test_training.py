@@ -265,7 +265,7 @@ def test_training_resumes_from_its_last_checkpoint(pairs, tiny_models, tmp_path,
             {"pref_loss": "wieghted"},
             (
                 "training.trl: pref_loss: unknown loss 'wieghted' (did you mean 'weighted'?); "
-                "expected one of ['stock', 'sigmoid', 'weighted', 'offset', 'soft_label']"
+                "expected one of ['offset', 'sigmoid', 'soft_label', 'stock', 'weighted']"
             ),
         ),
         (

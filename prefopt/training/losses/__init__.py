@@ -1,5 +1,6 @@
 """Preference losses that use the judged gap of each pair: pure tensor functions, one per idea, and the
-registries that name them.
+registries that name them. Each pair loss (``pref_loss``) is a module of this package that registers itself in
+:data:`PAIR_LOSSES`: adding one is a new file here and its test.
 
 Notation: ``h = (log pi(y_w) - log ref(y_w)) - (log pi(y_l) - log ref(y_l))`` per pair, ``gap`` the judged
 score gap of the pair (``margin`` in the pairs dataset). Every loss function returns per-pair losses; the
@@ -82,70 +83,17 @@ def dpo_sigmoid(h: torch.Tensor, beta: float) -> torch.Tensor:
     return -F.logsigmoid(beta * h)
 
 
-def gap_weighted_dpo(h: torch.Tensor, beta: float, weights: torch.Tensor) -> torch.Tensor:
-    """DPO scaled per pair by a weight derived from its judged gap."""
-    return weights * dpo_sigmoid(h, beta)
-
-
-def gap_offset_dpo(h: torch.Tensor, beta: float, offset: torch.Tensor) -> torch.Tensor:
-    """ODPO-style: the policy must beat the reference by an offset that grows with the gap,
-    ``-log sigmoid(beta * h - offset)`` with ``offset = alpha * g(max(gap, 0))``."""
-    return -F.logsigmoid(beta * h - offset)
-
-
-def soft_label_dpo(h: torch.Tensor, beta: float, target: torch.Tensor) -> torch.Tensor:
-    """DPO against a target preference probability ``q`` (e.g. ``sigmoid(gap / tau)``):
-    ``-[q log sigmoid(beta h) + (1 - q) log sigmoid(-beta h)]``."""
-    return -(target * F.logsigmoid(beta * h) + (1 - target) * F.logsigmoid(-beta * h))
-
-
 # Each pref_loss as ``f(h, beta, gap, weights, cfg)``: ``weights`` are the pair's window-normalised, capped gap
 # weights (used by ``weighted`` only), ``cfg`` holds the knobs (gap_transform, gap_scale, offset_alpha, ...).
 PairLossFn = Callable[[torch.Tensor, float, torch.Tensor, torch.Tensor, Any], torch.Tensor]
 
 
-def _sigmoid(h, beta, gap, weights, cfg):
-    return dpo_sigmoid(h, beta)
-
-
-def _weighted(h, beta, gap, weights, cfg):
-    return gap_weighted_dpo(h, beta, weights)
-
-
-def _offset(h, beta, gap, weights, cfg):
-    g = raw_weights(gap, cfg.gap_transform, cfg.gap_scale, cfg.gap_clip_min, cfg.gap_clip_max)
-    return gap_offset_dpo(h, beta, cfg.offset_alpha * g)
-
-
-def _soft_label(h, beta, gap, weights, cfg):
-    return soft_label_dpo(h, beta, torch.sigmoid(gap / cfg.soft_label_tau))
-
-
 PAIR_LOSSES: Registry[PairLossFn] = Registry(
     "loss",
+    plugins=__name__,  # each module of this package registers its loss
     uses_gap=False,  # needs each pair's judged gap (the pref_gap column)
     gap_weighted=False,  # scales each pair by its window-normalised, capped gap weight
     replaces_trl=True,  # prefopt computes the loss; False: TRL's own loss_type (prefopt's path only to route to SFT)
-)
-PAIR_LOSSES.register(
-    "stock",
-    _sigmoid,
-    replaces_trl=False,
-    help="TRL's loss_type unchanged (with SFT routing: prefopt's sigmoid DPO, TRL's default).",
-)
-PAIR_LOSSES.register("sigmoid", _sigmoid, help="-log sigmoid(beta h), equal to TRL's sigmoid loss.")
-PAIR_LOSSES.register(
-    "weighted",
-    _weighted,
-    uses_gap=True,
-    gap_weighted=True,
-    help="w * -log sigmoid(beta h), w the pair's window-normalised, capped g(max(gap, 0)).",
-)
-PAIR_LOSSES.register(
-    "offset", _offset, uses_gap=True, help="-log sigmoid(beta h - offset_alpha g(max(gap, 0))) (ODPO)."
-)
-PAIR_LOSSES.register(
-    "soft_label", _soft_label, uses_gap=True, help="DPO against the target probability sigmoid(gap / soft_label_tau)."
 )
 
 
