@@ -49,7 +49,8 @@ def make_trainer(kind: str, model_path: str, args: argparse.Namespace):
     from trl import DPOConfig, DPOTrainer
 
     from prefopt.training.data import to_conversational
-    from prefopt.training.trainers import GAP_KEY, PrefDPOConfig, PrefDPOTrainer
+    from prefopt.training.dpo_trainer import PrefDPOConfig, PrefDPOTrainer
+    from prefopt.training.trainer_base import GAP_KEY
     from prefopt.world.tasks import Difficulty, sample_problems
 
     rows = sample_problems(args.batch_size * (args.steps + args.warmup), Difficulty(), seed=0)

@@ -347,7 +347,8 @@ def loss_description(method: str | None, settings: dict) -> list[str]:
     """The loss settings the trainer used: its config class's fields as set, else its defaults."""
     if method not in ("dpo", "kto"):
         return ["unknown (no train config or manifest)"]
-    from prefopt.training.trainers import PrefDPOConfig, PrefKTOConfig
+    from prefopt.training.dpo_trainer import PrefDPOConfig
+    from prefopt.training.kto_trainer import PrefKTOConfig
 
     cls = PrefDPOConfig if method == "dpo" else PrefKTOConfig
     names = {f.name: f for f in dataclasses.fields(cls)}

@@ -240,8 +240,9 @@ def check_trainer_configs(recipe: Recipe) -> None:
     """Build the trainers' configs as the train stage will (TRL's own cross-field checks, prefopt's loss names),
     the LoRA config, and compile the chat template: what needs torch and TRL, before any stage runs."""
     from prefopt.generation.engines import read_chat_template
+    from prefopt.training.dpo_trainer import PrefDPOConfig
+    from prefopt.training.kto_trainer import PrefKTOConfig
     from prefopt.training.launch import check_model_setup, trl_defaults
-    from prefopt.training.trainers import PrefDPOConfig, PrefKTOConfig
 
     def build(config_cls: type, trl: dict, where: str) -> None:
         try:

@@ -16,7 +16,7 @@ from transformers import AutoTokenizer
 
 from prefopt.training import losses as L
 from prefopt.training.data import to_conversational
-from prefopt.training.trainers import PrefDPOConfig, PrefDPOTrainer
+from prefopt.training.dpo_trainer import PrefDPOConfig, PrefDPOTrainer
 from prefopt.world.tasks import Difficulty, sample_problems
 
 from conftest import trainer_config as config
@@ -169,7 +169,7 @@ def test_a_window_the_judge_never_prefers_contributes_no_gradient_and_says_so(ti
             processing_class=AutoTokenizer.from_pretrained(path),
         )
     )
-    with caplog.at_level(logging.WARNING, logger="prefopt.training.trainers"):
+    with caplog.at_level(logging.WARNING, logger="prefopt.training.trainer_base"):
         trainer = one_sgd_step(
             path,
             tmp_path / "a",

@@ -6,7 +6,8 @@ from datasets import Dataset
 from transformers import AutoTokenizer
 from trl import KTOConfig, KTOTrainer
 
-from prefopt.training.trainers import SCORE_KEY, WINDOW_KEY, PrefKTOConfig, PrefKTOTrainer
+from prefopt.training.kto_trainer import SCORE_KEY, PrefKTOConfig, PrefKTOTrainer
+from prefopt.training.trainer_base import WINDOW_KEY
 from prefopt.world.tasks import Difficulty, sample_problems
 
 from conftest import assert_same_loss_and_grads

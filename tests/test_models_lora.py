@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from prefopt.errors import ConfigError
 from prefopt.generation.engines import SamplingParams, TransformersEngine
 from prefopt.recipe import load_recipe
-from prefopt.training.trainers import PrefDPOTrainer
+from prefopt.training.dpo_trainer import PrefDPOTrainer
 from prefopt.world.tasks import Difficulty, sample_problems
 
 from conftest import CI_RECIPE
@@ -189,8 +189,8 @@ class Capturing(PrefDPOTrainer):
 
 def test_dtype_attention_and_the_chat_template_reach_the_trainer(pairs_dir, tiny_models, tmp_path):
     from prefopt.training.dpo import DPOScriptArguments, load_pairs
+    from prefopt.training.dpo_trainer import PrefDPOConfig
     from prefopt.training.entry import run_entry
-    from prefopt.training.trainers import PrefDPOConfig
 
     template_file = tmp_path / "chat.jinja"
     template_file.write_text(TEMPLATE)

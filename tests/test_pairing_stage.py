@@ -173,7 +173,7 @@ def test_a_dpo_recipe_refuses_kto_examples():
 
 def test_reward_augmented_pairs_reach_trl_with_their_system_prompt(run_dir, tiny_models, tmp_path):
     from prefopt.training.data import to_conversational
-    from prefopt.training.trainers import PrefDPOConfig, PrefDPOTrainer
+    from prefopt.training.dpo_trainer import PrefDPOConfig, PrefDPOTrainer
 
     from conftest import trainer_config
 

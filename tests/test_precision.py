@@ -13,7 +13,7 @@ from transformers import AutoTokenizer
 from trl.trainer.utils import add_fused_lm_head, create_model_from_path
 
 from prefopt.training.data import to_conversational
-from prefopt.training.trainers import PrefDPOConfig, PrefDPOTrainer
+from prefopt.training.dpo_trainer import PrefDPOConfig, PrefDPOTrainer
 from prefopt.world.tasks import Difficulty, sample_problems
 
 from conftest import trainer_config as config

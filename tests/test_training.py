@@ -11,7 +11,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
 
 from prefopt.training.data import to_conversational
-from prefopt.training.trainers import GAP_KEY, TRL_DPO_LOSSES, PrefDPOConfig, PrefDPOTrainer
+from prefopt.training.dpo_trainer import TRL_DPO_LOSSES, PrefDPOConfig, PrefDPOTrainer
+from prefopt.training.trainer_base import GAP_KEY
 from prefopt.world.tasks import Difficulty, sample_problems
 
 from conftest import CI_RECIPE, assert_same_loss_and_grads, two_cpu_ranks

@@ -30,7 +30,7 @@ def test_every_described_type_rebuilds_to_one_that_converts_the_same(tmp_path):
     import typing
 
     from prefopt.config_base import _convert
-    from prefopt.training.trainers import PrefDPOConfig
+    from prefopt.training.dpo_trainer import PrefDPOConfig
 
     hints = typing.get_type_hints(PrefDPOConfig)
     samples = {

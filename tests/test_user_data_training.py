@@ -16,8 +16,10 @@ from prefopt.errors import DataError
 from prefopt.pipeline import Pipeline
 from prefopt.recipe import load_recipe
 from prefopt.training.dpo import DPOScriptArguments, load_pairs
+from prefopt.training.dpo_trainer import PrefDPOConfig, PrefDPOTrainer
 from prefopt.training.kto import KTOScriptArguments, load_examples
-from prefopt.training.trainers import GAP_KEY, SCORE_KEY, PrefDPOConfig, PrefDPOTrainer, PrefKTOConfig, PrefKTOTrainer
+from prefopt.training.kto_trainer import SCORE_KEY, PrefKTOConfig, PrefKTOTrainer
+from prefopt.training.trainer_base import GAP_KEY
 
 from conftest import CI_RECIPE
 from conftest import trainer_config as config
@@ -260,7 +262,7 @@ def test_a_loss_that_needs_the_gap_says_which_column_or_loss(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (
         f"prefopt: error: {path}: column margin: missing; pref_loss 'weighted' needs each pair's judged gap (add a "
         "numeric column 'margin' or set training.gap_column to the column that holds it; or use pref_loss "
-        "['stock', 'sigmoid'] without SFT routing or curriculum)"
+        "['sigmoid', 'stock'] without SFT routing or curriculum)"
     )
     assert cli_train(path, tmp_path / "runs", "--set", "training.trl.sft_route_quantile=0.5") == 2
     assert "column margin: missing; SFT routing needs each pair's judged gap" in capsys.readouterr().err

@@ -29,8 +29,10 @@ from datasets import Dataset
 from prefopt.cache import atomic_write
 from prefopt.generation.engines import messages
 from prefopt.schemas import TrainingData, check_training_data, split_implicit_prompt
+from prefopt.training.dpo_trainer import PrefDPOConfig
+from prefopt.training.kto_trainer import SCORE_KEY, PrefKTOConfig
 from prefopt.training.losses import PAIR_LOSSES
-from prefopt.training.trainers import GAP_KEY, SCORE_KEY, PrefDPOConfig, PrefKTOConfig
+from prefopt.training.trainer_base import GAP_KEY
 from prefopt.user_data import DatasetSpec, load_user_dataset
 
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@
 
 ``--config`` takes a whole prefopt recipe (see :mod:`prefopt.training.entry`) or a flat TRL-style
 file. The flat file (``train.yaml``) is the fields of :class:`DPOScriptArguments` plus any
-:class:`~prefopt.training.trainers.PrefDPOConfig` field, i.e. any ``trl.DPOConfig`` field and prefopt's
+:class:`~prefopt.training.dpo_trainer.PrefDPOConfig` field, i.e. any ``trl.DPOConfig`` field and prefopt's
 ``pref_loss``, ``gap_transform``, ``sft_route_*``, ``curriculum``... (command-line flags override it). The
 train stage writes this file for you; it can also be written by hand. ``pairs_path`` is any pairs dataset that
 :func:`prefopt.training.data.load_training_data` reads: a file, a directory or a Hub id, in TRL's preference format
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from datasets import Dataset
 
 from prefopt.training.data import DataArguments, load_training_data, trl_pairs
+from prefopt.training.dpo_trainer import PrefDPOConfig, PrefDPOTrainer
 from prefopt.training.entry import run_entry
-from prefopt.training.trainers import PrefDPOConfig, PrefDPOTrainer
 
 
 @dataclass(kw_only=True)

@@ -18,8 +18,8 @@ from transformers import AutoTokenizer
 from trl.trainer.utils import create_model_from_path
 
 from prefopt.training.data import to_conversational
+from prefopt.training.dpo_trainer import PrefDPOConfig, PrefDPOTrainer
 from prefopt.training.launch import default_dtype, trl_defaults
-from prefopt.training.trainers import PrefDPOConfig, PrefDPOTrainer
 
 
 def pair_logratios(

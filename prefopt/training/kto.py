@@ -7,7 +7,7 @@ strategy ``kto_unpaired`` writes them), or on pairs given unpaired: every chosen
 every rejected one an undesirable example, each with its own judged score (``pref_score``) where the pairs have
 scores; a reply that appears in several pairs is used once (:func:`prefopt.training.data.trl_examples`).
 ``pairs_path`` is read like the DPO entry point's. ``train.yaml`` holds :class:`KTOScriptArguments` and
-:class:`~prefopt.training.trainers.PrefKTOConfig` fields.
+:class:`~prefopt.training.kto_trainer.PrefKTOConfig` fields.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from datasets import Dataset
 
 from prefopt.training.data import DataArguments, load_training_data, trl_examples
 from prefopt.training.entry import run_entry
-from prefopt.training.trainers import PrefKTOConfig, PrefKTOTrainer
+from prefopt.training.kto_trainer import PrefKTOConfig, PrefKTOTrainer
 
 
 @dataclass(kw_only=True)

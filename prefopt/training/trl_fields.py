@@ -30,7 +30,8 @@ CONFIGS = ("PrefDPOConfig", "PrefKTOConfig", "ModelConfig")
 def _live_classes() -> dict[str, type]:
     from trl import ModelConfig
 
-    from prefopt.training.trainers import PrefDPOConfig, PrefKTOConfig
+    from prefopt.training.dpo_trainer import PrefDPOConfig
+    from prefopt.training.kto_trainer import PrefKTOConfig
 
     return {"PrefDPOConfig": PrefDPOConfig, "PrefKTOConfig": PrefKTOConfig, "ModelConfig": ModelConfig}
 

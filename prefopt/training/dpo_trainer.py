@@ -1,4 +1,4 @@
-"""``PrefDPOTrainer`` and ``PrefKTOTrainer``: TRL's trainers with judged gaps and scores carried into the loss.
+"""``PrefDPOConfig`` and ``PrefDPOTrainer``: TRL's DPO trainer with judged gaps and scores carried into the loss.
 
 TRL has no per-pair weight or margin input, and its loss lives in the private ``_compute_loss``. This
 subclass adds one dataset column (``gap_column``, the judged score gap), passes it through TRL's column
@@ -15,26 +15,26 @@ TRL is pinned to 1.16.x for these reasons.
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import logging
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import trl.trainer.dpo_trainer as trl_dpo_trainer
-import trl.trainer.kto_trainer as trl_kto_trainer
 from torch.utils.data import SequentialSampler
-from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
+from trl import DPOConfig, DPOTrainer
 
 from prefopt.registry import Registry, lookup
 from prefopt.training import losses as L
-
-logger = logging.getLogger(__name__)
-
-GAP_KEY = "pref_gap"  # the column and batch key holding each pair's judged gap
-WINDOW_KEY = "pref_window"  # batch key: [sum of raw weights, number of weighted examples] of the whole window
+from prefopt.training.trainer_base import (
+    GAP_KEY,
+    MAX_WEIGHT_HELP,
+    NORMALIZE_HELP,
+    ExtraColumnMixin,
+    WindowWeightsMixin,
+    check_weight_knobs,
+    fp32_fused_lm_heads,
+    require_finite_column,
+)
 
 # TRL 1.16's DPO loss types (DPOTrainer._compute_loss); ``prefopt_term``: what prefopt's own loss path computes
 # in its place ("pair": prefopt's pair loss; "chosen_nll": TRL's NLL over every chosen token), None: not supported.
@@ -57,38 +57,6 @@ for _name in (
     "sigmoid_norm",
 ):
     TRL_DPO_LOSSES.register(_name, _name, prefopt_term={"sigmoid": "pair", "sft": "chosen_nll"}.get(_name))
-
-# TRL's KTO loss types, as KTOConfig lists them; ``score_weighting``: prefopt's score-weighted path computes it.
-TRL_KTO_LOSSES: Registry[str] = Registry("loss_type", score_weighting=False)
-for _name in KTOConfig.__dataclass_fields__["loss_type"].metadata["choices"]:
-    TRL_KTO_LOSSES.register(_name, _name, score_weighting=_name == "kto")
-
-
-def _check_weight_knobs(cfg) -> None:
-    """The gap-transform knobs and the cap give finite, non-negative, bounded weights."""
-    lookup(L.GAP_TRANSFORMS, cfg.gap_transform, "gap_transform", ValueError)
-    if not cfg.gap_scale > 0:
-        raise ValueError(f"gap_scale: expected a number > 0, got {cfg.gap_scale}")
-    if not 0 <= cfg.gap_clip_min < cfg.gap_clip_max:
-        raise ValueError(
-            f"gap_clip_min, gap_clip_max: expected 0 <= gap_clip_min < gap_clip_max, got "
-            f"{cfg.gap_clip_min} and {cfg.gap_clip_max}"
-        )
-    if not 1 <= cfg.max_weight < math.inf:
-        raise ValueError(
-            f"max_weight: expected a finite number >= 1 (the cap on weights of mean 1), got {cfg.max_weight}"
-        )
-
-
-MAX_WEIGHT_HELP = (
-    "Upper bound on every weight, applied after normalisation (normalised weights have mean 1 over "
-    "the window, so a few large gaps cannot dominate it)."
-)
-NORMALIZE_HELP = (
-    "Rescale the weights to mean 1 over each optimizer step's pairs: every micro-batch of the "
-    "gradient-accumulation window on every rank. A window whose weights are all 0 contributes no "
-    "gradient from them (logged as weights/all_zero_window)."
-)
 
 
 @dataclass
@@ -139,7 +107,7 @@ class PrefDPOConfig(DPOConfig):
         lookup(L.PAIR_LOSSES, self.pref_loss, "pref_loss", ValueError)
         for loss_type in self.loss_type:
             lookup(TRL_DPO_LOSSES, loss_type, "loss_type", ValueError)
-        _check_weight_knobs(self)
+        check_weight_knobs(self)
         if self.sft_route_threshold is not None and self.sft_route_quantile is not None:
             raise ValueError("set at most one of sft_route_threshold and sft_route_quantile")
         if self.sft_route_quantile is not None and not 0 < self.sft_route_quantile < 1:
@@ -174,124 +142,6 @@ class PrefDPOConfig(DPOConfig):
     def needs_gap(self) -> bool:
         """Whether training needs each pair's judged gap (the ``pref_gap`` column)."""
         return L.PAIR_LOSSES.get(self.pref_loss).uses_gap or self.routes_to_sft or self.curriculum
-
-
-class ExtraColumnCollator:
-    """Wraps a TRL collator and adds one numeric dataset column to the batch as a float tensor."""
-
-    def __init__(self, inner, key: str):
-        self.inner, self.key = inner, key
-
-    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        batch = self.inner(examples)
-        if examples and self.key in examples[0]:
-            batch[self.key] = torch.tensor([float(e[self.key]) for e in examples], dtype=torch.float32)
-        return batch
-
-
-def require_finite_column(dataset, key: str, why: str) -> None:
-    """Raise if the numeric column ``key`` of ``dataset`` is missing or holds a NaN or an infinity."""
-    if key not in dataset.column_names:
-        raise ValueError(f"train_dataset needs a {key!r} column ({why}); it has {dataset.column_names}")
-    values = torch.tensor(dataset[key], dtype=torch.float64)
-    bad = (~torch.isfinite(values)).nonzero().flatten()
-    if len(bad):
-        raise ValueError(
-            f"{key}: {len(bad)} of {len(values)} values are not finite (first at row {int(bad[0])}: "
-            f"{values[bad[0]].item()}); expected finite numbers ({why})"
-        )
-
-
-@contextlib.contextmanager
-def fp32_fused_lm_heads(trl_module):
-    """While active, the fused LM heads that ``trl_module``'s trainer adds in its ``__init__`` project and
-    log-softmax in fp32 outside autocast (TRL's own ``cast_lm_head_to_fp32``), for the policy and the reference.
-    They are patched before accelerate wraps the models, so autocast still covers the rest of the forward."""
-    original = trl_module.add_fused_lm_head
-    trl_module.add_fused_lm_head = functools.partial(original, cast_lm_head_to_fp32=True)
-    try:
-        yield
-    finally:
-        trl_module.add_fused_lm_head = original
-
-
-class ExtraColumnMixin:
-    """Carries the dataset column ``extra_key`` past TRL's column filter and collator into ``inputs``, and
-    keeps it (and the window's weight sum) away from the model (reference log-probs included, which TRL computes
-    from collator output)."""
-
-    extra_key: str
-
-    def _wrap_collator(self) -> None:
-        self.data_collator = ExtraColumnCollator(self.data_collator, self.extra_key)
-
-    def _without_extra(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in inputs.items() if k not in (self.extra_key, WINDOW_KEY)}
-
-    def _set_signature_columns_if_needed(self):
-        super()._set_signature_columns_if_needed()
-        if self.extra_key not in self._signature_columns:
-            self._signature_columns = [*self._signature_columns, self.extra_key]
-
-    def compute_ref_log_probs(self, model, inputs):
-        return super().compute_ref_log_probs(model, self._without_extra(inputs))
-
-
-class WindowWeightsMixin:
-    """Per-example weights normalised over each optimizer step's examples: every micro-batch of the
-    gradient-accumulation window, on every rank.
-
-    The Trainer prefetches a window's micro-batches (``get_batch_samples``) before the first forward; this sums the
-    raw weights and counts the weighted examples there, sums both over ranks (``accelerator.reduce``) and adds
-    them to each micro-batch under ``WINDOW_KEY``. A batch without it (evaluation, a direct ``compute_loss``) is its
-    own window. Subclasses define ``_window_weighted()`` (whether their loss uses the weights) and
-    ``_raw_weights(batch)``: the batch's raw, non-negative weights and a mask of the examples they cover.
-    """
-
-    _all_zero_windows = 0  # optimizer steps so far whose weights were all 0
-
-    def get_batch_samples(self, epoch_iterator, num_batches, device):
-        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
-        if batch_samples and self._window_weighted():
-            sums = torch.stack(
-                [
-                    torch.stack([raw.sum(), covered.sum().to(raw.dtype)]).to(self.accelerator.device)
-                    for raw, covered in map(self._raw_weights, batch_samples)
-                ]
-            ).sum(dim=0)
-            window = self.accelerator.reduce(sums, reduction="sum")
-            if window[0] == 0 and window[1] > 0:
-                self._all_zero_windows += 1
-                if self.accelerator.is_main_process:
-                    logger.warning(
-                        "every weight of the %d examples of this optimizer step is 0: they contribute no "
-                        "gradient (%d such steps so far)",
-                        int(window[1]),
-                        self._all_zero_windows,
-                    )
-            for batch in batch_samples:
-                batch[WINDOW_KEY] = window
-        return batch_samples, num_items_in_batch
-
-    def _weights(self, inputs: dict[str, Any], dtype: torch.dtype) -> torch.Tensor:
-        """The examples' weights: window-normalised (when ``normalize_weights``) and capped at ``max_weight``;
-        logs their mean, max, the fraction at 0 and at the cap, and whether the window is all zero."""
-        raw, covered = self._raw_weights(inputs)
-        window = inputs.get(WINDOW_KEY)
-        total, count = (window[0], window[1]) if window is not None else (raw.sum(), covered.sum())
-        a = self.args
-        weights = (
-            L.gap_weights(raw, total, count, a.max_weight) if a.normalize_weights else raw.clamp_max(a.max_weight)
-        ).to(dtype)
-        metrics, gather = self._metrics["train" if self.model.training else "eval"], self.accelerator.gather
-        covered_weights = gather(weights.detach())[gather(covered)]
-        if covered_weights.numel():
-            metrics["weights/mean"].append(covered_weights.mean().item())
-            metrics["weights/max"].append(covered_weights.max().item())
-            metrics["weights/zero"].append((covered_weights == 0).float().mean().item())
-            metrics["weights/at_cap"].append((covered_weights == a.max_weight).float().mean().item())
-        metrics["weights/all_zero_window"].append(float(total == 0 and count > 0))
-        return weights
 
 
 class PrefDPOTrainer(ExtraColumnMixin, WindowWeightsMixin, DPOTrainer):
@@ -442,120 +292,3 @@ class PrefDPOTrainer(ExtraColumnMixin, WindowWeightsMixin, DPOTrainer):
                 name = f"gap[{low:g},{high:g})"
                 metrics[f"rewards/accuracies_{name}"].append(correct[members].mean().item())
                 metrics[f"rewards/margins_{name}"].append(margins[members].mean().item())
-
-
-SCORE_KEY = "pref_score"  # the column and batch key holding each KTO example's judged score
-
-
-@dataclass
-class PrefKTOConfig(KTOConfig):
-    """KTOConfig plus per-example weights from judged scores and automatic class balance."""
-
-    score_weighting: bool = field(
-        default=False,
-        metadata={"help": "Weight each example by g(|score - score_threshold|): confident labels count more."},
-    )
-    score_threshold: float = field(default=0.5, metadata={"help": "The score that separates the two labels."})
-    gap_transform: str = field(
-        default="linear",
-        metadata={
-            "help": "g: none (1), linear (gap_scale*x), clipped (clamp(gap_scale*x, gap_clip_min, gap_clip_max)), "
-            "tanh (tanh(gap_scale*x))."
-        },
-    )
-    gap_scale: float = field(default=1.0, metadata={"help": "Scale applied inside g (> 0)."})
-    gap_clip_min: float = field(default=0.0, metadata={"help": "Lower clip for 'clipped' (>= 0)."})
-    gap_clip_max: float = field(default=1.0, metadata={"help": "Upper clip for 'clipped'."})
-    normalize_weights: bool = field(default=True, metadata={"help": NORMALIZE_HELP.replace("pairs", "examples")})
-    max_weight: float = field(default=10.0, metadata={"help": MAX_WEIGHT_HELP})
-    auto_class_balance: bool = field(
-        default=False,
-        metadata={"help": "Set desirable_weight and undesirable_weight so both classes contribute equally."},
-    )
-
-    def __post_init__(self):
-        super().__post_init__()
-        loss = lookup(TRL_KTO_LOSSES, self.loss_type, "loss_type", ValueError)
-        _check_weight_knobs(self)
-        if self.score_weighting and not loss.score_weighting:
-            raise ValueError(
-                f"score_weighting: needs loss_type in {TRL_KTO_LOSSES.names(score_weighting=True)}, "
-                f"got {self.loss_type!r}"
-            )
-
-
-class PrefKTOTrainer(ExtraColumnMixin, WindowWeightsMixin, KTOTrainer):
-    """KTOTrainer with per-example weights from a ``pref_score`` column and automatic class balance."""
-
-    extra_key = SCORE_KEY
-
-    _NON_MODEL_KEYS = (
-        "completion_mask",
-        "KL_input_ids",
-        "KL_attention_mask",
-        "KL_completion_mask",
-        "KL_token_type_ids",
-        "KL_mm_token_type_ids",
-        "label",
-        "ref_logps",
-        "ref_KL_logps",
-    )
-
-    def __init__(self, model, ref_model=None, args: PrefKTOConfig | None = None, train_dataset=None, **kwargs):
-        if args is not None and args.score_weighting and train_dataset is not None:
-            require_finite_column(train_dataset, SCORE_KEY, "each example's judged score, for score_weighting")
-        with fp32_fused_lm_heads(trl_kto_trainer):
-            super().__init__(model, ref_model=ref_model, args=args, train_dataset=train_dataset, **kwargs)
-        self._wrap_collator()
-        if self.args.auto_class_balance and train_dataset is not None:
-            labels = [bool(x) for x in train_dataset["label"]]
-            self.desirable_weight, self.undesirable_weight = L.class_balance_weights(
-                sum(labels), len(labels) - sum(labels)
-            )
-
-    def _window_weighted(self) -> bool:
-        return self.args.score_weighting
-
-    def _raw_weights(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``g(|score - score_threshold|)`` of every example."""
-        a, score = self.args, batch[SCORE_KEY]
-        raw = L.raw_weights(
-            (score - a.score_threshold).abs(), a.gap_transform, a.gap_scale, a.gap_clip_min, a.gap_clip_max
-        )
-        return raw, torch.ones_like(raw, dtype=torch.bool)
-
-    def _compute_loss(self, model, inputs, return_outputs):
-        if not self.args.score_weighting:
-            return super()._compute_loss(model, self._without_extra(inputs), return_outputs)
-        if return_outputs:
-            raise ValueError("prefopt losses do not return model outputs (TRL deprecates it too)")
-        mode = "train" if self.model.training else "eval"
-        weights, batch = self._weights(inputs, torch.float32), self._without_extra(inputs)
-        model_kwargs = {k: v for k, v in batch.items() if k not in self._NON_MODEL_KEYS}
-        labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
-        with self.accelerator.autocast():  # as the reference's (compute_ref_log_probs); fp32 head: fp32_fused_lm_heads
-            kl_logps = self._compute_kl_logps(model, batch)
-            outputs = model(**model_kwargs, use_cache=False, labels=labels, fused_lm_head=True)
-        logps = outputs.log_probs[:, -(batch["input_ids"].size(1) - 1) :].sum(-1)
-        if self.precompute_ref_logps:
-            ref_logps, ref_kl_logps = batch["ref_logps"], batch.get("ref_KL_logps")
-        else:
-            ref_logps, ref_kl_logps = self.compute_ref_log_probs(
-                self.ref_model if self.ref_model is not None else self.model, batch
-            )
-        if self.calculate_KL:
-            kl = self.accelerator.gather_for_metrics((kl_logps - ref_kl_logps).mean().detach()).mean().clamp(min=0)
-        else:
-            kl = torch.zeros((), device=logps.device)
-        desirable = torch.as_tensor(batch["label"], dtype=torch.bool, device=logps.device)
-        logratios = logps - ref_logps
-        per_example = L.kto_losses(logratios, kl, desirable, self.beta)
-        class_weights = torch.where(desirable, self.desirable_weight, self.undesirable_weight).to(per_example.dtype)
-        rewards = self.beta * logratios.detach()
-        metrics, gather = self._metrics[mode], self.accelerator.gather_for_metrics
-        metrics["kl"].append(kl.item())
-        for name, selector in (("chosen", desirable), ("rejected", ~desirable)):
-            selected = gather(rewards[selector])
-            if selected.numel():
-                metrics[f"rewards/{name}"].append(selected.mean().item())
-        return (class_weights * weights.to(per_example.dtype) * per_example).mean()
