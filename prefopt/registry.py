@@ -5,19 +5,25 @@ capabilities callers ask about (``registry.get(name).needs_generator_labels``) i
 across the code. Looking up an unknown name raises :class:`UnknownName` (a ``ValueError``) that lists the
 valid names, so recipe validation can report it in one line.
 
-A registry given a ``plugins`` package imports every module of that package the first time it is asked for a
-name, and each module registers what it defines: adding an extension is one new file, named nowhere else.
+A registry given a ``plugins`` package finds its entries there the first time it is asked for a name: adding an
+extension is one new file, named nowhere else. By default it imports every module of the package, and each
+registers what it defines. With ``declared="NAME"`` it imports none: each module declares its entry in a literal
+mapping ``NAME = {"name": ..., "help": ..., <capabilities>}``, read from the source with :mod:`ast`, and its
+target is the string ``"module:run"`` (the module's ``run``), imported by :func:`load_target` when needed; so
+validating a name costs no import of what the extension needs (pandas, torch).
 
 This module is a leaf: it imports nothing of prefopt, and nothing heavy.
 """
 
 from __future__ import annotations
 
+import ast
 import difflib
 import importlib
 import pkgutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -50,22 +56,30 @@ class Registry(Generic[T]):
     not set it; registering an unknown capability is an error, so a misspelt one cannot go unnoticed.
     """
 
-    def __init__(self, kind: str, plugins: str | None = None, **defaults: Any):
+    def __init__(self, kind: str, plugins: str | None = None, declared: str | None = None, **defaults: Any):
         self.kind = kind
         self.plugins = plugins
+        self.declared = declared
         self.defaults = defaults
         self._entries: dict[str, Entry[T]] = {}
         self._discovered = plugins is None
 
     def _discover(self) -> None:
-        """Import every module of the ``plugins`` package (once): each registers its entries."""
+        """Find the ``plugins`` package's entries (once): import its modules, or read their declarations."""
         if self._discovered:
             return
         self._discovered = True
         package = importlib.import_module(self.plugins)
         for module in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-            if not module.name.startswith("_"):
-                importlib.import_module(f"{self.plugins}.{module.name}")
+            if module.name.startswith("_"):
+                continue
+            name = f"{self.plugins}.{module.name}"
+            if self.declared is None:
+                importlib.import_module(name)
+            else:
+                source = Path(package.__path__[0], f"{module.name}.py").read_text()
+                declaration = dict(_literal_assignment(source, self.declared, name))
+                self.register(declaration.pop("name"), f"{name}:run", help=declaration.pop("help", ""), **declaration)
 
     def register(self, name: str, target: T | None = None, *, help: str = "", **capabilities: Any):
         """Register ``target`` under ``name``; without ``target``, a decorator that registers what it decorates."""
@@ -112,6 +126,27 @@ class Registry(Generic[T]):
     def __len__(self) -> int:
         self._discover()
         return len(self._entries)
+
+
+def _literal_assignment(source: str, variable: str, module: str) -> dict[str, Any]:
+    """The literal value assigned to ``variable`` at the top level of a module's source."""
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == variable for t in node.targets):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                break
+            if isinstance(value, dict) and "name" in value:
+                return value
+    raise TypeError(f"{module}: a plugin module declares itself as {variable} = {{'name': ..., ...}} (a literal)")
+
+
+def load_target(entry: Entry) -> Any:
+    """An entry's target, importing a ``"module:attribute"`` string target."""
+    if not isinstance(entry.target, str) or ":" not in entry.target:
+        return entry.target
+    module, _, attribute = entry.target.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 def lookup(registry: Registry, name: str, where: str, error: Callable[[str], Exception]) -> Entry:

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from prefopt.errors import ConfigError
-from prefopt.pairing import strategies as S
 from prefopt.pairing.build import build_pairs
 from prefopt.pairing.calibration import calibrate, correlation, dynamic_upper, fuse_product, margin_bayes_scores
+from prefopt.pairing.candidates import Groups, prompt_moments, usable_candidates
 from prefopt.pairing.config import (
     REWARD_AUGMENTED_TEMPLATE,
     DeltaFilterConfig,
@@ -26,6 +26,13 @@ from prefopt.pairing.config import (
     RewardAugmentConfig,
 )
 from prefopt.pairing.registry import STRATEGIES, strategy_function
+from prefopt.pairing.reward_augment import format_score, reward_augment
+from prefopt.pairing.selection import sample_delta_filter
+from prefopt.pairing.strategies.generator_delta import generator_delta
+from prefopt.pairing.strategies.kto_unpaired import kto_unpaired
+from prefopt.pairing.strategies.max_min import max_min
+from prefopt.pairing.strategies.max_random import max_random
+from prefopt.pairing.strategies.sweet_spot import sweet_spot
 from prefopt.schemas import JUDGMENTS, PAIRS, UNPAIRED, DataError, load_stage_dataset
 
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -103,7 +110,7 @@ def judged_frames(draw, max_prompts=8, max_candidates=7, discrete=True):
 
 
 def test_generator_delta_pairs_samples_by_index_and_records_margins():
-    built = S.generator_delta(judgments(ROWS).flatten().to_pandas(), [("strong", "weak")])
+    built = generator_delta(judgments(ROWS).flatten().to_pandas(), [("strong", "weak")])
     pairs = built.frame
     assert pairs["pair_id"].tolist() == ["p1/strong/0|p1/weak/0", "p1/strong/1|p1/weak/1", "p2/strong/0|p2/weak/0"]
     assert pairs["margin"].tolist() == [0.5, 0.0, -1.0]
@@ -168,9 +175,9 @@ def test_agreement_gate_leaves_only_pairs_the_judge_orders_right(judged):
 # -- within-prompt strategies --------------------------------------------------------------------------------
 
 WITHIN = {
-    "max_min": lambda j, seed: S.max_min(j, seed=seed),
-    "max_random": lambda j, seed: S.max_random(j, seed=seed),
-    "sweet_spot": lambda j, seed: S.sweet_spot(j, seed=seed),
+    "max_min": lambda j, seed: max_min(j, seed=seed),
+    "max_random": lambda j, seed: max_random(j, seed=seed),
+    "sweet_spot": lambda j, seed: sweet_spot(j, seed=seed),
 }
 
 
@@ -211,7 +218,7 @@ def test_strategies_are_deterministic_and_ignore_row_order(name, judged, seed):
 def test_max_random_rejects_a_random_other_candidate_and_the_seed_matters():
     rows = [(f"p{p}", "g", i, i / 10, i / 10) for p in range(200) for i in range(5)]
     judged = judgments(rows).flatten().to_pandas()
-    picks = {seed: S.max_random(judged, seed=seed).frame for seed in (0, 1)}
+    picks = {seed: max_random(judged, seed=seed).frame for seed in (0, 1)}
     rejected_rank = picks[0]["rejected_id"].str[-1].astype(int)
     assert (picks[0]["chosen_id"].str[-1] == "4").all()  # the best
     counts = rejected_rank.value_counts()
@@ -222,7 +229,7 @@ def test_max_random_rejects_a_random_other_candidate_and_the_seed_matters():
 @PROPERTY
 @given(judged=judged_frames(discrete=False, max_candidates=9), rejected_k=st.floats(-3, 3), seed=st.integers(0, 3))
 def test_sweet_spot_picks_the_candidate_nearest_its_target(judged, rejected_k, seed):
-    pairs = S.sweet_spot(judged, rejected_k=rejected_k, seed=seed).frame
+    pairs = sweet_spot(judged, rejected_k=rejected_k, seed=seed).frame
     for _, pair in pairs.iterrows():
         scores = judged.loc[judged["prompt_id"] == pair["prompt_id"]].set_index("candidate_id")["aggregate"]
         mu, sigma = scores.mean(), scores.std(ddof=0)
@@ -235,7 +242,7 @@ def test_sweet_spot_picks_the_candidate_nearest_its_target(judged, rejected_k, s
 @PROPERTY
 @given(judged=judged_frames(), chosen_k=st.floats(-2, 2), seed=st.integers(0, 3))
 def test_sweet_spot_chosen_position_is_nearest_too(judged, chosen_k, seed):
-    pairs = S.sweet_spot(judged, chosen_k=chosen_k, rejected_k=-1.0, seed=seed).frame
+    pairs = sweet_spot(judged, chosen_k=chosen_k, rejected_k=-1.0, seed=seed).frame
     for _, pair in pairs.iterrows():
         scores = judged.loc[judged["prompt_id"] == pair["prompt_id"], "aggregate"].dropna()
         target = scores.mean() + chosen_k * scores.std(ddof=0)
@@ -245,8 +252,8 @@ def test_sweet_spot_chosen_position_is_nearest_too(judged, chosen_k, seed):
 @PROPERTY
 @given(judged=judged_frames(), seed=st.integers(0, 3))
 def test_sweet_spot_at_plus_minus_1000_sigma_is_max_min(judged, seed):
-    far = S.sweet_spot(judged, chosen_k=1000.0, rejected_k=-1000.0, seed=seed).frame
-    extremes = S.max_min(judged, seed=seed).frame
+    far = sweet_spot(judged, chosen_k=1000.0, rejected_k=-1000.0, seed=seed).frame
+    extremes = max_min(judged, seed=seed).frame
     assert far["chosen_score"].tolist() == extremes["chosen_score"].tolist()
     assert far["rejected_score"].tolist() == extremes["rejected_score"].tolist()
 
@@ -261,7 +268,7 @@ def test_max_samples_uses_the_first_samples_of_each_generator():
 
 def test_positions_are_recorded_as_z_scores():
     rows = [("p", "g", i, s, s) for i, s in enumerate([0.0, 0.25, 0.5, 0.75, 1.0])]
-    [pair] = S.sweet_spot(judgments(rows).flatten().to_pandas(), rejected_k=-1.0).frame.to_dict("records")
+    [pair] = sweet_spot(judgments(rows).flatten().to_pandas(), rejected_k=-1.0).frame.to_dict("records")
     sigma = np.std([0, 0.25, 0.5, 0.75, 1.0])
     assert pair["chosen_z"] == pytest.approx(0.5 / sigma) and pair["rejected_z"] == pytest.approx(-0.25 / sigma)
     assert pair["rejected_score"] == 0.25 and pair["prompt_candidates"] == 5  # mu - sigma = 0.146: nearest 0.25
@@ -278,7 +285,7 @@ def test_positions_are_recorded_as_z_scores():
 )
 def test_filter_keeps_exactly_the_top_fraction(gaps, fraction, min_gap):
     pairs = pd.DataFrame({"pair_id": [f"q{i:03d}" for i in range(len(gaps))], "margin": gaps})
-    kept = S.sample_delta_filter(pairs, top_fraction=fraction, min_gap=min_gap)
+    kept = sample_delta_filter(pairs, top_fraction=fraction, min_gap=min_gap)
     eligible = pairs if min_gap is None else pairs[pairs["margin"] >= min_gap]
     assert len(kept) == math.ceil(Fraction(repr(fraction)) * len(eligible))
     dropped = eligible[~eligible["pair_id"].isin(kept["pair_id"])]
@@ -398,7 +405,7 @@ def test_reward_augmented_doubles_and_flips_with_the_papers_text():
     ],
 )
 def test_scores_print_without_needless_decimals(values, decimals, text):
-    assert S.format_score(np.array(values), decimals).tolist() == text
+    assert format_score(np.array(values), decimals).tolist() == text
 
 
 def test_reward_augmented_prefix_placement():
@@ -439,7 +446,7 @@ def test_kto_unpaired_needs_both_classes():
         (
             dict(strategy="max_mni"),
             r"^strategy: unknown pair strategy 'max_mni' \(did you mean 'max_min'\?\); expected "
-            r"one of \['generator_delta', 'max_min', 'max_random', 'sweet_spot', 'kto_unpaired'\]$",
+            r"one of \['generator_delta', 'kto_unpaired', 'max_min', 'max_random', 'sweet_spot'\]$",
         ),
     ],
 )
@@ -472,8 +479,8 @@ def constant_prompts(values=(0.1, 0.7, 1 / 3), size=5):
 
 def test_a_constant_prompt_has_sigma_exactly_zero_and_every_z_zero():
     judged = constant_prompts()
-    cands = S.usable_candidates(judged)
-    mean, std = S.prompt_moments(cands["aggregate"].to_numpy(float), S._Groups.of(cands))
+    cands = usable_candidates(judged)
+    mean, std = prompt_moments(cands["aggregate"].to_numpy(float), Groups.of(cands))
     assert (std == 0).all() and (mean == cands["aggregate"]).all()  # a summed mean of 5 x 0.1 is not 0.1
     for name in WITHIN:
         pairs = WITHIN[name](judged, 0).frame
@@ -506,18 +513,18 @@ def test_every_strategy_on_empty_and_single_candidate_judgments(name):
 
 def test_kto_class_weights_for_one_class_and_none():
     judged = judgments(ROWS).flatten().to_pandas()
-    one_class = S.kto_unpaired(judged, desirable_min=-1.0).frame
+    one_class = kto_unpaired(judged, desirable_min=-1.0).frame
     assert one_class["label"].all() and (one_class["class_weight"] == 1.0).all()
-    empty = S.kto_unpaired(judged.iloc[:0], desirable_min=0.5)
+    empty = kto_unpaired(judged.iloc[:0], desirable_min=0.5)
     assert empty.frame.empty and empty.unlabelled == 0
-    both = S.kto_unpaired(judged, desirable_min=0.75)
+    both = kto_unpaired(judged, desirable_min=0.75)
     assert both.frame.groupby("label")["class_weight"].sum().tolist() == pytest.approx([len(both.frame) / 2] * 2)
 
 
 def test_selections_and_relabelling_on_no_pairs():
-    empty = S.generator_delta(judgments(ROWS).flatten().to_pandas(), [("strong", "weak")]).frame.iloc[:0]
-    assert S.sample_delta_filter(empty, top_fraction=0.3, min_gap=0.0).empty
-    augmented, clipped = S.reward_augment(empty, REWARD_AUGMENTED_TEMPLATE, score_range=[0.0, 1.0])
+    empty = generator_delta(judgments(ROWS).flatten().to_pandas(), [("strong", "weak")]).frame.iloc[:0]
+    assert sample_delta_filter(empty, top_fraction=0.3, min_gap=0.0).empty
+    augmented, clipped = reward_augment(empty, REWARD_AUGMENTED_TEMPLATE, score_range=[0.0, 1.0])
     assert augmented.empty and clipped == 0 and "system" in augmented.columns
     fused, info = margin_bayes_scores(np.array([]), np.array([]))
     assert fused.size == 0 and info["external_high"] == info["implicit_high"] == -1.0
@@ -580,9 +587,9 @@ def test_printed_scores_lie_on_the_stated_scale(name, judged, placement, target,
     cfg = RewardAugmentConfig(
         template=template, placement=placement, score_range=score_range, target_range=target, decimals=decimals
     )
-    pairs = S.max_min(judged).frame
+    pairs = max_min(judged).frame
     try:
-        rows, clipped = S.reward_augment(
+        rows, clipped = reward_augment(
             pairs, cfg.template, cfg.placement, cfg.score_range, cfg.target_range, cfg.decimals
         )
     except ConfigError as err:
@@ -604,8 +611,8 @@ def test_printed_scores_lie_on_the_stated_scale(name, judged, placement, target,
 
 
 def test_the_default_template_reads_as_the_paper_at_the_default_scale():
-    pairs = S.max_min(judgments(ROWS[:2]).flatten().to_pandas()).frame.assign(chosen_score=7.0, rejected_score=3.0)
-    rows, _ = S.reward_augment(pairs, REWARD_AUGMENTED_TEMPLATE)
+    pairs = max_min(judgments(ROWS[:2]).flatten().to_pandas()).frame.assign(chosen_score=7.0, rejected_score=3.0)
+    rows, _ = reward_augment(pairs, REWARD_AUGMENTED_TEMPLATE)
     assert sorted(rows["system"]) == [PAPER_TEXT.format("3"), PAPER_TEXT.format("7")]
 
 

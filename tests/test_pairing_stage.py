@@ -153,8 +153,8 @@ def test_an_unknown_strategy_is_refused_at_load_with_the_valid_names():
         load_recipe(CI_RECIPE, ["pairing.strategy=sweetspot"])
     assert str(err.value) == (
         f"{CI_RECIPE}: pairing.strategy: unknown pair strategy 'sweetspot' (did you mean "
-        "'sweet_spot'?); expected one of ['generator_delta', 'max_min', 'max_random', "
-        "'sweet_spot', 'kto_unpaired']"
+        "'sweet_spot'?); expected one of ['generator_delta', 'kto_unpaired', 'max_min', "
+        "'max_random', 'sweet_spot']"
     )
 
 

@@ -9,7 +9,7 @@ import pytest
 from prefopt.errors import ConfigError
 from prefopt.generation.registry import ENGINES, engine_class
 from prefopt.recipe import load_recipe
-from prefopt.registry import Registry, UnknownName, lookup
+from prefopt.registry import Registry, UnknownName, load_target, lookup
 
 DEMO = Path(__file__).parents[1] / "recipes" / "demo" / "tiny.yaml"
 
@@ -134,3 +134,34 @@ def test_every_pair_loss_is_one_file_that_registers_itself():
     assert set(losses.PAIR_LOSSES.names()) == {"stock", "sigmoid", "weighted", "offset", "soft_label"}
     for entry in losses.PAIR_LOSSES:
         assert entry.target.__module__.rsplit(".", 1)[1] in modules  # registered by its own file
+
+
+def test_declared_plugins_are_read_without_importing_them(tmp_path, monkeypatch):
+    package = tmp_path / "declared_plugins"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "rule_a.py").write_text(
+        "import this_module_does_not_exist  # importing it would fail\n"
+        "RULE = {'name': 'a', 'help': 'the first', 'paired': False}\n"
+        "def run():\n    return 'ran a'\n"
+    )
+    (package / "rule_b.py").write_text("RULE = {'name': 'b', 'help': 'the second'}\ndef run():\n    return 'ran b'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rules = Registry("rule", plugins="declared_plugins", declared="RULE", paired=True)
+    assert rules.names() == ["a", "b"] and rules.names(paired=False) == ["a"] and rules.get("a").help == "the first"
+    assert "declared_plugins.rule_a" not in sys.modules
+    assert load_target(rules.get("b"))() == "ran b"
+    (package / "rule_c.py").write_text("RULE = dict(name='c')\n")  # not a literal
+    with pytest.raises(TypeError, match="declares itself as RULE"):
+        Registry("rule", plugins="declared_plugins", declared="RULE", paired=True).names()
+
+
+def test_every_strategy_is_one_declared_file_whose_run_builds_pairs():
+    import pkgutil
+
+    import prefopt.pairing.strategies as strategies
+    from prefopt.pairing.registry import STRATEGIES, strategy_function
+
+    modules = sorted(m.name for m in pkgutil.iter_modules(strategies.__path__))
+    assert STRATEGIES.names() == modules  # each file declares the strategy it is named after
+    assert all(callable(strategy_function(name)) for name in modules)

@@ -11,11 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from prefopt.pairing import strategies as S
 from prefopt.pairing.build import build_pairs
 from prefopt.pairing.config import DeltaFilterConfig, PairingConfig
 from prefopt.pairing.proxy import seed_set
-from prefopt.pairing.selection import exact_fraction, keep_count, top_positions
+from prefopt.pairing.selection import exact_fraction, keep_count, keep_top_fraction, top_positions
 
 PROPERTY = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FRACTIONS = [round(i / 100, 2) for i in range(1, 101)] + [1 / 3, 2 / 3, 1 / 7, 0.1 + 0.2, 1e-3, 0.999, 0.125]
@@ -64,9 +63,9 @@ def gap_frames(max_size=120):
     order=st.randoms(use_true_random=False),
 )
 def test_the_kept_pairs_do_not_depend_on_row_order(pairs, fraction, seed, order):
-    kept = S.keep_top_fraction(pairs, "margin", fraction, seed)
+    kept = keep_top_fraction(pairs, "margin", fraction, seed)
     shuffled = pairs.iloc[order.sample(range(len(pairs)), len(pairs))]
-    again = S.keep_top_fraction(shuffled, "margin", fraction, seed)
+    again = keep_top_fraction(shuffled, "margin", fraction, seed)
     assert sorted(kept["pair_id"]) == sorted(again["pair_id"])
     assert len(kept) == math.ceil(Fraction(repr(fraction)) * len(pairs))
     dropped = pairs[~pairs["pair_id"].isin(kept["pair_id"])]
@@ -78,7 +77,7 @@ def test_the_kept_pairs_do_not_depend_on_row_order(pairs, fraction, seed, order)
 @given(size=st.integers(4, 60), seed=st.integers(0, 10**6))
 def test_ties_at_the_cut_are_decided_by_the_seed(size, seed):
     pairs = pd.DataFrame({"pair_id": [f"q{i:03d}" for i in range(size)], "margin": 1.0})
-    picks = {tuple(sorted(S.keep_top_fraction(pairs, "margin", 0.5, seed + s)["pair_id"])) for s in range(6)}
+    picks = {tuple(sorted(keep_top_fraction(pairs, "margin", 0.5, seed + s)["pair_id"])) for s in range(6)}
     assert len(picks) > 1  # not the first pair_ids whatever the seed
     assert picks != {tuple(pairs["pair_id"].iloc[: math.ceil(size / 2)])}
 
@@ -87,7 +86,7 @@ def test_tied_pairs_are_kept_uniformly_over_seeds():
     pairs = pd.DataFrame({"pair_id": [f"q{i:02d}" for i in range(20)], "margin": [2.0] * 5 + [1.0] * 10 + [0.0] * 5})
     counts = pd.Series(0, index=pairs["pair_id"])
     for seed in range(400):
-        kept = S.keep_top_fraction(pairs, "margin", 0.5, seed)["pair_id"]  # 5 above the cut, 5 of the 10 tied
+        kept = keep_top_fraction(pairs, "margin", 0.5, seed)["pair_id"]  # 5 above the cut, 5 of the 10 tied
         counts[kept] += 1
     assert (counts.iloc[:5] == 400).all() and (counts.iloc[15:] == 0).all()
     assert counts.iloc[5:15].between(140, 260).all()  # each tied pair about half the time

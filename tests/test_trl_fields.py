@@ -54,7 +54,7 @@ def test_plan_imports_no_torch_and_answers_in_a_second(tmp_path):
         "import sys, time\nfrom prefopt.cli import main\nt = time.time()\n"
         f"rc = main(['plan', {str(DEMO)!r}, '--output-dir', {str(tmp_path)!r}, '--json'])\n"
         "print('ELAPSED', time.time() - t, rc)\n"
-        "print(sorted(m for m in ('torch', 'transformers', 'trl', 'vllm') if m in sys.modules))"
+        "print(sorted(m for m in ('torch', 'transformers', 'trl', 'vllm', 'pandas') if m in sys.modules))"
     )
     started = time.time()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -17,10 +17,12 @@ import pandas as pd
 import pyarrow as pa
 from datasets import Dataset
 
-from prefopt.pairing import strategies as S
 from prefopt.pairing.calibration import correlation, margin_bayes_scores
+from prefopt.pairing.candidates import CANDIDATE_COLUMNS, TIE_TOLERANCE, Built, gap_column, score_dimensions, sort_pairs
 from prefopt.pairing.config import PairingConfig
 from prefopt.pairing.registry import strategy_function
+from prefopt.pairing.reward_augment import reward_augment
+from prefopt.pairing.selection import keep_top_fraction, sample_delta_filter
 from prefopt.schemas import DataError, arrow_dataset
 from prefopt.tables import mean
 
@@ -55,7 +57,7 @@ def _flat(judgments: Dataset | pd.DataFrame, max_samples: int | None = None) -> 
     """Judgments as a flat frame of the columns pairing reads (raw judge outputs and the like stay on disk),
     limited to each generator's first ``max_samples`` samples per prompt."""
     if not isinstance(judgments, pd.DataFrame):
-        judgments = judgments.select_columns(S.CANDIDATE_COLUMNS + ["scores"]).flatten().to_pandas()
+        judgments = judgments.select_columns(CANDIDATE_COLUMNS + ["scores"]).flatten().to_pandas()
     if max_samples is not None:
         judgments = judgments[judgments["sample_index"] < max_samples].reset_index(drop=True)
     return judgments
@@ -87,32 +89,9 @@ def _filter_rule(cfg: PairingConfig) -> str:
     return f"{f.dimension}:{','.join(rules)}"
 
 
-def run_strategy(cfg: PairingConfig, judged: pd.DataFrame) -> S.Built:
+def run_strategy(cfg: PairingConfig, judged: pd.DataFrame) -> Built:
     """The recipe's strategy on the flattened judgments, through :data:`prefopt.pairing.registry.STRATEGIES`."""
     return strategy_function(cfg.strategy)(cfg, judged)
-
-
-# The registry's targets: each strategy run from the recipe's pairing section.
-
-
-def run_generator_delta(cfg: PairingConfig, judged: pd.DataFrame) -> S.Built:
-    return S.generator_delta(judged, [(p.chosen, p.rejected) for p in cfg.generator_pairs])
-
-
-def run_max_min(cfg: PairingConfig, judged: pd.DataFrame) -> S.Built:
-    return S.max_min(judged, cfg.generators or None, cfg.seed)
-
-
-def run_max_random(cfg: PairingConfig, judged: pd.DataFrame) -> S.Built:
-    return S.max_random(judged, cfg.generators or None, cfg.seed)
-
-
-def run_sweet_spot(cfg: PairingConfig, judged: pd.DataFrame) -> S.Built:
-    return S.sweet_spot(judged, cfg.sweet_spot.chosen_k, cfg.sweet_spot.rejected_k, cfg.generators or None, cfg.seed)
-
-
-def run_kto_unpaired(cfg: PairingConfig, judged: pd.DataFrame) -> S.Built:
-    return S.kto_unpaired(judged, cfg.kto.desirable_min, cfg.kto.undesirable_max, cfg.generators or None)
 
 
 def base_pairs(cfg: PairingConfig, judgments: Dataset | pd.DataFrame) -> pd.DataFrame:
@@ -123,10 +102,10 @@ def base_pairs(cfg: PairingConfig, judgments: Dataset | pd.DataFrame) -> pd.Data
 
 def _gated(cfg: PairingConfig, pairs: pd.DataFrame, stats: dict) -> pd.DataFrame:
     """Drop ties, apply the agreement gate and the sample-delta filter; count each step into ``stats``."""
-    ties = pairs["margin"].abs() <= S.TIE_TOLERANCE
+    ties = pairs["margin"].abs() <= TIE_TOLERANCE
     stats["ties"] = int(ties.sum())
     stats["tie_rate"] = mean(ties.astype(float))
-    stats["judge_disagreements"] = int((pairs["margin"] < -S.TIE_TOLERANCE).sum())
+    stats["judge_disagreements"] = int((pairs["margin"] < -TIE_TOLERANCE).sum())
     stats["judge_agreement_rate"] = mean(pairs["judge_agrees"].astype(float))
     if cfg.drop_ties:
         pairs = pairs[~ties]
@@ -138,7 +117,7 @@ def _gated(cfg: PairingConfig, pairs: pd.DataFrame, stats: dict) -> pd.DataFrame
     before = len(pairs)
     if cfg.filter.active:
         f = cfg.filter
-        pairs = S.sample_delta_filter(pairs, f.dimension, f.top_fraction, f.min_gap, cfg.seed)
+        pairs = sample_delta_filter(pairs, f.dimension, f.top_fraction, f.min_gap, cfg.seed)
         pairs = pairs.assign(strategy=pairs["strategy"] + f"+sample_delta({_filter_rule(cfg)})")
     stats["dropped_by_filter"] = before - len(pairs)
     return pairs
@@ -156,7 +135,7 @@ def select_margin_bayes(
             f"margin_bayes: {len(missing)} pairs have no implicit margin (e.g. {missing.iloc[0]!r}); "
             "the proxy scored a different set of pairs"
         )
-    external = pairs[S.gap_column(mb.dimension)].to_numpy(float)
+    external = pairs[gap_column(mb.dimension)].to_numpy(float)
     implicit_margin = implicit.reindex(pairs["pair_id"]).to_numpy(float)
     for name, margins in (("external", external), ("implicit", implicit_margin)):
         bad = ~np.isfinite(margins)
@@ -176,7 +155,7 @@ def select_margin_bayes(
         mb.min_tail,
     )
     scored = pairs.assign(external_margin=external, implicit_margin=implicit_margin, fused_score=scores)
-    kept = S.sort_pairs(S.keep_top_fraction(scored, "fused_score", mb.top_fraction, cfg.seed))
+    kept = sort_pairs(keep_top_fraction(scored, "fused_score", mb.top_fraction, cfg.seed))
     kept = kept.assign(strategy=kept["strategy"] + f"+margin_bayes({mb.fusion},top={mb.top_fraction:g})")
     info = {
         **bounds,
@@ -197,7 +176,7 @@ def build_pairs(
     indexed by pair_id) is needed by ``margin_bayes``; `prefopt pairs` computes it with the proxy model.
     """
     judged = _flat(judgments, cfg.max_samples)
-    dims = S.score_dimensions(judged)
+    dims = score_dimensions(judged)
     stats: dict = {
         "strategy": describe(cfg),
         "candidates": len(judged),
@@ -226,7 +205,7 @@ def build_pairs(
                 "rejected": p.rejected,
                 "pairs_built": int(len(group)),
                 "judge_agreement_rate": mean(group["judge_agrees"].astype(float)),
-                "judge_disagreement_rate": mean((group["margin"] < -S.TIE_TOLERANCE).astype(float)),
+                "judge_disagreement_rate": mean((group["margin"] < -TIE_TOLERANCE).astype(float)),
                 "mean_margin": mean(group["margin"]),
             }
             for p in cfg.generator_pairs
@@ -246,9 +225,7 @@ def build_pairs(
     if cfg.reward_augmented is not None:
         ra = cfg.reward_augmented
         selected = len(pairs)
-        pairs, clipped = S.reward_augment(
-            pairs, ra.template, ra.placement, ra.score_range, ra.target_range, ra.decimals
-        )
+        pairs, clipped = reward_augment(pairs, ra.template, ra.placement, ra.score_range, ra.target_range, ra.decimals)
         stats["reward_augmented_rows"] = len(pairs) - selected
         stats["reward_augmented_scores_clipped"] = clipped
         if clipped:

@@ -17,8 +17,8 @@ from datasets import Dataset, load_from_disk
 
 from prefopt.cache import atomic_output_dir, atomic_write, is_complete, mark_complete
 from prefopt.pairing.build import to_dataset
+from prefopt.pairing.candidates import sort_pairs, tiebreak_keys
 from prefopt.pairing.config import ProxyConfig
-from prefopt.pairing.strategies import sort_pairs, tiebreak_keys
 from prefopt.schemas import DATA_DIR, save_stage_dataset
 from prefopt.training.config import TrainingConfig
 from prefopt.training.implicit import pair_logratios

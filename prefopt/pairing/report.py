@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from prefopt import plots
-from prefopt.pairing.strategies import TIE_TOLERANCE
+from prefopt.pairing.candidates import TIE_TOLERANCE
 from prefopt.tables import mean, num, pct
 
 REPORT_DIR = "report"

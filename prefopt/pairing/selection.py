@@ -14,6 +14,10 @@ from __future__ import annotations
 from fractions import Fraction
 
 import numpy as np
+import pandas as pd
+
+from prefopt.errors import ConfigError
+from prefopt.pairing.candidates import gap_column, sort_pairs, tiebreak_keys
 
 
 def exact_fraction(p: float | Fraction) -> Fraction:
@@ -33,6 +37,42 @@ def keep_count(p: float | Fraction, n: int) -> int:
 
 def top_positions(values: np.ndarray, keys: np.ndarray, k: int) -> np.ndarray:
     """Positions of the ``k`` largest ``values``, ties broken by the smaller ``keys`` (seeded uniform keys of
-    the rows' ids, :func:`prefopt.pairing.strategies.tiebreak_keys`); NaN ranks below every number."""
+    the rows' ids, :func:`prefopt.pairing.candidates.tiebreak_keys`); NaN ranks below every number."""
     values = np.asarray(values, dtype=float)
     return np.lexsort((keys, -values))[:k]
+
+
+# -- selection after any strategy ----------------------------------------------------------------------------
+
+
+def keep_top_fraction(pairs: pd.DataFrame, column: str, fraction: float, seed: int = 0) -> pd.DataFrame:
+    """The ``keep_count(fraction, n)`` pairs with the largest ``column``; of pairs tied at the cut, those first
+    in a seeded random order of pair_id (:mod:`prefopt.pairing.selection`)."""
+    keys = tiebreak_keys(pairs["pair_id"], seed, f"top:{column}")
+    return pairs.iloc[top_positions(pairs[column].to_numpy(float), keys, keep_count(fraction, len(pairs)))]
+
+
+def sample_delta_filter(
+    pairs: pd.DataFrame,
+    dimension: str = "aggregate",
+    top_fraction: float | None = None,
+    min_gap: float | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Keep pairs with a large judged gap on ``dimension``.
+
+    ``min_gap`` keeps pairs whose gap is at least the threshold; ``top_fraction`` then keeps exactly
+    ``keep_count(top_fraction, n)`` of the remaining ``n`` pairs with the largest gaps (:func:`keep_top_fraction`).
+    """
+    column = gap_column(dimension)
+    if column not in pairs.columns:
+        raise ConfigError(
+            f"pairing.filter.dimension {dimension!r}: no such gap; have "
+            f"{['aggregate'] + [c[len('margins.') :] for c in pairs.columns if c.startswith('margins.')]}"
+        )
+    kept = pairs
+    if min_gap is not None:
+        kept = kept[kept[column] >= min_gap]
+    if top_fraction is not None:
+        kept = keep_top_fraction(kept, column, top_fraction, seed)
+    return sort_pairs(kept)
