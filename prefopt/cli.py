@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import logging
 import os
 import sys
@@ -34,8 +35,18 @@ def _recipe_arguments(parser: argparse.ArgumentParser, positional: bool = True) 
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, its errors one line like every other user error (argparse prints the usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"prefopt: error: {' '.join(message.split())} (see `{self.prog} --help`)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="prefopt", description=__doc__)
+    parser = _Parser(prog="prefopt", description=__doc__)
+    parser.add_argument(
+        "--debug", action="store_true", help="on a user error, raise it with its traceback instead of one line"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     helps = {
         "generate": "sample candidates from every generator of the pool",
@@ -73,18 +84,32 @@ def _parser() -> argparse.ArgumentParser:
                 default=1,
                 help="workers sharing the generation (e.g. a Slurm array); the last one merges",
             )
-        if name == "sweep":
-            mode = p.add_mutually_exclusive_group()
-            mode.add_argument("--dry-run", action="store_true", help="list the runs and the stages they share")
-            mode.add_argument(
+        if name in ("run", "sweep"):
+            p.add_argument(
                 "--slurm",
                 action="store_true",
-                help="write a Slurm script (prepare, an array of the runs, collect) instead of running",
+                help="write a Slurm job per stage (resources from the recipe's resources section) and a submit.sh "
+                "chaining them, instead of running; with --dry-run, print them and write nothing",
+            )
+            p.add_argument("--sbatch-args", default="", help="extra sbatch options for --slurm, e.g. '-p gpu'")
+        if name == "run":
+            p.add_argument(
+                "--dry-run",
+                action="store_true",
+                help="run nothing: print each stage's status and the resources of its Slurm job (with --slurm: print "
+                "every script, write nothing)",
+            )
+        if name == "sweep":
+            mode = p.add_mutually_exclusive_group()
+            mode.add_argument(
+                "--dry-run",
+                action="store_true",
+                help="list the runs, the stages they share and the resources of their jobs (with --slurm: print "
+                "every script)",
             )
             mode.add_argument("--run", type=int, metavar="I", help="run only run I (a Slurm array task)")
             mode.add_argument("--prepare", action="store_true", help="only the stages the runs share")
             mode.add_argument("--collect", action="store_true", help="only the table and plot of finished runs")
-            p.add_argument("--sbatch-args", default="", help="extra sbatch options for --slurm, e.g. '-p gpu'")
     plan = sub.add_parser(
         "plan",
         help="each stage's key, output directory and status, running nothing",
@@ -107,15 +132,34 @@ def _parser() -> argparse.ArgumentParser:
         "finished is there, with its size and SHA-256. Exit code 1 on any mismatch.",
     )
     verify.add_argument("run_dir", help="a run's output directory (or one stage output)")
+    doctor = sub.add_parser(
+        "doctor",
+        help="versions, GPUs and the vLLM platform; with a recipe, what it needs that is missing",
+        description="Print the installed stack's versions, the GPUs torch sees and the platform vLLM runs on. "
+        "With RECIPE, list what it needs (vLLM, DeepSpeed, trackers, bitsandbytes, GPUs); exit 1 if any is missing.",
+    )
+    doctor.add_argument("recipe", nargs="?", help="recipe YAML file")
+    _recipe_arguments(doctor, positional=False)
     report = sub.add_parser(
         "report",
-        help="summaries and plots of a stage's output",
-        description="Write summary.md, summary.json and PNG plots of a stage's output.",
+        help="tables and plots of a run, a sweep or a pairs stage, from what is on disk",
+        description="`prefopt report RECIPE.yaml`: a run's tables (with 95% intervals, training metrics per "
+        "judged-gap bucket) and PNG plots, or a sweep's (arms with intervals over problems and seeds, error bars, "
+        "log axes for learning rate and beta), from the finished stages; nothing is trained or evaluated. "
+        "`prefopt report pairs TARGET`: summary.md, summary.json and plots of a pairs stage.",
     )
-    report.add_argument("what", choices=["pairs"], help="which stage's output")
-    report.add_argument("target", help="a recipe YAML file (its pairs stage) or a pairs dataset directory")
+    report.add_argument(
+        "what",
+        help="a recipe YAML file (a sweep if it has a sweep section, else a run), or run, sweep or pairs before it",
+    )
+    report.add_argument(
+        "target", nargs="?", help="with run, sweep or pairs: a recipe YAML file (pairs: or a pairs dataset directory)"
+    )
     _recipe_arguments(report, positional=False)
-    report.add_argument("--output", help="where to write the report (default: <pairs dir>/report)")
+    report.add_argument(
+        "--output",
+        help="where to write (default: pairs: <pairs dir>/report; run: <output_dir>/report; sweep: its sweep dir)",
+    )
     export = sub.add_parser(
         "export",
         help="the pairs or the trained model as files for use elsewhere, with a card",
@@ -163,28 +207,71 @@ def report_pairs(args) -> Path:
 
 
 def report_command(args) -> int:
-    summary = report_pairs(args)
+    """``prefopt report [run|sweep|pairs] TARGET``; a recipe alone is a sweep when it has a sweep section."""
+    if args.target is None:
+        args.what, args.target = None, args.what
+    if args.what not in (None, "run", "sweep", "pairs"):
+        raise ConfigError(f"report {args.what!r}: expected run, sweep, pairs or a recipe YAML file")
+    if args.what is None:
+        if Path(args.target).suffix not in (".yaml", ".yml"):
+            raise ConfigError(f"report {args.target}: expected a recipe YAML file (or: report pairs DIRECTORY)")
+        from prefopt.recipe import read_recipe_data
+
+        args.what = "sweep" if "sweep" in read_recipe_data(args.target, args.set) else "run"
+    if args.what == "pairs":
+        summary = report_pairs(args)
+    elif args.what == "sweep":
+        from prefopt import sweep
+
+        config, runs = sweep.expand(args.target, args.set, args.output_dir)
+        summary = sweep.collect(config, runs, Path(args.output) if args.output else None)
+    else:
+        summary = report_run(args)
     print(summary.read_text())
     print(f"Written: {summary.parent}")
     return 0
+
+
+def report_run(args) -> Path:
+    """``prefopt report run RECIPE``: the run's tables and plots from its finished evaluations (nothing runs)."""
+    from prefopt.pipeline import Pipeline
+
+    recipe = load_recipe(args.target, args.set, check_trainers=False)
+    if args.output_dir:
+        recipe = dataclasses.replace(recipe, output_dir=args.output_dir)
+    pipeline = Pipeline(recipe)
+    accuracies = pipeline.evaluated()
+    if not accuracies:
+        raise FileNotFoundError(f"{args.target}: no finished evaluation for this recipe; run `prefopt eval` first")
+    return pipeline.report(accuracies, Path(args.output) if args.output else Path(recipe.output_dir) / "report", True)
 
 
 def sweep_command(args) -> int:
     from prefopt import sweep
 
     config, runs = sweep.expand(args.recipe, args.set, args.output_dir)
-    if args.dry_run:
-        print(sweep.describe(config, runs))
-        return 0
     if args.slurm:
+        if args.run is not None or args.prepare or args.collect:
+            raise ConfigError("--slurm writes the jobs of the whole sweep: drop --run, --prepare and --collect")
         extra = [f"--set={item}" for item in args.set] + (
             [f"--output-dir={args.output_dir}"] if args.output_dir else []
         )
-        print(f"Written {sweep.slurm_script(args.recipe, config, runs, args.sbatch_args, extra)}; submit it with bash")
+        return _slurm(sweep.slurm_scripts(args.recipe, config, runs, args.sbatch_args, extra), args.dry_run)
+    if args.dry_run:
+        print(sweep.describe(config, runs))
         return 0
+    if args.run is not None and not 0 <= args.run < len(runs):
+        raise ConfigError(f"--run {args.run}: the sweep has runs 0 to {len(runs) - 1}")
+    if not args.collect:  # the files and GPUs of what is about to run, before the first stage starts
+        from prefopt.recipe import preflight
+
+        stages = ("generate", "judge", "pairs", "train", "eval")
+        for run in runs if args.run is None else [runs[args.run]]:
+            try:
+                preflight(run.recipe, ("generate", "judge", "eval") if args.prepare else stages)
+            except ConfigError as err:
+                raise ConfigError(f"{args.recipe}: sweep run {run.index} ({run.label}): {err}") from None
     if args.run is not None:
-        if not 0 <= args.run < len(runs):
-            raise ConfigError(f"--run {args.run}: the sweep has runs 0 to {len(runs) - 1}")
         print(sweep.run_one(config, runs, args.run).read_text())
         return 0
     if args.prepare:
@@ -192,8 +279,40 @@ def sweep_command(args) -> int:
         return 0
     table = sweep.collect(config, runs) if args.collect else sweep.run_all(config, runs)
     print(table.read_text())
-    print(f"Written: {table.parent} (results.md, results.csv, results.json, accuracy.png)")
+    print(f"Written: {table.parent} (results.md, results.csv, results.json, accuracy.png, intervals.png)")
     return 0
+
+
+def _slurm(rendered, dry_run: bool) -> int:
+    """Print the rendered Slurm files (a dry run) or write them and say how to submit."""
+    if dry_run:
+        print(rendered.text())
+        return 0
+    print(f"Written {rendered.directory}: {len(rendered.jobs)} jobs; submit them with: bash {rendered.write()}")
+    return 0
+
+
+def run_slurm_command(args) -> int:
+    """``prefopt run RECIPE --slurm [--dry-run]``: a job per stage of the recipe, chained."""
+    import shlex
+
+    from prefopt.recipe import read_recipe_data
+    from prefopt.slurm import render_run
+
+    data = read_recipe_data(args.recipe, args.set)
+    if args.output_dir:
+        data["output_dir"] = args.output_dir
+    recipe = load_recipe(args.recipe, args.set)
+    if args.output_dir:
+        recipe = dataclasses.replace(recipe, output_dir=args.output_dir)
+    if not args.slurm:  # --dry-run alone: the stages it would run, and what each would take under Slurm
+        from prefopt.slurm import resources_table
+
+        plan_command(argparse.Namespace(**vars(args), input=[], json=False))
+        print("\nResources of each stage's Slurm job (`--slurm`; the recipe's resources section):\n")
+        print(resources_table(recipe), end="")
+        return 0
+    return _slurm(render_run(recipe, data, args.recipe, shlex.split(args.sbatch_args)), args.dry_run)
 
 
 def _inputs(items: list[str]) -> dict[str, str]:
@@ -249,9 +368,19 @@ def stage_command(args) -> int:
     """One stage, or ``run`` (all of them) and ``eval`` (evaluation and the results table)."""
     from prefopt.pipeline import Pipeline
 
+    if args.command == "run" and (args.slurm or args.dry_run):
+        return run_slurm_command(args)
+    if args.command == "generate":
+        if args.num_shards < 1:
+            raise ConfigError(f"--num-shards {args.num_shards}: expected a number of workers >= 1")
+        if not 0 <= args.shard < args.num_shards:
+            raise ConfigError(
+                f"--shard {args.shard}: expected 0 to {args.num_shards - 1} (--num-shards {args.num_shards})"
+            )
     recipe = load_recipe(args.recipe, args.set)
     if args.output_dir:
         recipe = dataclasses.replace(recipe, output_dir=args.output_dir)
+    _preflight(args, recipe)
     if recipe.sweep is not None:
         logger.info(
             "The recipe has a sweep section: `prefopt %s` uses its base values; `prefopt sweep` runs the sweep",
@@ -275,9 +404,29 @@ def stage_command(args) -> int:
     return 0
 
 
+def _preflight(args, recipe) -> None:
+    """The files and GPUs the stages this command runs need, checked before the first one starts."""
+    from prefopt.recipe import preflight
+
+    stages = {"run": ("generate", "judge", "pairs", "train", "eval")}.get(args.command, (args.command,))
+    if args.command == "run" and recipe.training.dataset is not None:
+        stages = ("train", "eval")
+    given = {args.command: args.input} if getattr(args, "input", None) else {}
+    try:
+        preflight(recipe, stages, given)
+    except ConfigError as err:
+        raise ConfigError(f"{args.recipe}: {err}") from None
+
+
 def export_command(args) -> int:
     from prefopt import export
 
+    out = Path(args.output)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):  # before any work: the export writes a directory
+        raise ConfigError(
+            f"--output {out}: exists and is not an empty directory (the export writes a directory: give a new path "
+            "or remove it)"
+        )
     stage = "pairs" if args.what == "pairs" else "train"
     source = export.resolve(args.target, stage, args.set, args.output_dir)
     out = (
@@ -296,17 +445,21 @@ def eval_command(args) -> int:
     """``prefopt eval``: the recipe's models, or with ``--model`` any one model, on the recipe's evaluation sets."""
     if not args.model:
         return stage_command(args)
-    from prefopt.evaluation.report import columns, value
+    from prefopt.evaluation.report import columns, sampled_lines, value
     from prefopt.pipeline import Pipeline
     from prefopt.tables import pct
 
     recipe = load_recipe(args.recipe, args.set)
     if args.output_dir:
         recipe = dataclasses.replace(recipe, output_dir=args.output_dir)
+    _preflight(args, recipe)
     summary = Pipeline(recipe).evaluate_ref(args.model)
     cols = columns({args.model: summary})
     print("| model | " + " | ".join(h for _, h in cols) + " |\n" + "| --- " * (len(cols) + 1) + "|")
     print(f"| {args.model} | " + " | ".join(pct(value(summary, k)) for k, _ in cols) + " |")
+    sampled = sampled_lines({args.model: summary})  # with evaluation.samples > 1: pass@1, pass@k, maj@k
+    if sampled:
+        print("\n".join(sampled))
     return 0
 
 
@@ -323,6 +476,9 @@ def quiet_progress_in_logs() -> None:
             os.environ.setdefault(name, value)
 
 
+DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}  # no space, a file-size limit, a quota
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     quiet_progress_in_logs()
@@ -334,15 +490,33 @@ def main(argv: list[str] | None = None) -> int:
         "verify": verify_command,
         "export": export_command,
         "eval": eval_command,
+        "doctor": lambda args: __import__("prefopt.doctor").doctor.doctor(args.recipe, args.set),  # imports torch
     }.get(args.command, stage_command)
-    from prefopt.processes import Terminated, exit_on_signals
+    from prefopt.processes import ChildFailed, Terminated, exit_on_signals
 
     exit_on_signals()
     try:
         return command(args)
     except (ConfigError, DataError, FileNotFoundError) as err:  # the user's to fix: one line, no traceback
-        print(f"prefopt: error: {err}", file=sys.stderr)
+        if args.debug:
+            raise
+        print(f"prefopt: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
+    except ChildFailed as err:  # the child's own output above says why
+        if args.debug:
+            raise
+        print(f"prefopt: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        # nothing half-written is marked finished (prefopt.cache): once there is space, a rerun resumes
+        where = f"writing {err.filename}: " if err.filename else ""
+        print(
+            f"prefopt: error: {where}{err.strerror} (disk full?); finished work is kept: free space and rerun",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:  # children were stopped on the way out; a rerun resumes
         print("prefopt: interrupted; finished work is kept and a rerun resumes", file=sys.stderr)
         return 130

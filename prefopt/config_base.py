@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import math
 import re
 import types
 import typing
@@ -88,14 +89,17 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
         return value
     if tp is float:
+        number = value
         if isinstance(value, str):  # YAML reads 5e-5 as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        if not math.isfinite(number):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return float(number)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
@@ -117,10 +121,12 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
         raise ConfigError(f"{label}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted((key for key in data if key not in fields), key=str)
     if unknown:
         prefix = f"{where}." if where else ""
-        raise ConfigError(f"{prefix}{unknown[0]}: unknown field; expected one of {sorted(fields)}")
+        raise ConfigError(
+            f"{prefix}{unknown[0]}: unknown field{did_you_mean(unknown[0], fields)}; expected one of {sorted(fields)}"
+        )
     kwargs = {}
     for name, f in fields.items():
         path = f"{where}.{name}" if where else name
@@ -134,9 +140,19 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
         if isinstance(err, ConfigError):
             raise
         name, sep, rest = str(err).partition(": ")
+        if not (sep and name in fields):  # "field must be ...": the message starts with the field's name
+            first = re.match(r"(\w+) (?!and |or )", str(err))
+            if first and first.group(1) in fields:
+                name, sep, rest = first.group(1), " ", str(err)
         if sep and name in fields:  # "field: what is wrong" names the field itself
             raise ConfigError(f"{where}.{name}: {rest}" if where else f"{name}: {rest}") from None
-        raise ConfigError(f"{label}: {err}") from None
+        raise ConfigError(f"{where}: {err}" if where else str(err)) from None
+
+
+def did_you_mean(name: Any, options: Any) -> str:
+    """`` (did you mean 'x'?)`` for the option closest to a misspelt ``name``, or ''."""
+    close = difflib.get_close_matches(str(name), [str(o) for o in options], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def validate_trl_fields(trl: dict[str, Any], field_types: dict[str, Any], owner: str, where: str) -> dict[str, Any]:

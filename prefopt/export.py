@@ -32,7 +32,7 @@ from prefopt.cache import MANIFEST, is_complete
 from prefopt.errors import ConfigError, DataError
 from prefopt.layout import FINAL_MODEL_DIR
 from prefopt.recipe import Recipe, load_recipe
-from prefopt.schemas import TRAIN_PAIRS, TRAIN_UNPAIRED, load_stage_dataset, require_columns
+from prefopt.schemas import TRAIN_PAIRS, TRAIN_UNPAIRED, load_stage_dataset, prompt_conversation, require_columns
 from prefopt.tables import num, pct
 
 logger = logging.getLogger(__name__)
@@ -113,23 +113,26 @@ def push_to_hub(folder: Path, repo_id: str, repo_type: str) -> str:
 # -- pairs --------------------------------------------------------------------------------------------------
 def to_trl_format(data: Dataset, source: str) -> tuple[Dataset, bool]:
     """Pairs (or KTO examples) in TRL's preference (unpaired) format, every other column kept; and whether the
-    rows are conversational (they are when a ``system`` column holds a message)."""
+    rows are conversational (they are when a ``system`` column holds a message, or a ``prompt_messages`` column a
+    conversation of more than the user's turn: then the prompt is that conversation)."""
     unpaired = "label" in data.column_names and "chosen" not in data.column_names
     answers = ["completion"] if unpaired else ["chosen", "rejected"]
     require_columns(data, TRAIN_UNPAIRED if unpaired else TRAIN_PAIRS, source, "exported pairs")
-    if "system" not in data.column_names:
+    context = [c for c in ("system", "prompt_messages") if c in data.column_names]
+    if not context:
         return data, False
-    if not any(data["system"]):
-        return data.remove_columns("system"), False
-    from prefopt.generation.engines import messages
+    systems = "system" in context and any(data["system"])
+    chats = "prompt_messages" in context and any(m is not None and len(m) > 1 for m in data["prompt_messages"])
+    if not systems and not chats:
+        return data.remove_columns(context), False
 
     def convert(row: dict) -> dict:
         return {
-            "prompt": messages(row["prompt"], row["system"]),
+            "prompt": prompt_conversation(row["prompt"], row.get("prompt_messages"), row.get("system")),
             **{a: [{"role": "assistant", "content": row[a]}] for a in answers},
         }
 
-    return data.map(convert, remove_columns=["system"], desc="conversational"), True
+    return data.map(convert, remove_columns=context, desc="conversational"), True
 
 
 def text_histogram(values: pd.Series, bins: int = 10) -> list[str]:

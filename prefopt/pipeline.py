@@ -34,7 +34,10 @@ from prefopt.cache import (
     output_problems,
 )
 from prefopt.errors import ConfigError
+from prefopt.generation.config import GenerationConfig, GeneratorConfig
+from prefopt.hub import looks_like_hub_id, resolve_revision
 from prefopt.layout import FINAL_MODEL_DIR, stage_dir
+from prefopt.processes import ChildFailed
 from prefopt.recipe import Recipe
 from prefopt.user_data import DatasetSpec, source_key
 
@@ -42,9 +45,9 @@ logger = logging.getLogger(__name__)
 
 WORLD_PREFIX = "world:"
 # Bump a stage's number when what it writes changes for the same config: its cached outputs are then redone.
-FORMAT_VERSIONS = {"generate": 1, "judge": 2, "pairs": 2, "proxy": 2, "train": 2, "eval": 2}
+FORMAT_VERSIONS = {"generate": 2, "judge": 2, "pairs": 2, "proxy": 2, "train": 2, "eval": 2}
 # 2: strict judge parsing and math-verify; exact fraction counts and seeded ties; bounded, step-normalised gap
-# weights and one fp32 log-prob path.
+# weights and one fp32 log-prob path. generate 2: candidates keep the conversation (prompt_messages).
 
 
 @dataclass(frozen=True)
@@ -81,12 +84,15 @@ class Pipeline:
 
     # -- models ---------------------------------------------------------------------------------------------
     def model_key(self, ref: str) -> str:
-        """A tiny-world model's spec, a local model's content (every file), or a hub id / served name as given."""
+        """A tiny-world model's spec, a local model's content (every file), a hub id with the commit it resolves to
+        (:mod:`prefopt.hub`), or a served model's name as given."""
         if ref.startswith(WORLD_PREFIX):
             return self.recipe.world.models[ref[len(WORLD_PREFIX) :]].cache_key()
         if Path(ref).exists():
             return content_hash("local", cached_fingerprint(ref, self.cache_dir))
-        return content_hash("id", ref)  # a hub id, or the name a server serves
+        if looks_like_hub_id(ref):
+            return content_hash("id", ref, self._once(("hub", ref), lambda: resolve_revision(ref)))
+        return content_hash("id", ref)  # the name a server serves
 
     def input_key(self, given: str | Path) -> str:
         """The identity of data given by hand (``--input``): its content, wherever it lies."""
@@ -120,11 +126,12 @@ class Pipeline:
     def generate_key(self) -> str:
         g = self.recipe.generation
         models = {gen.name: self.model_key(gen.model) for gen in g.generators}
+        spec = g.prompts.dataset_spec() if g.prompts.source == "file" else None
         source = (
             (self.recipe.world.in_domain, self.recipe.world.out_of_domain)
-            if g.prompts.source == "tiny_world"
-            else self.fingerprint(g.prompts.path)
-        )  # an edited prompt file is new input
+            if spec is None
+            else self._once(("dataset", repr(spec)), lambda: source_key(spec))
+        )  # an edited prompt file is new input; a Hub dataset: its id, config, split and revision
         return self._key("generate", g, models, source)
 
     def _upstream(self, stage: str, default: Callable[[], str]) -> str:
@@ -427,13 +434,28 @@ class Pipeline:
             results[after] = self.evaluate_model(after, str(trained / FINAL_MODEL_DIR), self.train_key(), trained=True)
         return results
 
-    def report(self, accuracies: dict[str, dict], report_dir: Path | None = None) -> Path:
-        """results.md / results.json in ``report_dir`` (default: the output directory)."""
-        from prefopt.evaluation.report import write_report
+    def report(self, accuracies: dict[str, dict], report_dir: Path | None = None, figures: bool = False) -> Path:
+        """results.md / results.json in ``report_dir`` (default: the output directory), with intervals from the
+        eval stages' per-problem scores and the trainer's per-gap-bucket metrics; ``figures``: PNG plots too."""
+        from prefopt.evaluation.report import load_scores, write_report
 
         pairs_dir = self.stage_dir("pairs", self.pairs_key())
         stats = json.loads((pairs_dir / "stats.json").read_text()) if is_complete(pairs_dir) else None
-        return write_report(report_dir or self.root, self.recipe, accuracies, stats, self.model_labels())
+        scores = {label: load_scores(path) for label, path in self.eval_dirs().items() if label in accuracies}
+        state = self.stage_dir("train", self.train_key()) / "trainer_state.json"
+        history = json.loads(state.read_text()).get("log_history", []) if state.is_file() else None
+        return write_report(
+            report_dir or self.root, self.recipe, accuracies, stats, self.model_labels(), scores, history, figures
+        )
+
+    def evaluated(self) -> dict[str, dict]:
+        """The summaries of every finished evaluation of this run's models, running nothing."""
+        return {label: json.loads((path / "summary.json").read_text()) for label, path in self.eval_dirs().items()}
+
+    def eval_dirs(self) -> dict[str, Path]:
+        """Label -> output directory of every finished evaluation of this run's models."""
+        dirs = {label: self.stage_dir("eval", key) for label, key in self.eval_keys().items()}
+        return {label: path for label, path in dirs.items() if is_complete(path)}
 
     def run(self, report_dir: Path | None = None) -> Path:
         """Every stage in order; with ``training.dataset`` set, training on it (no generate, judge or pairs)."""
@@ -457,51 +479,108 @@ def stage_status(path: Path) -> dict:
 
 
 def _generate_worker(
-    recipe: Recipe, cache_dir: Path, output: Path, shard: int, num_shards: int, devices: str | None
+    recipe: Recipe,
+    cache_dir: Path,
+    output: Path,
+    shard: int,
+    num_shards: int,
+    devices: str | None,
+    generators: tuple[str, ...],
 ) -> None:
     if devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = devices  # before anything initialises CUDA in this process
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s prefopt[{shard}] %(levelname)s %(message)s")
-    Pipeline(recipe, cache_dir).generate(output, shard, num_shards)
+    from prefopt.generation.generate import load_prompts, run_generation
+
+    g = recipe.generation
+    pipeline = Pipeline(recipe, cache_dir)
+    run_generation(g, load_prompts(g.prompts, recipe.world), pipeline.model_path, output, shard, num_shards, generators)
+
+
+def replica_gpus(g: GenerationConfig, gen: GeneratorConfig) -> int:
+    """GPUs one data-parallel replica of ``gen`` takes: its ``tensor_parallel_size`` x ``pipeline_parallel_size``
+    (its engine_options merged over generation's); 0 for an engine that loads no weights (a server)."""
+    from prefopt.generation.registry import ENGINES
+
+    if not ENGINES.get(g.engine).runs_local_weights:
+        return 0
+    options = {**g.engine_options, **gen.engine_options}
+    return int(options.get("tensor_parallel_size", 1)) * int(options.get("pipeline_parallel_size", 1))
+
+
+@dataclass(frozen=True)
+class ParallelPhase:
+    """Generators run together as ``data_parallel_size`` workers, each on its own GPUs."""
+
+    generators: tuple[str, ...]
+    devices: tuple[str | None, ...]  # each worker's CUDA_VISIBLE_DEVICES; None: no GPU assigned
+
+
+def parallel_layout(g: GenerationConfig, gpus: list[str]) -> list[ParallelPhase]:
+    """The data-parallel phases of generation on ``gpus`` (the visible GPUs' ids): generators grouped by the GPUs
+    a replica takes (:func:`replica_gpus`), in pool order, each group as ``data_parallel_size`` workers on
+    disjoint slices of that many GPUs. Without GPUs, one phase of every generator. A group that does not fit is a
+    one-line ConfigError."""
+    workers = g.data_parallel_size
+    if not gpus:
+        return [ParallelPhase(tuple(gen.name for gen in g.generators), (None,) * workers)]
+    groups: dict[int, list[str]] = {}
+    for gen in g.generators:
+        groups.setdefault(replica_gpus(g, gen), []).append(gen.name)
+    phases = []
+    for per_replica, names in groups.items():
+        if workers * per_replica > len(gpus):
+            raise ConfigError(
+                f"generation.generators {names}: data_parallel_size {workers} x {per_replica} GPUs per replica "
+                f"(tensor_parallel_size x pipeline_parallel_size) needs {workers * per_replica} GPUs; "
+                f"{len(gpus)} are visible"
+            )
+        if per_replica == 0:
+            devices: tuple[str | None, ...] = (None,) * workers
+        else:
+            devices = tuple(",".join(gpus[i * per_replica : (i + 1) * per_replica]) for i in range(workers))
+        phases.append(ParallelPhase(tuple(names), devices))
+    return phases
 
 
 def run_data_parallel(recipe: Recipe, cache_dir: Path, output: Path) -> None:
-    """One generation worker per ``tensor_parallel_size`` GPUs (or per process on CPU), in parallel."""
+    """``data_parallel_size`` generation workers at a time, in parallel, each with its own engine and GPUs: one
+    phase per group of generators that take the same number of GPUs per replica (:func:`parallel_layout`). Every
+    sample's seed follows its prompt and sample index, so the candidates equal a single process's."""
     g = recipe.generation
     workers = g.data_parallel_size
-    tp = int(g.engine_options.get("tensor_parallel_size", 1))
-    slices: list[str | None] = [None] * workers
     import torch
 
+    gpus: list[str] = []
     if torch.cuda.is_available():
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         gpus = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
-        if len(gpus) < workers * tp:
-            raise ConfigError(
-                f"generation.data_parallel_size {workers} x tensor_parallel_size {tp} needs "
-                f"{workers * tp} GPUs; {len(gpus)} are visible"
-            )
-        slices = [",".join(gpus[i * tp : (i + 1) * tp]) for i in range(workers)]
+    phases = parallel_layout(g, gpus)  # every phase checked before any worker starts
     context = multiprocessing.get_context("spawn")
-    processes = [
-        context.Process(target=_generate_worker, args=(recipe, cache_dir, output, i, workers, slices[i]))
-        for i in range(workers)
-    ]
-    logger.info("Starting %d generation workers%s", workers, f" on GPUs {slices}" if slices[0] is not None else "")
-    try:
-        for p in processes:
-            p.start()
-        for p in processes:
-            p.join()
-    except BaseException:  # interrupted or terminated: no worker outlives prefopt (finished shards are kept)
-        for p in processes:
-            if p.is_alive():
-                p.terminate()
-        for p in processes:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
-        raise
-    failed = [i for i, p in enumerate(processes) if p.exitcode != 0]
-    if failed:
-        raise RuntimeError(f"generation workers {failed} failed; rerun to resume (finished shards are kept)")
+    for phase in phases:
+        processes = [
+            context.Process(
+                target=_generate_worker,
+                args=(recipe, cache_dir, output, i, workers, phase.devices[i], phase.generators),
+            )
+            for i in range(workers)
+        ]
+        on = f" on GPUs {list(phase.devices)}" if phase.devices[0] is not None else ""
+        logger.info("Starting %d generation workers for %s%s", workers, list(phase.generators), on)
+        try:
+            for p in processes:
+                p.start()
+            for p in processes:
+                p.join()
+        except BaseException:  # interrupted or terminated: no worker outlives prefopt (finished shards are kept)
+            for p in processes:
+                if p.is_alive():
+                    p.terminate()
+            for p in processes:
+                p.join(timeout=30)
+                if p.is_alive():
+                    p.kill()
+            raise
+        failed = [i for i, p in enumerate(processes) if p.exitcode != 0]
+        if failed:
+            raise ChildFailed(f"generation workers {failed} failed; rerun to resume (finished shards are kept)")

@@ -202,4 +202,96 @@ def plot_sweep(rows: list[dict], xlabel: str, path: Path, title: str = "Sweep") 
         ax.set_xlabel(xlabel)
         if not numeric:
             ax.set_xticks(range(len(ticks)), [str(t) for t in ticks], rotation=20, fontsize=7)
+    if log_x(xlabel, ticks):
+        for ax in axes[:2]:
+            ax.set_xscale("log")
+    return _save(fig, title, path)
+
+
+LOG_AXES = ("learning_rate", "beta")  # swept fields plotted on a log x axis
+
+
+def log_x(xlabel: str, xs: list) -> bool:
+    """A log x axis for a learning rate or a beta whose values are all positive numbers."""
+    numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
+    return numeric and all(x > 0 for x in xs) and xlabel.split(".")[-1] in LOG_AXES
+
+
+def plot_arms(arms: list[dict], xlabel: str, path: Path, title: str, baseline: str | None = None) -> Path:
+    """One panel per evaluation set and metric: each arm's mean after training with its 95% interval as error bars
+    (over problems and seeds), a line per series; the baseline arm's mean dashed. Log x for learning rate and beta."""
+    panels = [(name, metric) for name, metrics in arms[0]["sets"].items() for metric in metrics]
+    xs = [a["x"] for a in arms]
+    numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
+    ticks = list(dict.fromkeys(xs))
+    position = {x: (x if numeric else i) for i, x in enumerate(ticks)}
+    series = list(dict.fromkeys(a["series"] for a in arms))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    for ax, (name, metric) in zip(axes[0], panels):
+        for k, line in enumerate(series):
+            members = sorted((a for a in arms if a["series"] == line), key=lambda a: position[a["x"]])
+            cells = [a["sets"].get(name, {}).get(metric) for a in members]
+            kept = [(a, c) for a, c in zip(members, cells) if c is not None]
+            if not kept:
+                continue
+            mean = np.array([100 * c["mean"] for _, c in kept])
+            err = np.array([[100 * (c["mean"] - c["low"]), 100 * (c["high"] - c["mean"])] for _, c in kept]).T
+            ax.errorbar(
+                [position[a["x"]] for a, _ in kept], mean, yerr=err, fmt="o-", capsize=3, color=f"C{k}", label=line
+            )
+        base = next((a for a in arms if a["arm"] == baseline), None)
+        if base is not None and base["sets"].get(name, {}).get(metric):
+            ax.axhline(100 * base["sets"][name][metric]["mean"], color="gray", linestyle="--", label=f"{baseline}")
+        ax.set_title(f"{name}: {metric}")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_xlabel(xlabel)
+        if log_x(xlabel, ticks):
+            ax.set_xscale("log")
+        elif not numeric:
+            ax.set_xticks(range(len(ticks)), [str(t) for t in ticks], rotation=20, fontsize=7)
+        ax.legend(fontsize=7)
+    return _save(fig, title, path)
+
+
+def plot_models(intervals: dict, path: Path, title: str) -> Path:
+    """One panel per evaluation set and metric: each model's mean with its 95% interval as an error bar."""
+    models = intervals["models"]
+    panels = [(name, metric) for name, metrics in next(iter(models.values())).items() for metric in metrics]
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(4.5, 1.1 * len(models) + 2) * len(panels), 4), squeeze=False)
+    for ax, (name, metric) in zip(axes[0], panels):
+        cells = [models[label].get(name, {}).get(metric) for label in models]
+        x = np.arange(len(models))
+        mean = np.array([np.nan if c is None else 100 * c["mean"] for c in cells])
+        err = np.array(
+            [[0, 0] if c is None else [100 * (c["mean"] - c["low"]), 100 * (c["high"] - c["mean"])] for c in cells]
+        ).T
+        ax.bar(x, mean, yerr=err, capsize=4, color=[f"C{i}" for i in range(len(models))], alpha=0.8)
+        ax.set_xticks(x, list(models), rotation=20, fontsize=7)
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(f"{name}: {metric}")
+    return _save(fig, title, path)
+
+
+def plot_gap_buckets(log_history: list[dict], path: Path, title: str = "Training by judged-gap bucket") -> Path:
+    """Reward accuracy and reward margin per judged-gap bucket against the optimizer step, from the trainer's log."""
+    prefixes = ("rewards/accuracies_gap", "rewards/margins_gap")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, prefix, ylabel in zip(axes, prefixes, ("reward accuracy", "reward margin")):
+        buckets = list(dict.fromkeys(k for entry in log_history for k in entry if k.startswith(prefix)))
+        for k, key in enumerate(buckets):
+            points = [(e["step"], e[key]) for e in log_history if key in e and "step" in e]
+            ax.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                "o-",
+                markersize=3,
+                color=f"C{k}",
+                label=key[len(prefix) - 3 :],
+            )
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(ylabel)
+        if buckets:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no gap buckets logged", ha="center", va="center", transform=ax.transAxes)
     return _save(fig, title, path)

@@ -6,17 +6,31 @@
 wait (an exception, an interrupt) terminates the group, then kills it after a grace period. :func:`exit_on_signals`
 makes SIGTERM end prefopt like Ctrl-C does, so the clean-up above runs and the exit code is 128 + signal (130 for
 SIGINT, 143 for SIGTERM).
+
+A SIGKILL of prefopt runs no clean-up, so on Linux the group's leader is a small supervisor
+(``python -m prefopt.processes COMMAND...``) that the kernel signals when prefopt dies (``PR_SET_PDEATHSIG``): it
+then stops the whole group as above. A rerun can therefore never train into a directory that an orphaned rank is
+still writing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterator, Sequence
 
 GRACE_S = 10.0  # how long a child group gets between SIGTERM and SIGKILL
+PR_SET_PDEATHSIG = 1  # prctl option: the signal this process gets when its parent dies
+
+
+class ChildFailed(RuntimeError):
+    """A command prefopt ran (training ranks, scoring ranks, generation workers) exited with an error; its own output
+    above says why. The CLI prints this in one line (exit code 1): finished work is kept and a rerun resumes."""
 
 
 class Terminated(BaseException):
@@ -58,7 +72,10 @@ def forwarding(process: subprocess.Popen) -> Iterator[None]:
 
 def run_child(command: Sequence[str], **popen_kwargs) -> int:
     """Run ``command`` in its own process group and return its exit code; if prefopt is interrupted or fails while
-    waiting, the whole group is stopped before the exception goes on."""
+    waiting, the whole group is stopped before the exception goes on, and if prefopt is killed, its supervisor stops
+    the group (Linux)."""
+    if sys.platform.startswith("linux"):
+        command = [sys.executable, "-m", "prefopt.processes", str(os.getpid()), *command]
     process = subprocess.Popen(list(command), start_new_session=True, **popen_kwargs)
     try:
         with forwarding(process):
@@ -75,3 +92,47 @@ def exit_on_signals() -> None:
         raise Terminated()
 
     signal.signal(signal.SIGTERM, terminate)
+
+
+def _stop_own_group() -> None:
+    """SIGTERM every other member of this process group, then SIGKILL the group (this process included)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(0, signal.SIGTERM)
+    deadline = time.monotonic() + GRACE_S
+    while time.monotonic() < deadline and _group_has_others():
+        time.sleep(0.1)
+    os.killpg(0, signal.SIGKILL)
+
+
+def _group_has_others() -> bool:
+    group = os.getpgid(0)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            with contextlib.suppress(OSError):
+                if os.getpgid(int(entry)) == group:
+                    return True
+    return False
+
+
+def supervise(parent: int, command: Sequence[str]) -> int:
+    """Run ``command`` in this process group; when ``parent`` (prefopt) dies, however it died, stop the whole
+    group. Signals prefopt forwards reach every member of the group directly, so here they only wake the wait."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # prefopt died before prctl took effect
+        return 143
+    child = subprocess.Popen(list(command))
+
+    def on_signal(signum, _frame):
+        if os.getppid() != parent:  # the kernel's death signal: prefopt is gone
+            _stop_own_group()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    code = child.wait()
+    return code if code >= 0 else 128 - code
+
+
+if __name__ == "__main__":
+    sys.exit(supervise(int(sys.argv[1]), sys.argv[2:]))

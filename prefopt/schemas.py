@@ -26,7 +26,7 @@ DATA_DIR = "data"
 CANDIDATES = {
     "candidate_id": "unique id '<prompt_id>/<generator>/<sample_index>'",
     "prompt_id": "id of the prompt, shared by all its candidates",
-    "prompt": "the user message the generator answered",
+    "prompt": "the user message the generator answered (a conversation's last turn)",
     "reference": "gold answer if known, else null",
     "generator": "name of the generator that wrote the completion",
     "model": "model path or id of that generator",
@@ -36,8 +36,12 @@ CANDIDATES = {
     "sampling": "struct: temperature, top_p, max_new_tokens, seed",
 }
 
-# Written by the generate stage, null unless a generator sets `logprobs: true`.
+# Written by the generate stage (not required of candidates made elsewhere: without prompt_messages the conversation
+# is the prompt alone, as the user's turn); the log-probabilities are null unless a generator sets `logprobs: true`.
 CANDIDATES_OPTIONAL = {
+    "prompt_messages": "the whole conversation the generator answered, as a list of {role, content} messages: "
+    "the system turn (the row's own or generation.prompts.system_prompt), earlier turns, and the last user turn, "
+    "whose text is prompt",
     "token_logprobs": "log-probability of each generated token under the generator (end-of-sequence included)",
     "cumulative_logprob": "their sum: log p(completion | prompt)",
 }
@@ -85,6 +89,7 @@ PAIRS_OPTIONAL = {
     "external_margin": "margin_bayes: the external (judged) margin it calibrated",
     "implicit_margin": "margin_bayes: the proxy's implicit margin h = chosen log-ratio - rejected log-ratio",
     "fused_score": "margin_bayes: the fused score the pairs were ranked by",
+    "prompt_messages": "the conversation (as in candidates), where the judgments have it; training's prompt",
     "system": "reward_augmented (placement system): the conditioning system message",
     "condition_score": "reward_augmented: the score stated in the conditioning text",
 }
@@ -103,6 +108,11 @@ UNPAIRED = {
     "strategy": "the rule that labelled it",
 }
 
+# Columns KTO examples carry where the judgments have them (not required).
+UNPAIRED_OPTIONAL = {
+    "prompt_messages": "the conversation (as in candidates), where the judgments have it; training's prompt",
+}
+
 # What training reads: TRL's preference format (prompt optional: without it the prompt is the shared start of
 # chosen and rejected) or TRL's unpaired format, each as text or as lists of {role, content} messages; plus the
 # loss's gap column where it uses one, and a 'system' column for text prompts (see check_training_data).
@@ -118,6 +128,8 @@ TRAIN_UNPAIRED = {
 }
 TRAIN_OPTIONAL = {
     "system": "text prompts: a system message before the user's (null: none)",
+    "prompt_messages": "text prompts: the whole conversation before the reply (a list of messages whose last, "
+    "user turn is prompt), trained in place of prompt (null: the prompt alone)",
     "margin": "pairs: the judged gap the loss uses (training.gap_column names another column)",
     "score": "KTO examples: the judged score, for score_weighting (pairs given unpaired: chosen_score, rejected_score)",
 }
@@ -271,6 +283,31 @@ def _roles(messages: list[dict]) -> list[str]:
     return [m["role"] for m in messages]
 
 
+def prompt_problem(value) -> str | None:
+    """What is wrong with one prompt (None: nothing): text, or a list of messages of optional system turns, then user
+    and assistant turns taking turns, ending with the user's."""
+    problem = _value_problem(value, "prompt", False)
+    if problem is None and isinstance(value, list):
+        problem = _prompt_problem(_roles(value))
+    return problem
+
+
+def prompt_conversation(
+    prompt: str, prompt_messages: list[dict] | None = None, system: str | None = None
+) -> list[dict]:
+    """The conversation a reply answers: ``prompt_messages`` where given (role and content only), else ``prompt`` as
+    the user's turn; a ``system`` text (a pairs' system column) goes first: as the system turn, or, where the
+    conversation has its own, before that turn's text (a blank line between)."""
+    if prompt_messages is None:
+        return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    conversation = [{"role": m["role"], "content": m["content"]} for m in prompt_messages]
+    if system and conversation[0]["role"] == "system":
+        conversation[0]["content"] = f"{system}\n\n{conversation[0]['content']}"
+    elif system:
+        conversation.insert(0, {"role": "system", "content": system})
+    return conversation
+
+
 def split_implicit_prompt(row: dict) -> dict:
     """``row`` split into prompt, chosen and rejected by TRL's own extract_prompt, as its trainers will."""
     from trl.data_utils import extract_prompt
@@ -352,11 +389,11 @@ def check_training_data(
     replies = ("chosen", "rejected") if paired else ("completion",)
     implicit = "prompt" not in data.column_names
     texts = replies if implicit else ("prompt", *replies)
-    checked = [*texts, *(c for c in ("system", "label") if c in data.column_names)]
+    checked = [*texts, *(c for c in ("system", "prompt_messages", "label") if c in data.column_names)]
     numbers = [c for c in numeric or [] if c in flat.column_names]
     mixed = getattr(datasets, "Json", ())  # datasets >= 5 reads a JSON column of mixed types as Json, lossily
     for column in [*checked, *numbers]:
-        if isinstance(flat.features[column], mixed):
+        if isinstance((data if column in checked else flat).features[column], mixed):
             raise DataError(
                 f"{source}: column {column}: values of different types in different rows (expected "
                 f"{'a number' if column in numbers else 'true or false' if column == 'label' else 'text'} "
@@ -391,6 +428,18 @@ def check_training_data(
                 )
             if not isinstance(row["system"], str):
                 fail("system", f"type {type(row['system']).__name__} (expected text or null)")
+        if row.get("prompt_messages") is not None:
+            if conversational or implicit:
+                fail("prompt_messages", "a prompt_messages column goes with text prompts (a prompt column of text)")
+            problem = prompt_problem(row["prompt_messages"])
+            if problem:
+                fail("prompt_messages", problem)
+            if row["prompt_messages"][-1]["content"] != row["prompt"]:
+                fail(
+                    "prompt_messages",
+                    "its last turn is not the text of the prompt column (expected the conversation "
+                    "that ends with the prompt)",
+                )
         if "label" in row and not isinstance(row["label"], bool):
             fail("label", f"{row['label']!r} (expected true or false)")
         for column in numbers:

@@ -69,10 +69,13 @@ class DatasetSpec:
 
 
 def source_key(spec: DatasetSpec) -> str:
-    """The identity of the data: a local file's or directory's content; for a Hub id, the id, config, split and
-    revision (its content is not read to make a key)."""
+    """The identity of the data: a local file's or directory's content; for a Hub id, the id, config, split, revision
+    and the commit the revision resolves to (:mod:`prefopt.hub`; its content is not read to make a key)."""
     if not spec.is_local:
-        return content_hash("hub", spec.path, spec.config, spec.split, spec.revision)
+        from prefopt.hub import resolve_revision
+
+        commit = resolve_revision(spec.path, spec.revision, "dataset")
+        return content_hash("hub", spec.path, spec.config, spec.split, spec.revision, commit)
     fingerprint = file_fingerprint(Path(spec.path).expanduser())
     if not fingerprint:
         raise DataError(f"{spec.path}: no data here (the file or directory is missing or empty)")
@@ -122,8 +125,54 @@ def _load(spec: DatasetSpec, text_columns: list[str]) -> Dataset:
     except DataError:
         raise
     except Exception as err:  # datasets raises many kinds for unreadable files, unknown splits, Hub failures
+        problem = file_problem(path) if path.is_file() else None
+        if problem:
+            raise DataError(f"{spec.path}: {problem}") from None
         kind = "the Hub dataset" if not spec.is_local else "this"
         raise DataError(f"{spec.path}: could not read {kind} (split {spec.split!r}): {_one_line(err)}") from None
+
+
+def file_problem(path: Path) -> str | None:
+    """Where a JSON Lines, JSON or CSV file that datasets could not read goes wrong: its first bad line (counted from
+    1), or that it holds no rows; None when no such place is found."""
+    import csv
+    import json
+
+    if path.suffix not in (".jsonl", ".json", ".csv"):
+        return None
+    if path.stat().st_size == 0:
+        return "the file is empty (no rows)"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        return f"not UTF-8 text (byte {err.start})"
+    if path.suffix == ".jsonl":
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                return f"line {number}: not valid JSON ({err.msg} at column {err.colno})"
+            if not isinstance(row, dict):
+                return f"line {number}: expected a JSON object (one row), got {type(row).__name__}"
+        return None if text.strip() else "the file holds no rows"
+    if path.suffix == ".json":
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as err:
+            return f"line {err.lineno}, column {err.colno}: not valid JSON ({err.msg})"
+        if not isinstance(rows, (list, dict)) or not rows:
+            return f"expected a list of rows (JSON objects) or an object of columns, got {json.dumps(rows)[:40]}"
+        return None
+    if path.suffix == ".csv":
+        lines = list(csv.reader(text.splitlines()))
+        if len(lines) < 2:
+            return "no rows (only a header line)" if lines else "the file holds no rows"
+        for number, line in enumerate(lines[1:], 2):
+            if line and len(line) != len(lines[0]):
+                return f"line {number}: {len(line)} fields, the header has {len(lines[0])}"
+    return None
 
 
 def load_user_dataset(spec: DatasetSpec, text_columns: tuple[str, ...] = ()) -> Dataset:

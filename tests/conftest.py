@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+# Tests never reach the Hub (CI has no network beyond the package index): set before huggingface_hub is imported.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from prefopt.recipe import load_recipe
+import pytest  # noqa: E402
+
+from prefopt.recipe import load_recipe  # noqa: E402
 
 TESTS = Path(__file__).parent
 CI_RECIPE = TESTS / "recipes" / "ci.yaml"

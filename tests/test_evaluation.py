@@ -140,3 +140,226 @@ def test_the_trained_system_prompt_reaches_only_the_trained_policy(run_dir):
     from datasets import load_from_disk
 
     assert len(load_from_disk(str(after / "data"))) == 32  # every problem answered under the conditioning
+
+
+def test_sampled_evaluation_scores_pass_at_k_and_maj_at_k_from_its_samples(tiny_models):
+    import numpy as np
+
+    from prefopt.evaluation.metrics import maj_at_k, pass_at_k
+    from prefopt.generation.engines import make_engine
+
+    world = WorldConfig()
+    greedy = EvaluationConfig(num_problems=4, max_new_tokens=32)
+    sampled = EvaluationConfig(num_problems=4, max_new_tokens=32, samples=4, temperature=1.5, k=[1, 2, 4])
+    engine = make_engine("transformers", tiny_models["weak"])
+    try:
+        plain, plain_summary = evaluate_model(tiny_models["weak"], world, greedy, engine=engine)
+        predictions, summary = evaluate_model(tiny_models["weak"], world, sampled, engine=engine)
+    finally:
+        engine.close()
+    frame = predictions.to_pandas()
+    # The greedy columns and accuracy are what a greedy-only evaluation gives.
+    assert frame["completion"].tolist() == plain.to_pandas()["completion"].tolist()
+    assert set(plain.column_names) == {"set", "domain", "problem", "answer", "completion", "correct"}
+    assert {k: v["accuracy"] for k, v in summary.items()} == {k: v["accuracy"] for k, v in plain_summary.items()}
+    assert all(len(s) == 4 for s in frame["samples"]) and len({t for s in frame["samples"] for t in s}) > len(frame)
+    for name, group in frame.groupby("set"):
+        hits = np.array([list(c) for c in group["sample_correct"]], dtype=bool)
+        assert summary[name]["pass@1"] == pytest.approx(hits.mean())
+        assert summary[name]["pass@2"] == pytest.approx(pass_at_k(4, hits.sum(1), 2).mean())
+        assert summary[name]["pass@4"] == pytest.approx(hits.any(1).mean())
+        assert summary[name]["maj@4"] == pytest.approx(maj_at_k(list(group["sample_answers"]), hits, 4).mean())
+        for completions, answers in zip(group["samples"], group["sample_answers"]):
+            assert [a is not None and c.strip().endswith(f". ={a}") for c, a in zip(completions, answers)] == [
+                a is not None for a in answers
+            ]
+    assert summary["in_domain"]["pass@1"] <= summary["in_domain"]["pass@2"] <= summary["in_domain"]["pass@4"]
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"samples": 0}, "samples must be >= 1"),
+        ({"samples": 4, "temperature": 0.0}, "temperature must be > 0"),
+        ({"samples": 4, "k": [2, 8]}, "k must be between 1 and samples (4), got [8]"),
+        ({"k": [1]}, "needs samples > 1"),
+        ({"top_p": 0.0}, "top_p must be in (0, 1]"),
+    ],
+)
+def test_sampled_evaluation_settings_are_checked(fields, message):
+    with pytest.raises(ValueError) as err:
+        EvaluationConfig(**fields)
+    assert message in str(err.value)
+    assert EvaluationConfig(samples=8).ks == [8] and EvaluationConfig(samples=8, k=[4, 1, 4]).ks == [1, 4]
+
+
+def test_results_tables_with_samples_and_intervals():
+    import numpy as np
+
+    from prefopt.evaluation.report import interval_table
+
+    def summary(acc, p1):
+        return {
+            "in_domain": {
+                "accuracy": acc,
+                "n": 4,
+                "domain": "in_domain",
+                "samples": 4,
+                "pass@1": p1,
+                "pass@4": 1.0,
+                "maj@4": acc,
+            }
+        }
+
+    accuracies = {"policy (before DPO)": summary(0.25, 0.3125), "policy (after DPO)": summary(0.75, 0.5)}
+    before = {"in_domain": {"greedy": np.array([1.0, 0, 0, 0]), "pass@1": np.array([0.5, 0.25, 0.25, 0.25])}}
+    after = {"in_domain": {"greedy": np.array([1.0, 1, 1, 0]), "pass@1": np.array([0.75, 0.5, 0.5, 0.25])}}
+    intervals = interval_table({"policy (before DPO)": before, "policy (after DPO)": after}, tuple(accuracies))
+    table = results_markdown("r", [], accuracies, None, tuple(accuracies), intervals)
+    assert "| policy (after DPO) | 75.0% |" in table  # the greedy table as it was
+    assert "| model | in_domain pass@1 | in_domain pass@4 | in_domain maj@4 |" in table
+    assert "| policy (after DPO) | 50.0% | 100.0% | 75.0% |" in table
+    gain = intervals["gain"]["in_domain"]["pass@1"]
+    assert gain["mean"] == pytest.approx(0.1875) and gain["low"] == pytest.approx(0.0625)
+    assert gain["high"] == pytest.approx(0.25)  # every problem gains 0 or 0.25: a paired interval stays in [0, 0.25]
+    assert "| policy (before DPO) - policy (after DPO)" not in table
+    assert "| policy (after DPO) - policy (before DPO) | +50.0 pp [" in table
+
+
+def test_report_run_writes_intervals_gap_buckets_and_plots(run_dir, tmp_path, capsys):
+    from prefopt.cli import main
+
+    from conftest import CI_RECIPE
+
+    out = tmp_path / "report"
+    assert main(["report", str(CI_RECIPE), "--output-dir", str(run_dir), "--output", str(out)]) == 0
+    table = (out / "results.md").read_text()
+    data = json.loads((out / "results.json").read_text())
+    # The greedy table as `prefopt run` writes it, then the intervals computed from the eval stages on disk.
+    assert table.startswith((run_dir / "results.md").read_text().split("\n\n| model | in_domain greedy")[0])
+    after = data["intervals"]["models"]["policy (after DPO)"]["in_domain"]["greedy"]
+    assert after["mean"] == pytest.approx(data["accuracy"]["policy (after DPO)"]["in_domain"]["accuracy"])
+    assert after["low"] <= after["mean"] <= after["high"]
+    gain = data["intervals"]["gain"]["in_domain"]["greedy"]
+    assert gain["mean"] == pytest.approx(
+        after["mean"] - data["accuracy"]["policy (before DPO)"]["in_domain"]["accuracy"]
+    )
+    assert "| policy (after DPO) - policy (before DPO) |" in table
+    assert "judged-gap bucket" not in table and "gap_buckets" not in data  # the CI loss logs no gap buckets
+    for name in ("accuracy.png", "training_gap_buckets.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["report", "run", str(CI_RECIPE), "--output-dir", str(tmp_path / "empty")]) == 2
+    assert "no finished evaluation" in capsys.readouterr().err
+
+
+def test_the_schema_doc_lists_the_sampled_columns():
+    from pathlib import Path
+
+    from prefopt.evaluation.accuracy import SAMPLED_COLUMNS
+
+    doc = (Path(__file__).parents[1] / "docs" / "schemas.md").read_text()
+    assert all(f"| `{column}` | {text} |" in doc for column, text in SAMPLED_COLUMNS.items())
+
+
+def test_gap_bucket_metrics_from_the_trainer_log(tmp_path):
+    from prefopt.evaluation.report import gap_bucket_markdown, gap_buckets
+    from prefopt.plots import plot_gap_buckets
+
+    log = [
+        {"step": 1, "loss": 0.7, "rewards/accuracies_gap[-inf,0.25)": 0.5, "rewards/margins_gap[-inf,0.25)": 0.0},
+        {"step": 2, "rewards/accuracies_gap[-inf,0.25)": 0.25, "rewards/margins_gap[-inf,0.25)": -0.1},
+        {"step": 2, "rewards/accuracies_gap[0.75,inf)": 1.0, "rewards/margins_gap[0.75,inf)": 0.4},
+        {"train_runtime": 3.0},
+    ]
+    buckets = gap_buckets(log)
+    assert list(buckets) == ["gap[-inf,0.25)", "gap[0.75,inf)"]
+    assert buckets["gap[-inf,0.25)"] == {
+        "logged_steps": 2,
+        "accuracy": {"first": 0.5, "last": 0.25, "mean": 0.375},
+        "margin": {"first": 0.0, "last": -0.1, "mean": pytest.approx(-0.05)},
+    }
+    assert "| gap[0.75,inf) | 1 | 1.000 / 1.000 / 1.000 | 0.400 / 0.400 / 0.400 |" in gap_bucket_markdown(buckets)
+    assert plot_gap_buckets(log, tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class CannedEngine:
+    """An engine answering each prompt with fixed completions (greedy: one; sampled: a list), recording prompts."""
+
+    def __init__(self, greedy: dict[str, str], sampled: dict[str, list[str]]):
+        self.greedy, self.sampled, self.prompts = greedy, sampled, []
+
+    def generate(self, prompts, params, system=None):
+        from prefopt.generation.engines import Completion
+
+        self.prompts += prompts
+        key = {p.split("\n\n")[0]: p for p in prompts}
+        return [
+            [Completion(t, "stop") for t in ([self.greedy[q]] if params.n == 1 else self.sampled[q][: params.n])]
+            for q in key
+        ]
+
+    def close(self):
+        pass
+
+
+def test_gsm8k_and_math500_formats_with_presets_and_sampled_math_answers(tmp_path):
+    """Local files in the Hub datasets' own formats (openai/gsm8k, HuggingFaceH4/MATH-500), read through their
+    presets; sampled answers scored by math-verify, voted on by their parsed answer."""
+    gsm = tmp_path / "gsm8k_test.jsonl"
+    gsm.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"question": "Ann has 48 clips and sells half. How many are left?", "answer": "48/2 = 24\n#### 24"},
+                {"question": "Bo earns $12 an hour for 50 minutes. How much?", "answer": "12/60*50 = 10\n#### 10"},
+            ]
+        )
+    )
+    math500 = tmp_path / "math500.parquet"
+    pd.DataFrame(
+        {
+            "problem": ["What is $2^{10}$?", "What is $\\frac{1}{2} + \\frac{1}{3}$?"],
+            "solution": ["$2^{10} = \\boxed{1024}$", "$\\boxed{\\frac{5}{6}}$"],
+            "answer": ["1024", "\\frac{5}{6}"],
+            "subject": ["Algebra", "Prealgebra"],
+            "level": [1, 1],
+            "unique_id": ["test/algebra/1.json", "test/prealgebra/2.json"],
+        }
+    ).to_parquet(math500)
+    boxed = "The answer is \\boxed{{{}}}."
+    greedy = {
+        "Ann has 48 clips and sells half. How many are left?": boxed.format(24),
+        "Bo earns $12 an hour for 50 minutes. How much?": boxed.format(12),
+        "What is $2^{10}$?": boxed.format(1024),
+        "What is $\\frac{1}{2} + \\frac{1}{3}$?": boxed.format("\\frac{5}{6}"),
+    }
+    sampled = {
+        "Ann has 48 clips and sells half. How many are left?": [boxed.format(x) for x in (24, 20, 24)],
+        "Bo earns $12 an hour for 50 minutes. How much?": [boxed.format(x) for x in (10, 12, 12)],
+        "What is $2^{10}$?": [boxed.format(x) for x in (1024, 1000, 24)],  # a three-way tie: the first answer
+        "What is $\\frac{1}{2} + \\frac{1}{3}$?": [
+            boxed.format(x) for x in ("\\frac{2}{5}", "\\frac{5}{6}", "\\frac{5}{6}")
+        ],
+    }
+    cfg = EvaluationConfig(
+        tiny_world=False,
+        samples=3,
+        k=[1, 3],
+        benchmarks=[
+            BenchmarkFile(name="gsm8k", path=str(gsm), preset="gsm8k"),
+            BenchmarkFile(name="math500", path=str(math500), preset="math500", domain="out_of_domain"),
+        ],
+    )
+    engine = CannedEngine(greedy, sampled)
+    predictions, summary = evaluate_model("canned", WorldConfig(), cfg, engine=engine)
+    assert all(p.endswith("put your final answer within \\boxed{}.") for p in engine.prompts)
+    assert summary["gsm8k"] == {
+        "accuracy": 0.5, "n": 2, "domain": "in_domain", "samples": 3,
+        "pass@1": pytest.approx(0.5), "pass@3": 1.0, "maj@3": 0.5, "maj@1": 1.0,
+    }  # fmt: skip
+    assert summary["math500"] == {
+        "accuracy": 1.0, "n": 2, "domain": "out_of_domain", "samples": 3,
+        "pass@1": pytest.approx(0.5), "pass@3": 1.0, "maj@3": 1.0, "maj@1": 0.5,
+    }  # fmt: skip
+    assert predictions["sample_answers"][0] == ["24", "20", "24"]
+    assert [p["problem"] for p in predictions][2:] == ["What is $2^{10}$?", "What is $\\frac{1}{2} + \\frac{1}{3}$?"]

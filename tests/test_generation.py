@@ -83,10 +83,10 @@ def test_prompts_from_a_jsonl_file(tmp_path):
         PromptSource(source="file", path=str(path), prompt_field="question", reference_field="gold"), WorldConfig()
     )
     assert [(r["prompt"], r["reference"]) for r in rows] == [("1+1", "2"), ("2*3", "6")]
-    with pytest.raises(DataError, match=r"prompts.jsonl: missing column 'prompt'"):
+    with pytest.raises(DataError, match=r"prompts.jsonl: column prompt: missing \(generation.prompts.prompt_field"):
         load_prompts(PromptSource(source="file", path=str(path)), WorldConfig())
     path.write_text(json.dumps({"prompt": "1+1"}) + "\n" + json.dumps({"prompt": ""}))
-    with pytest.raises(DataError, match=r"prompts.jsonl: row 1: column 'prompt' must be non-empty text"):
+    with pytest.raises(DataError, match=r"prompts.jsonl: row 1, column prompt: empty text"):
         load_prompts(PromptSource(source="file", path=str(path)), WorldConfig())
 
 

@@ -11,7 +11,10 @@ from prefopt.errors import ConfigError
 from prefopt.judging.parsing import (
     MAX_ANSWER_CHARS,
     MAX_JSON_DEPTH,
+    MAX_OUTPUT_CHARS,
+    ParsedScores,
     dimension_failures,
+    final_answer,
     json_objects,
     parse_choice,
     parse_scores,
@@ -228,3 +231,64 @@ def test_pairwise_verdicts(case):
 
 def test_an_overlong_pairwise_answer_is_no_choice():
     assert parse_choice("A" + " " * MAX_ANSWER_CHARS) is None
+
+
+# -- reasoning judges: only the final answer is parsed ----------------------------------------------------------
+
+TINY = '{"correctness": 5, "step_accuracy": 4, "format": 3}'
+DECOY = "correctness: 1, step_accuracy: 1, format: 1"  # scores in the thoughts must never be read
+HARMONY = "<|start|>assistant<|channel|>analysis<|message|>"
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        f"<think>\n{DECOY}\n</think>\n\n{TINY}",  # R1 / Qwen3
+        f"<think>{DECOY}</think><think>second thoughts {DECOY}</think>{TINY}",  # several blocks
+        f"{DECOY}\n</think>\n{TINY}",  # the template opened the block in the prompt (R1 distills, QwQ)
+        f"<THINKING>{DECOY}</THINKING>\n{TINY}",
+        f"{HARMONY}{DECOY}<|end|><|start|>assistant<|channel|>final<|message|>{TINY}<|return|>",  # gpt-oss, raw
+        f"<|channel|>analysis<|message|>{DECOY}<|end|><|start|>assistant<|channel|>final <|constrain|>json"
+        f"<|message|>{TINY}<|end|>",
+        f"analysisWe need to judge. {DECOY}assistantfinal{TINY}",  # gpt-oss decoded without special tokens
+    ],
+)
+def test_reasoning_is_removed_before_parsing(output):
+    rubric = RUBRICS["tiny_world"]
+    parsed = parse_scores(output, rubric)
+    assert parsed.status == "ok" and parsed.scores == {"correctness": 5, "step_accuracy": 4, "format": 3}
+    if "</think>" in output.lower():
+        assert parse_scores(output, rubric, "think") == parsed
+    assert parse_choice(output.replace(TINY, "[[B]]")) == "B"
+
+
+@pytest.mark.parametrize(
+    ("output", "mode", "reason"),
+    [
+        (f"<think>\n{DECOY}, and then I ran out of tok", "auto", "a <think> block is never closed"),
+        (f"<think>a</think>{TINY}<think>{DECOY}", "auto", "a <think> block is never closed"),
+        (f"{DECOY} still thinking", "think", "no </think> ends the reasoning"),  # template-opened, never closed
+        (f"{HARMONY}{DECOY} and on", "auto", "the analysis channel never reached a final one"),
+        (f"analysisWe need to judge. {DECOY}", "auto", "harmony analysis text with no final answer"),
+    ],
+)
+def test_unterminated_reasoning_is_a_failure_never_parsed_from_the_thoughts(output, mode, reason):
+    parsed = parse_scores(output, RUBRICS["tiny_world"], mode)
+    assert parsed == ParsedScores(None, f"reasoning_unterminated: {reason}")
+    assert final_answer(output, mode) == (None, parsed.status)
+    assert parse_choice(f"{output} the better response is [[A]]", mode) is None
+
+
+def test_without_reasoning_markup_the_text_is_the_answer_and_mode_none_keeps_everything():
+    rubric = RUBRICS["tiny_world"]
+    assert final_answer(TINY) == (TINY, "ok") and final_answer("analysis: fine", "auto") == ("analysis: fine", "ok")
+    assert parse_scores(TINY, rubric, "think").status.startswith("reasoning_unterminated")
+    # "none" reads the thoughts as the answer
+    assert parse_scores(f"<think>{TINY}</think>I cannot judge this.", rubric).status.startswith("no_scores")
+    assert parse_scores(f"<think>{TINY}</think>I cannot judge this.", rubric, "none").status == "ok"
+    with pytest.raises(ValueError, match="reasoning: expected one of"):
+        final_answer(TINY, "harmony")
+    huge = "<think>" + "x" * MAX_OUTPUT_CHARS + f"</think>{TINY}"
+    assert parse_scores(huge, rubric).status.startswith("too_long") and parse_choice(huge) is None
+    long_thoughts = "<think>" + "x" * (2 * MAX_ANSWER_CHARS) + f"</think>{TINY}"  # long thoughts, short answer
+    assert parse_scores(long_thoughts, rubric).status == "ok"

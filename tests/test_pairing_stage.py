@@ -160,7 +160,7 @@ def test_an_unknown_strategy_is_refused_at_load_with_the_valid_names():
 
 def test_a_dpo_recipe_refuses_kto_examples():
     recipe = load_recipe(CI_RECIPE)
-    with pytest.raises(ValueError, match="training.method must be 'kto'"):
+    with pytest.raises(ValueError, match="makes unpaired examples: it must be 'kto'"):
         dataclasses.replace(
             recipe,
             pairing=dataclasses.replace(

@@ -86,3 +86,27 @@ def test_killing_prefopt_train_stops_its_accelerate_ranks(run_dir, tmp_path):
     assert prefopt.wait(timeout=60) == 143
     time.sleep(0.5)
     assert not [pid for pid in family if _alive(pid)], "accelerate or its ranks outlived prefopt"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the death signal (PR_SET_PDEATHSIG) is Linux's")
+def test_a_sigkill_of_prefopt_still_stops_its_children():
+    """No clean-up runs in a SIGKILLed prefopt: the supervisor leading the child group stops it when prefopt dies."""
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER])
+    deadline = time.time() + 60
+    while len(_descendants(driver.pid)) < 3:  # the supervisor, the child and its grandchild are up
+        assert time.time() < deadline and driver.poll() is None
+        time.sleep(0.1)
+    family = _descendants(driver.pid)
+    driver.kill()
+    driver.wait(timeout=30)
+    deadline = time.time() + 30
+    while [pid for pid in family if _alive(pid)] and time.time() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in family if _alive(pid)], "children outlived a SIGKILLed prefopt"
+
+
+def test_the_supervisor_passes_the_exit_code_through():
+    from prefopt.processes import run_child
+
+    assert run_child([sys.executable, "-c", "import sys; sys.exit(7)"]) == 7
+    assert run_child([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"]) == 143

@@ -55,16 +55,23 @@ def test_train_script_refuses_an_unknown_method(stand_ins):
     assert result.returncode == 2 and "METHOD must be dpo or kto" in result.stderr
 
 
-def test_generate_script_quotes_the_merge_job(stand_ins, tmp_path):
+def test_generate_script_takes_the_shard_count_from_its_argument(stand_ins, tmp_path):
+    """The array index only picks the shard; the count is an argument, so resubmitting part of the array (here
+    task 5 of an array of 2) keeps every shard's units where they were. Without --array it finishes and merges."""
     env, log = stand_ins
-    env.update(SLURM_ARRAY_TASK_ID="0", SLURM_ARRAY_TASK_MIN="0", SLURM_ARRAY_TASK_COUNT="2", SLURM_ARRAY_JOB_ID="9")
     recipe = f"my recipe $(touch {tmp_path}/PWNED).yaml"
-    subprocess.run(
-        ["bash", str(REPO / "scripts" / "generate_slurm.sh"), recipe, "--set", "name=a b"], env=env, check=True
-    )
-    generate, sbatch = calls(log)
-    assert generate == ["prefopt", "generate", recipe, "--shard", "0", "--num-shards", "2", "--set", "name=a b"]
-    wrapped = sbatch[sbatch.index("--wrap") + 1]
-    subprocess.run(["sh", "-c", wrapped], env=env, check=True)  # as Slurm runs --wrap
-    assert calls(log)[-1] == ["prefopt", "generate", recipe, "--set", "name=a b"]
-    assert not (tmp_path / "PWNED").exists()
+    script = str(REPO / "scripts" / "generate_slurm.sh")
+    array = {"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_MIN": "5", "SLURM_ARRAY_TASK_COUNT": "1"}
+    subprocess.run(["bash", script, recipe, "8", "--set", "name=a b"], env={**env, **array}, check=True)
+    subprocess.run(["bash", script, recipe, "2", "--set", "name=a b"], env=env, check=True)  # the merge job
+    assert calls(log) == [
+        ["prefopt", "generate", recipe, "--shard", "5", "--num-shards", "8", "--set", "name=a b"],
+        ["prefopt", "generate", recipe, "--shard", "0", "--num-shards", "2", "--set", "name=a b"],
+        ["prefopt", "generate", recipe, "--shard", "1", "--num-shards", "2", "--set", "name=a b"],
+    ]
+    for count, task in (("8", "8"), ("x", "0")):
+        result = subprocess.run(
+            ["bash", script, recipe, count], env={**env, "SLURM_ARRAY_TASK_ID": task}, capture_output=True, text=True
+        )
+        assert result.returncode == 2, result.stderr
+    assert len(calls(log)) == 3 and not (tmp_path / "PWNED").exists()

@@ -1,14 +1,20 @@
-"""Greedy accuracy of a model on evaluation sets: the tiny world's splits and local benchmark files.
+"""Accuracy of a model on evaluation sets (the tiny world's splits and local benchmark files): greedy, and with
+``evaluation.samples > 1`` sampled answers scored by pass@1, unbiased pass@k and maj@k.
 
 The tiny world's ``in_domain`` and ``out_of_domain`` problems come from their own seed (``evaluation.seed``),
 apart from the generation prompts, and are scored by the step verifier's correctness. A benchmark file
 (GSM8K, MATH-500 or alike) is scored by the math verifier (math-verify) against its answer column; a
 reference it cannot read is an error naming the row. Output: per-problem
-predictions (``prefopt.schemas.EVAL_PREDICTIONS``) and ``{set: {accuracy, n, domain}}``.
+predictions (``prefopt.schemas.EVAL_PREDICTIONS``, with :data:`SAMPLED_COLUMNS` when sampling) and
+``{set: {accuracy, n, domain}}`` (with ``samples``, ``pass@1``, ``pass@<k>`` and ``maj@<k>`` when sampling).
+
+maj@k votes on each sample's extracted answer: the tiny world's final ``. =<n>``; math-verify's parse of a
+benchmark answer, as a string (answers equal only up to math-verify's equivalence vote apart).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,10 +23,11 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from prefopt.evaluation.config import BenchmarkFile, EvaluationConfig
+from prefopt.evaluation.metrics import maj_at_k, pass_at_1, pass_at_k
 from prefopt.generation.engines import GenerationEngine, SamplingParams, make_engine
 from prefopt.generation.generate import read_table
 from prefopt.judging.math_verifier import VerifierFailure, parse_reference, score_math
-from prefopt.judging.verifier import score_trace
+from prefopt.judging.verifier import final_answer, score_trace
 from prefopt.schemas import DataError
 from prefopt.world.config import WorldConfig
 from prefopt.world.tasks import sample_problems
@@ -28,6 +35,12 @@ from prefopt.world.tasks import sample_problems
 logger = logging.getLogger(__name__)
 
 DOMAINS = ("in_domain", "out_of_domain")
+# Columns of the predictions besides prefopt.schemas.EVAL_PREDICTIONS when evaluation.samples > 1.
+SAMPLED_COLUMNS = {
+    "samples": "the sampled completions (evaluation.samples of them)",
+    "sample_correct": "each sampled completion's correctness",
+    "sample_answers": "each sampled completion's extracted answer (maj@k's vote; null: none found)",
+}
 
 
 @dataclass(frozen=True)
@@ -37,22 +50,23 @@ class EvalSet:
     prompts: list[str]  # as the model is asked
     problems: list[str]  # as recorded
     answers: list[str]
-    correct: Callable[[str, str, str], bool]  # (problem, completion, answer)
+    judge: Callable[[str, str, str], tuple[bool, str | None]]  # (problem, completion, answer) -> correct, answer
 
 
-def _tiny_correct(problem: str, completion: str, answer: str) -> bool:
-    return bool(score_trace(problem, completion).scores["correctness"])
+def _tiny_judge(problem: str, completion: str, answer: str) -> tuple[bool, str | None]:
+    return bool(score_trace(problem, completion).scores["correctness"]), final_answer(completion)
 
 
-def _math_correct(problem: str, completion: str, answer: str) -> bool:
-    """The math verifier's correctness; a completion it could not judge (a time limit) is wrong, and logged."""
+def _math_judge(problem: str, completion: str, answer: str) -> tuple[bool, str | None]:
+    """The math verifier's correctness and parsed answer; a completion it could not judge (a time limit) is wrong,
+    and logged."""
     judgment = score_math(problem, completion, answer)
     if judgment.scores is None:
         logger.warning(
             "math verifier could not judge a completion of %r, counted as wrong: %s", problem[:80], judgment.status
         )
-        return False
-    return bool(judgment.scores["correctness"])
+        return False, None
+    return bool(judgment.scores["correctness"]), json.loads(judgment.raw)["answer"]
 
 
 def tiny_world_sets(world: WorldConfig, cfg: EvaluationConfig) -> list[EvalSet]:
@@ -60,7 +74,7 @@ def tiny_world_sets(world: WorldConfig, cfg: EvaluationConfig) -> list[EvalSet]:
     for i, split in enumerate(DOMAINS):
         rows = sample_problems(cfg.num_problems, getattr(world, split), seed=cfg.seed + i)
         problems = [r["problem"] for r in rows]
-        sets.append(EvalSet(split, split, problems, problems, [r["answer"] for r in rows], _tiny_correct))
+        sets.append(EvalSet(split, split, problems, problems, [r["answer"] for r in rows], _tiny_judge))
     return sets
 
 
@@ -77,7 +91,8 @@ def benchmark_set(bench: BenchmarkFile) -> EvalSet:
         ds = ds.select(range(min(bench.limit, len(ds))))
     problems, answers = ds[bench.prompt_field], ds[bench.answer_field]
     for i, (problem, answer) in enumerate(zip(problems, answers)):
-        if not isinstance(problem, str) or not problem.strip() or answer is None or not str(answer).strip():
+        text = isinstance(answer, (str, int, float)) and not isinstance(answer, bool)  # never str() of an object
+        if not isinstance(problem, str) or not problem.strip() or not text or not str(answer).strip():
             raise DataError(
                 f"{bench.path}: row {i}: needs a non-empty {bench.prompt_field!r} and {bench.answer_field!r}"
                 f", got {problem!r} and {answer!r}"
@@ -92,7 +107,7 @@ def benchmark_set(bench: BenchmarkFile) -> EvalSet:
                 " (expected a number, LaTeX, or a solution ending '#### <answer>' or with \\boxed{})"
             )
     prompts = [bench.prompt_template.replace("{prompt}", p) for p in problems]
-    return EvalSet(bench.name, bench.domain, prompts, problems, [str(a) for a in answers], _math_correct)
+    return EvalSet(bench.name, bench.domain, prompts, problems, [str(a) for a in answers], _math_judge)
 
 
 def eval_sets(world: WorldConfig, cfg: EvaluationConfig) -> list[EvalSet]:
@@ -106,10 +121,12 @@ def evaluate_model(
     engine: GenerationEngine | None = None,
     system: str | None = None,
 ) -> tuple[Dataset, dict[str, dict]]:
-    """Greedy-decode every evaluation problem; return predictions and ``{set: {accuracy, n, domain}}``.
+    """Greedy-decode every evaluation problem (and with ``cfg.samples > 1`` sample that many answers too); return
+    predictions and ``{set: {accuracy, n, domain}}`` (see :func:`summarize`).
 
     ``engine`` (already serving ``model_path``) is used as it is; otherwise one is made and closed again.
-    ``system`` is the system message (default: ``cfg.system_prompt``).
+    ``system`` is the system message (default: ``cfg.system_prompt``). Sampled batches are seeded by
+    ``cfg.seed`` and their position, so a rerun with the same engine draws the same samples.
     """
     system = cfg.system_prompt if system is None else system
     sets = eval_sets(world, cfg)  # read (and checked) before any model is loaded
@@ -117,30 +134,68 @@ def evaluate_model(
     engine = make_engine(cfg.engine, model_path, **cfg.engine_options) if own else engine
     params = SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens)
     rows = []
+    batch = 0
     try:
         for s in sets:
             for start in tqdm(range(0, len(s.prompts), cfg.batch_size), desc=f"eval {s.name}", unit="batch"):
-                outputs = engine.generate(s.prompts[start : start + cfg.batch_size], params, system)
-                for problem, answer, out in zip(s.problems[start:], s.answers[start:], outputs):
-                    rows.append(
-                        {
-                            "set": s.name,
-                            "domain": s.domain,
-                            "problem": problem,
-                            "answer": answer,
-                            "completion": out[0].text,
-                            "correct": s.correct(problem, out[0].text, answer),
-                        }
+                prompts = s.prompts[start : start + cfg.batch_size]
+                outputs = engine.generate(prompts, params, system)
+                sampled = (
+                    engine.generate(
+                        prompts,
+                        SamplingParams(
+                            n=cfg.samples,
+                            temperature=cfg.temperature,
+                            top_p=cfg.top_p,
+                            max_new_tokens=cfg.max_new_tokens,
+                            seed=cfg.seed + 1_000_003 * batch,
+                        ),
+                        system,
                     )
+                    if cfg.samples > 1
+                    else [None] * len(prompts)
+                )
+                batch += 1
+                for problem, answer, out, samples in zip(s.problems[start:], s.answers[start:], outputs, sampled):
+                    row = {
+                        "set": s.name,
+                        "domain": s.domain,
+                        "problem": problem,
+                        "answer": answer,
+                        "completion": out[0].text,
+                        "correct": s.judge(problem, out[0].text, answer)[0],
+                    }
+                    if samples is not None:
+                        judged = [s.judge(problem, c.text, answer) for c in samples]
+                        row["samples"] = [c.text for c in samples]
+                        row["sample_correct"] = [c for c, _ in judged]
+                        row["sample_answers"] = [a for _, a in judged]
+                    rows.append(row)
     finally:
         if own:
             engine.close()
-    summary = {}
-    for s in sets:
-        correct = [r["correct"] for r in rows if r["set"] == s.name]
-        summary[s.name] = {"accuracy": sum(correct) / len(correct), "n": len(correct), "domain": s.domain}
+    summary = summarize(rows, sets, cfg)
     logger.info("%s: %s", model_path, ", ".join(f"{k} {100 * v['accuracy']:.1f}%" for k, v in summary.items()))
     return Dataset.from_list(rows), summary
+
+
+def summarize(rows: list[dict], sets: list[EvalSet], cfg: EvaluationConfig) -> dict[str, dict]:
+    """``{set: {accuracy, n, domain}}``: greedy accuracy; with samples, also ``samples``, ``pass@1`` (the mean over
+    samples), and ``pass@<k>`` (unbiased) and ``maj@<k>`` for each of ``cfg.ks``."""
+    summary = {}
+    for s in sets:
+        mine = [r for r in rows if r["set"] == s.name]
+        correct = [r["correct"] for r in mine]
+        summary[s.name] = {"accuracy": sum(correct) / len(correct), "n": len(correct), "domain": s.domain}
+        if cfg.samples > 1:
+            hits = [r["sample_correct"] for r in mine]
+            counts = [sum(h) for h in hits]
+            entry = {"samples": cfg.samples, "pass@1": float(pass_at_1(hits).mean())}
+            for k in cfg.ks:
+                entry[f"pass@{k}"] = float(pass_at_k([cfg.samples] * len(hits), counts, k).mean())
+                entry[f"maj@{k}"] = float(maj_at_k([r["sample_answers"] for r in mine], hits, k).mean())
+            summary[s.name].update(entry)
+    return summary
 
 
 def domain_means(summary: dict[str, dict]) -> dict[str, float | None]:

@@ -1,13 +1,26 @@
-"""The eval stage's recipe section: the tiny world's splits and local benchmark files."""
+"""The eval stage's recipe section: the tiny world's splits, local benchmark files, greedy and sampled decoding."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from prefopt.config_base import described
 from prefopt.generation.registry import ENGINES
 from prefopt.registry import lookup
+
+# Benchmark formats as their Hub datasets ship them (load once with `datasets`, save a split as .jsonl/.parquet or
+# with save_to_disk): the columns, and the prompt the papers use (the final answer in \boxed{}, read by math-verify).
+BOXED = "{prompt}\n\nPlease reason step by step, and put your final answer within \\boxed{}."
+PRESETS = {
+    "gsm8k": {"prompt_field": "question", "answer_field": "answer", "prompt_template": BOXED},  # openai/gsm8k main
+    "math500": {
+        "prompt_field": "problem",
+        "answer_field": "answer",
+        "prompt_template": BOXED,
+    },  # HuggingFaceH4/MATH-500
+}
 
 
 @dataclass(frozen=True)
@@ -25,17 +38,30 @@ class BenchmarkFile:
     domain: Literal["in_domain", "out_of_domain"] = described("Which mean the set counts towards.", default="in_domain")
     prompt_template: str = described("How a problem is asked; '{prompt}' is replaced by it.", default="{prompt}")
     limit: int | None = described("Evaluate only the first this many problems.", default=None)
+    preset: Literal["gsm8k", "math500"] | None = described(
+        "A known benchmark's format: its problem and answer columns and its prompt (reason step by step, the final "
+        "answer in \\boxed{}), for the fields left at their defaults. gsm8k: openai/gsm8k (question, answer ending "
+        "'#### n'); math500: HuggingFaceH4/MATH-500 (problem, answer).",
+        default=None,
+    )
 
     def __post_init__(self):
+        for name, value in PRESETS.get(self.preset, {}).items():
+            if getattr(self, name) == _DEFAULTS[name]:
+                object.__setattr__(self, name, value)
         if "{prompt}" not in self.prompt_template:
             raise ValueError("prompt_template must contain '{prompt}'")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
 
 
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(BenchmarkFile)}
+
+
 @dataclass(frozen=True)
 class EvaluationConfig:
-    """The eval stage: greedy accuracy on the tiny world's splits and on local benchmark files."""
+    """The eval stage: greedy accuracy on the tiny world's splits and on local benchmark files, and with
+    ``samples > 1`` pass@1, pass@k and maj@k of sampled answers."""
 
     tiny_world: bool = described("Evaluate the tiny world's in-domain and out-of-domain splits.", default=True)
     num_problems: int = described("Tiny-world problems per split.", default=200)
@@ -52,6 +78,16 @@ class EvaluationConfig:
         default=None,
     )
     max_new_tokens: int = described("Most tokens per answer.", default=96)
+    samples: int = described(
+        "Sampled answers per problem besides the greedy one: 1 evaluates greedily only (accuracy); n > 1 adds "
+        "pass@1 (the mean correctness of the n samples), unbiased pass@k and maj@k for each of k.",
+        default=1,
+    )
+    temperature: float = described("Sampling temperature of the sampled answers (samples > 1).", default=1.0)
+    top_p: float = described("Nucleus sampling of the sampled answers (samples > 1).", default=1.0)
+    k: list[int] = described(
+        "The k of pass@k and maj@k (each <= samples; default: samples itself).", default_factory=list
+    )
     batch_size: int = described("Problems per engine call.", default=100)
     engine: str = described(
         "Engine for greedy decoding: one that loads the model's weights itself ('transformers', 'vllm').",
@@ -61,12 +97,31 @@ class EvaluationConfig:
         "Engine arguments (as in generation.engine_options).", default_factory=dict
     )
 
+    @property
+    def ks(self) -> list[int]:
+        """The k of pass@k and maj@k: ``k``, or ``[samples]``; none when evaluating greedily only."""
+        return [] if self.samples == 1 else sorted(set(self.k or [self.samples]))
+
     def __post_init__(self):
         if not lookup(ENGINES, self.engine, "engine", ValueError).runs_local_weights:
             raise ValueError(
                 f"engine: {self.engine!r} does not load the evaluated model; expected one of "
                 f"{ENGINES.names(runs_local_weights=True)}"
             )
+        for name in ("num_problems", "batch_size", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.samples < 1:
+            raise ValueError(f"samples must be >= 1, got {self.samples}")
+        if self.samples > 1 and self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0 to sample {self.samples} answers, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.k and self.samples == 1:
+            raise ValueError(f"k {self.k} needs samples > 1 (pass@k and maj@k are over sampled answers)")
+        bad = [k for k in self.k if not 1 <= k <= self.samples]
+        if bad:
+            raise ValueError(f"k must be between 1 and samples ({self.samples}), got {bad}")
         if not self.tiny_world and not self.benchmarks:
             raise ValueError("nothing to evaluate: set tiny_world: true or list benchmarks")
         names = [b.name for b in self.benchmarks] + (["in_domain", "out_of_domain"] if self.tiny_world else [])

@@ -27,6 +27,7 @@ import torch
 from prefopt.errors import ConfigError
 from prefopt.generation.registry import engine_class
 from prefopt.generation.templates import chat_template_text
+from prefopt.generation.vllm_options import check_vllm_options
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,18 @@ class SamplingParams:
     logprobs: bool = False  # return each generated token's log-probability
     json_schema: dict | None = None  # constrain the output to this JSON schema, where the engine can
     choices: tuple[str, ...] | None = None  # constrain the output to one of these strings, where the engine can
+    reasoning_effort: str | None = None  # servers: the request's reasoning_effort; local engines: a template variable
+    chat_template_kwargs: dict | None = None  # extra chat-template variables (servers: the request's)
+
+    def template_kwargs(self) -> dict:
+        """The chat template's extra variables, as a vLLM server sets them: ``chat_template_kwargs``, and with a
+        ``reasoning_effort`` that variable (gpt-oss's template reads it) and ``enable_thinking`` (effort not "none";
+        Qwen3's and Gemma's templates read it) unless chat_template_kwargs sets it."""
+        kwargs = dict(self.chat_template_kwargs or {})
+        if self.reasoning_effort:
+            kwargs["reasoning_effort"] = self.reasoning_effort
+            kwargs.setdefault("enable_thinking", self.reasoning_effort != "none")
+        return kwargs
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,7 @@ class Completion:
     text: str
     finish_reason: str  # "stop" or "length"
     token_logprobs: tuple[float, ...] | None = None  # with SamplingParams.logprobs
+    reasoning: str | None = None  # a server's separate reasoning text (reasoning_content), never part of text
 
     @property
     def cumulative_logprob(self) -> float | None:
@@ -65,7 +79,8 @@ class GenerationEngine(Protocol):
     """What the generate and eval stages need from an engine."""
 
     def generate(self, prompts: list[str], params: SamplingParams, system: str | None = None) -> list[list[Completion]]:
-        """``n`` completions for each user message in ``prompts`` (after the ``system`` message, if given)."""
+        """``n`` completions for each prompt: a user message (after the ``system`` message, if given) or a whole
+        conversation (a list of {role, content} messages ending with the user's turn)."""
 
     def close(self) -> None:
         """Release the model's memory."""
@@ -78,7 +93,18 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def messages(prompt: str, system: str | None = None) -> list[dict]:
+def default_torch_dtype(device: str | torch.device) -> torch.dtype:
+    """Weights when none is asked for: bfloat16 on a CUDA GPU that has it (as vLLM and training load them), else
+    float32 (CPU)."""
+    on_cuda = torch.device(device).type == "cuda"
+    return torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float32
+
+
+def messages(prompt: str | list[dict], system: str | None = None) -> list[dict]:
+    """The chat of one prompt: a user message after the ``system`` message (if given), or a whole conversation (a
+    list of {role, content} messages ending with the user's turn) as it is, ``system`` unused."""
+    if not isinstance(prompt, str):
+        return list(prompt)
     return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
 
 
@@ -117,11 +143,14 @@ def adapter_config(model_path: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def render_prompts(tokenizer, prompts: list[str], system: str | None = None) -> list[str]:
+def render_prompts(tokenizer, prompts: list[str], system: str | None = None, **template_kwargs) -> list[str]:
     """User messages (after a system message, if given) rendered through the chat template, ready for the
-    assistant's turn."""
+    assistant's turn; ``template_kwargs`` are the template's extra variables (``reasoning_effort``, ...)."""
     return [
-        tokenizer.apply_chat_template(messages(p, system), tokenize=False, add_generation_prompt=True) for p in prompts
+        tokenizer.apply_chat_template(
+            messages(p, system), tokenize=False, add_generation_prompt=True, **template_kwargs
+        )
+        for p in prompts
     ]
 
 
@@ -131,13 +160,14 @@ class TransformersEngine:
     def __init__(
         self,
         model_path: str,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | str | None = None,
         device: str | None = None,
         chat_template: str | None = None,
     ):
         from transformers import AutoModelForCausalLM
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = default_torch_dtype(self.device) if dtype is None else dtype
         self.tokenizer = load_chat_tokenizer(model_path, chat_template, "engine_options.chat_template")
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
@@ -153,7 +183,7 @@ class TransformersEngine:
                 "free text, which the caller parses"
             )
             self._warned_unguided = True
-        texts = render_prompts(self.tokenizer, prompts, system)
+        texts = render_prompts(self.tokenizer, prompts, system, **params.template_kwargs())
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         sampling = params.temperature > 0
         torch.manual_seed(params.seed)
@@ -230,13 +260,14 @@ class VLLMEngine:
             ranks = typing.get_args(MaxLoRARanks)
             defaults.update(enable_lora=True, max_lora_rank=min((r for r in ranks if r >= adapter["r"]), default=0))
             model_path = adapter["base_model_name_or_path"]
+        check_vllm_options(options)
         self.llm = LLM(model=model_path, **{**defaults, **options})
 
     def generate(self, prompts: list[str], params: SamplingParams, system: str | None = None) -> list[list[Completion]]:
         from vllm import SamplingParams as VLLMSamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        texts = render_prompts(self.tokenizer, prompts, system)
+        texts = render_prompts(self.tokenizer, prompts, system, **params.template_kwargs())
         inputs = [{"prompt_token_ids": self.tokenizer(t, add_special_tokens=False)["input_ids"]} for t in texts]
         greedy = params.temperature == 0
         structured = None
@@ -397,7 +428,10 @@ class ServerEngine:
             raise RuntimeError(f"{self.base_url}: no answer after {self.max_retries + 1} tries: {err}") from None
 
     def generate(self, prompts: list[str], params: SamplingParams, system: str | None = None) -> list[list[Completion]]:
-        constraint = self._constraint(params)
+        request_fields = self._constraint(params)
+        if params.chat_template_kwargs:  # vLLM's and SGLang's extension
+            extra = request_fields.get("extra_body", {})
+            request_fields["extra_body"] = {**extra, "chat_template_kwargs": dict(params.chat_template_kwargs)}
 
         def one(i: int) -> list[Completion]:
             reply = self._create(
@@ -410,7 +444,8 @@ class ServerEngine:
                 seed=params.seed + i,
                 **({"stop": list(params.stop)} if params.stop else {}),
                 **({"logprobs": True, "top_logprobs": 0} if params.logprobs else {}),
-                **constraint,
+                **({"reasoning_effort": params.reasoning_effort} if params.reasoning_effort else {}),
+                **request_fields,
             )
             choices = sorted(reply.choices, key=lambda c: c.index)
             return [
@@ -418,6 +453,7 @@ class ServerEngine:
                     c.message.content or "",
                     "length" if c.finish_reason == "length" else "stop",
                     tuple(t.logprob for t in c.logprobs.content) if params.logprobs else None,
+                    _reasoning_text(c.message),
                 )
                 for c in choices
             ]
@@ -427,6 +463,16 @@ class ServerEngine:
 
     def close(self) -> None:
         pass
+
+
+def _reasoning_text(message) -> str | None:
+    """A chat message's separate reasoning (vLLM's and DeepSeek's ``reasoning_content``, newer vLLM's
+    ``reasoning``), or None."""
+    for name in ("reasoning_content", "reasoning"):
+        value = getattr(message, name, None)
+        if isinstance(value, str):
+            return value
+    return None
 
 
 def make_engine(kind: str, model_path: str, **options) -> GenerationEngine:

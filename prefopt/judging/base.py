@@ -11,9 +11,18 @@ from typing import Protocol
 class JudgeItem:
     """One candidate to judge."""
 
-    prompt: str
+    prompt: str  # the user's message (a conversation's last turn): what verifiers read
     completion: str
     reference: str | None = None
+    messages: list[dict] | None = None  # the whole conversation before the completion (None: the prompt alone)
+
+    @property
+    def context(self) -> str:
+        """The prompt as an LLM judge reads it: the user's message or, where the conversation holds more (a system
+        turn, earlier turns), a transcript of it, one ``Role: text`` paragraph per turn."""
+        if not self.messages or len(self.messages) == 1:
+            return self.prompt
+        return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in self.messages)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Judges: the tiny world's step verifier, the math final-answer verifier, an LLM judge on a rubric, or a
 reward model, each registered in :data:`prefopt.judging.registry.JUDGES` (:func:`make_judge`). The stage works
 in place and resumes: candidates are judged in shards of ``judging.shard_size``, each written atomically to
-``shards/<k>.parquet``; a killed run keeps every finished shard. Then ``data/`` (every candidate column plus
+``shards/<k>.parquet``; a killed run keeps every finished shard (one that does not read whole, with its row
+count, is judged again, with one warning line). Then ``data/`` (every candidate column plus
 ``prefopt.schemas.JUDGMENTS``), ``scores.png``, ``quality.json`` / ``quality.md``
 (:mod:`prefopt.judging.quality`) and, for a pairwise audit, ``pairwise/``. A candidate the judge cannot score
 keeps its row with null scores and the reason in ``parse_status``; it never becomes a silent zero. A judge that
@@ -24,7 +25,7 @@ import pyarrow.parquet as pq
 from datasets import Dataset, load_from_disk
 from tqdm.auto import tqdm
 
-from prefopt.cache import atomic_write
+from prefopt.cache import atomic_write, sound_shard, write_parquet
 from prefopt.errors import ConfigError
 from prefopt.judging.base import Judge, JudgeItem, Judgment
 from prefopt.judging.config import JudgingConfig
@@ -83,8 +84,14 @@ def check_references(cfg: JudgingConfig, candidates: Dataset) -> None:
 
 
 def items_of(candidates: Dataset) -> list[JudgeItem]:
-    references = candidates["reference"] if "reference" in candidates.column_names else [None] * len(candidates)
-    return [JudgeItem(p, c, r) for p, c, r in zip(candidates["prompt"], candidates["completion"], references)]
+    """The items to judge: each candidate's prompt, completion, reference and conversation (``prompt_messages``)."""
+    n = len(candidates)
+    references = candidates["reference"] if "reference" in candidates.column_names else [None] * n
+    conversations = candidates["prompt_messages"] if "prompt_messages" in candidates.column_names else [None] * n
+    return [
+        JudgeItem(p, c, r, m)
+        for p, c, r, m in zip(candidates["prompt"], candidates["completion"], references, conversations)
+    ]
 
 
 def judgment_table(judge: Judge, judgments: list[Judgment], cfg: JudgingConfig, candidate_ids: list[str]) -> pa.Table:
@@ -154,13 +161,19 @@ def pairwise_pairs(candidates: pd.DataFrame, generators: list[str], max_pairs: i
     return pairs.sort_values(["prompt_id", "sample_index"]).reset_index(drop=True)
 
 
+def _conversation(row) -> list[dict] | None:
+    """A pairwise row's conversation (pandas holds it as an array of messages), or None."""
+    messages = getattr(row, "prompt_messages_first", None)
+    return None if messages is None else [dict(m) for m in messages]
+
+
 def run_pairwise(cfg: JudgingConfig, candidates: pd.DataFrame, judge, stage_dir: Path) -> None:
     pairs = pairwise_pairs(candidates, cfg.pairwise.generators, cfg.pairwise.max_pairs, cfg.llm.seed)
     logger.info("[judge] pairwise audit: %d pairs of %s, each in both orders", len(pairs), cfg.pairwise.generators)
     items = [
         (
-            JudgeItem(r.prompt_first, r.completion_first, r.reference_first),
-            JudgeItem(r.prompt_first, r.completion_second, r.reference_first),
+            JudgeItem(r.prompt_first, r.completion_first, r.reference_first, _conversation(r)),
+            JudgeItem(r.prompt_first, r.completion_second, r.reference_first, _conversation(r)),
         )
         for r in pairs.itertuples()
     ]
@@ -195,7 +208,11 @@ def run_judging(
     check_references(cfg, candidates)
     n, size = len(candidates), cfg.shard_size
     shards = -(-n // size)
-    todo = [k for k in range(shards) if not _shard_path(stage_dir, k).exists()]
+
+    def rows(k: int) -> int:
+        return min((k + 1) * size, n) - k * size
+
+    todo = [k for k in range(shards) if not sound_shard(_shard_path(stage_dir, k), rows(k), "judged shard")]
     needs_pairwise = cfg.pairwise is not None and not (stage_dir / PAIRWISE_DIR).exists()
     logger.info("[judge] %d candidates in %d shards, %d already judged", n, shards, shards - len(todo))
     owned = judge is None and (todo or needs_pairwise)
@@ -207,16 +224,18 @@ def run_judging(
         for k in tqdm(todo, desc="judge", unit="shard", disable=not todo):
             part = candidates.select(range(k * size, min((k + 1) * size, n)))
             table = judgment_table(judge, judge.score(items_of(part)), cfg, part["candidate_id"])
-            atomic_write(_shard_path(stage_dir, k), lambda tmp, table=table: pq.write_table(table, tmp))
+            write_parquet(table, _shard_path(stage_dir, k))
         if needs_pairwise:
-            flat = candidates.select_columns(
-                ["candidate_id", "prompt_id", "prompt", "reference", "generator", "sample_index", "completion"]
-            ).to_pandas()
+            columns = ["candidate_id", "prompt_id", "prompt", "reference", "generator", "sample_index", "completion"]
+            columns += ["prompt_messages"] * ("prompt_messages" in candidates.column_names)
+            flat = candidates.select_columns(columns).to_pandas()
             run_pairwise(cfg, flat, judge, stage_dir)
     finally:
         if owned:
             judge.close()
-    judgments = pa.concat_tables([pq.read_table(_shard_path(stage_dir, k)) for k in range(shards)])
+    judgments = pa.concat_tables(
+        [pq.read_table(_shard_path(stage_dir, k), page_checksum_verification=True) for k in range(shards)]
+    )
     judged = _with_judgments(candidates, judgments)
     atomic_write(stage_dir / DATA_DIR, lambda tmp: judged.save_to_disk(str(tmp)))
     write_quality(cfg, judged, stage_dir)

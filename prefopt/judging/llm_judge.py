@@ -8,6 +8,11 @@ the choices A/B); otherwise the free text is parsed tolerantly (:mod:`prefopt.ju
 An answer that cannot be parsed is asked again, up to ``max_retries`` times (greedy judges retry at
 ``retry_temperature``, since a greedy retry repeats itself). A candidate still without an answer keeps
 null scores, every raw answer, and the reason: it never becomes a zero or a dropped row.
+
+Reasoning judges: ``reasoning_effort`` and ``chat_template_kwargs`` reach the server's request or the local chat
+template; ``reasoning_budget`` tokens are allowed on top of ``max_new_tokens``; the thoughts are removed before
+parsing (``reasoning``, :func:`prefopt.judging.parsing.final_answer`), and an answer that is all thoughts (cut off
+while reasoning, or a server's empty content beside its reasoning_content) is a failure, ``reasoning_unterminated``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from tqdm.auto import tqdm
 from prefopt.generation.engines import GenerationEngine, SamplingParams
 from prefopt.judging.base import JudgeItem, Judgment
 from prefopt.judging.config import LLMJudgeConfig
-from prefopt.judging.parsing import parse_choice, parse_scores
+from prefopt.judging.parsing import final_answer, parse_choice, parse_scores
 from prefopt.judging.rubrics import Rubric, load_rubric
 
 logger = logging.getLogger(__name__)
@@ -65,6 +70,13 @@ class LLMJudge:
         self.name = name or f"llm({cfg.model}, {self.rubric.name})"
         self.dimensions = self.rubric.names
         self.batch_size = cfg.batch_size
+        if cfg.structured_output and (cfg.reasoning_budget or cfg.reasoning_effort not in (None, "none")):
+            logger.warning(
+                "judging.llm: a reasoning judge with structured_output: the schema constrains decoding from the first "
+                "token, leaving no room to think, unless the engine constrains only the answer (a server run with "
+                "--reasoning-parser, or vLLM's structured_outputs_config.reasoning_parser); else set "
+                "structured_output: false"
+            )
 
     def _params(self, n: int, attempt: int, seed: int, **constraint) -> SamplingParams:
         c = self.cfg
@@ -73,8 +85,10 @@ class LLMJudge:
             n=n,
             temperature=temperature,
             top_p=c.top_p,
-            max_new_tokens=c.max_new_tokens,
+            max_new_tokens=c.max_new_tokens + c.reasoning_budget,
             seed=c.seed + seed,
+            reasoning_effort=c.reasoning_effort,
+            chat_template_kwargs=c.chat_template_kwargs or None,
             **constraint,
         )
 
@@ -86,7 +100,8 @@ class LLMJudge:
         constraint: dict,
         desc: str,
     ) -> list[Asked]:
-        """Ask every prompt until ``want`` answers parse (or the retries run out)."""
+        """Ask every prompt until ``want`` answers parse (or the retries run out); ``parse`` reads each final
+        answer, its reasoning removed (:func:`prefopt.judging.parsing.final_answer`)."""
         values: list[list] = [[] for _ in prompts]
         raws: list[list[str]] = [[] for _ in prompts]
         attempts, status = [0] * len(prompts), ["ok"] * len(prompts)
@@ -117,7 +132,8 @@ class LLMJudge:
                         attempts[i] += 1
                         for out in outs:
                             raws[i].append(out.text)
-                            value, reason = parse(out.text)
+                            answer, why = final_answer(out.text, self.cfg.reasoning, out.reasoning)
+                            value, reason = (None, why) if answer is None else parse(answer)
                             if value is not None:
                                 values[i].append(value)
                             else:
@@ -128,11 +144,11 @@ class LLMJudge:
         ]
 
     def score(self, items: list[JudgeItem]) -> list[Judgment]:
-        prompts = [self.rubric.pointwise_prompt(i.prompt, i.completion, i.reference) for i in items]
+        prompts = [self.rubric.pointwise_prompt(i.context, i.completion, i.reference) for i in items]
         constraint = {"json_schema": self.rubric.json_schema()} if self.cfg.structured_output else {}
 
         def parse(text: str):
-            parsed = parse_scores(text, self.rubric)
+            parsed = parse_scores(text, self.rubric, "none")  # the reasoning is already removed
             return parsed.scores, parsed.status
 
         judgments = []
@@ -154,14 +170,14 @@ class LLMJudge:
     def compare(self, pairs: list[tuple[JudgeItem, JudgeItem]]) -> list[PairwiseVerdict]:
         """Each pair asked in both orders (first as A, then first as B)."""
         prompts = [
-            self.rubric.pairwise_prompt(a.prompt, x.completion, y.completion, a.reference)
+            self.rubric.pairwise_prompt(a.context, x.completion, y.completion, a.reference)
             for a, b in pairs
             for x, y in ((a, b), (b, a))
         ]
         constraint = {"choices": ("A", "B")} if self.cfg.structured_output else {}
 
         def parse(text: str):
-            choice = parse_choice(text)
+            choice = parse_choice(text, "none")  # the reasoning is already removed
             return choice, "ok" if choice else "no_choice: names neither A nor B"
 
         asked = self.ask(prompts, parse, 1, constraint, "pairwise judge")

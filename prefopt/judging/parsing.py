@@ -1,5 +1,10 @@
 """Strict parsing of a judge's answer into one score per rubric dimension, with a counted reason per failure.
 
+Reasoning comes off first (:func:`final_answer`): ``<think>...</think>`` blocks (R1, Qwen, QwQ; a template that opens
+the block in the prompt leaves only the closing tag), gpt-oss's harmony analysis channel (with its special tokens, or
+decoded without them as ``analysis...assistantfinal...``), so only the final answer is parsed. Reasoning that never
+ends (cut off, or a block never closed) is a failure ``reasoning_unterminated``, never thoughts read as scores.
+
 Only the rubric's own dimension names and declared aliases are read, matched after normalising case, spaces and
 punctuation (``Numerical/Computational Precision`` -> ``numerical_computational_precision``); every other key,
 field or sentence is ignored, so a number in a reasoning field or a refusal never becomes a score. Sources, in
@@ -31,6 +36,7 @@ from dataclasses import dataclass, field
 from prefopt.judging.rubrics import Rubric, normalize_label
 
 MAX_ANSWER_CHARS = 32_768  # longer answers are refused ("too_long")
+MAX_OUTPUT_CHARS = 1_000_000  # longer outputs, reasoning included, are refused before it is removed
 MAX_JSON_DEPTH = 8  # objects and lists nested deeper are refused ("too_deep")
 # Per-dimension failure kinds, in the order a status lists them.
 DIMENSION_FAILURES = ("missing", "not_a_number", "not_finite", "out_of_range", "ambiguous")
@@ -58,6 +64,56 @@ _EXPLICIT = [
 ]
 _CONTAINERS = ("scores", "ratings")
 _SCORE_KEYS = ("score", "rating", "value")
+
+
+REASONING_MODES = ("auto", "think", "none")
+_THINK_OPEN = re.compile(r"<(?:think|thinking)>", re.IGNORECASE)
+_THINK_CLOSE = re.compile(r"</(?:think|thinking)>", re.IGNORECASE)
+_HARMONY_FINAL = re.compile(r"<\|channel\|>\s*final\s*(?:<\|constrain\|>[^<]*)?<\|message\|>")
+_HARMONY_END = re.compile(r"<\|(?:return|end|call)\|>")
+_HARMONY_ANALYSIS = re.compile(r"^\s*(?:<\|start\|>assistant)?\s*<\|channel\|>\s*(?:analysis|commentary)")
+_DECODED_FINAL = "assistantfinal"  # harmony decoded without special tokens: "analysis<thoughts>assistantfinal<answer>"
+_DECODED_ANALYSIS = re.compile(r"^\s*analysis(?=[A-Z])")  # "analysisWe need to ...": no space after the channel
+UNTERMINATED = "reasoning_unterminated"
+
+
+def final_answer(text: str, reasoning: str = "auto", separate: str | None = None) -> tuple[str | None, str]:
+    """The final answer of a judge's output with its reasoning removed, and "ok"; or None and why there is none.
+
+    ``separate``: a server's reasoning, returned apart from the text (``reasoning_content``); a blank text beside
+    it means the reasoning never ended (``reasoning_unterminated``).
+
+    ``auto``: ``<think>``/``<thinking>`` blocks and harmony's analysis channel are removed where present; a block
+    opened and never closed (or an analysis channel with no final one) is ``reasoning_unterminated``. ``think``:
+    the answer must follow a closing ``</think>`` (for chat templates that open the block in the prompt, as R1's
+    distills and QwQ do); none is ``reasoning_unterminated``. ``none``: the text as it is. Linear in the text."""
+    if separate is not None:  # the server split the reasoning off: the text needs no closing </think>
+        if not (text or "").strip():
+            return None, f"{UNTERMINATED}: the server's answer is all reasoning"
+        reasoning = "auto" if reasoning == "think" else reasoning
+    if reasoning == "none" or not text:
+        return text, "ok"
+    if reasoning not in REASONING_MODES:
+        raise ValueError(f"reasoning: expected one of {REASONING_MODES}, got {reasoning!r}")
+    finals = list(_HARMONY_FINAL.finditer(text))
+    if finals:
+        answer = text[finals[-1].end() :]
+        end = _HARMONY_END.search(answer)
+        return (answer[: end.start()] if end else answer), "ok"
+    if _HARMONY_ANALYSIS.match(text):
+        return None, f"{UNTERMINATED}: the analysis channel never reached a final one"
+    cut = text.rfind(_DECODED_FINAL)
+    if cut >= 0 and text.lstrip().startswith("analysis"):
+        return text[cut + len(_DECODED_FINAL) :], "ok"
+    if _DECODED_ANALYSIS.match(text):
+        return None, f"{UNTERMINATED}: harmony analysis text with no final answer"
+    closes = list(_THINK_CLOSE.finditer(text))
+    answer = text[closes[-1].end() :] if closes else text
+    if _THINK_OPEN.search(answer):
+        return None, f"{UNTERMINATED}: a <think> block is never closed"
+    if not closes and reasoning == "think":
+        return None, f"{UNTERMINATED}: no </think> ends the reasoning"
+    return answer, "ok"
 
 
 @dataclass(frozen=True)
@@ -220,8 +276,14 @@ def dimension_failures(status: str, names: tuple[str, ...]) -> dict[str, str]:
     return found
 
 
-def parse_scores(text: str, rubric: Rubric) -> ParsedScores:
-    """Every dimension's score from a judge's answer, or the reason (per dimension where it applies) there is none."""
+def parse_scores(text: str, rubric: Rubric, reasoning: str = "auto") -> ParsedScores:
+    """Every dimension's score from a judge's final answer (its reasoning removed as ``reasoning`` says, see
+    :func:`final_answer`), or the reason (per dimension where it applies) there is none."""
+    if text and len(text) > MAX_OUTPUT_CHARS:
+        return ParsedScores(None, f"too_long: {len(text)} characters (limit {MAX_OUTPUT_CHARS} with reasoning)")
+    text, status = final_answer(text, reasoning)
+    if text is None:
+        return ParsedScores(None, status)
     if not text or not text.strip():
         return ParsedScores(None, "empty")
     if len(text) > MAX_ANSWER_CHARS:
@@ -259,9 +321,13 @@ _CHOICE = [
 ]
 
 
-def parse_choice(text: str) -> str | None:
-    """'A' or 'B' from a pairwise judge's answer; None when it names neither, both without a verdict, or it is
-    longer than :data:`MAX_ANSWER_CHARS`."""
+def parse_choice(text: str, reasoning: str = "auto") -> str | None:
+    """'A' or 'B' from a pairwise judge's final answer (its reasoning removed, see :func:`final_answer`); None when
+    it names neither, both without a verdict, its reasoning never ends, or it is longer than
+    :data:`MAX_ANSWER_CHARS`."""
+    if text and len(text) > MAX_OUTPUT_CHARS:
+        return None
+    text = final_answer(text, reasoning)[0]
     if not text or len(text) > MAX_ANSWER_CHARS:
         return None
     bare = text.strip().strip(" .*\"'()[]:").upper()

@@ -160,5 +160,9 @@ def load_rubric(name_or_path: str) -> Rubric:
         raise ConfigError(f"{path}: rubric file not found")
     try:
         return from_dict(Rubric, yaml.safe_load(path.read_text()) or {})
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', None) or err}") from None
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None

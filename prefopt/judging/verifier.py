@@ -22,6 +22,12 @@ _FINAL_RE = re.compile(r"\. =(-?\d+)\s*$")
 _STEP_RE = re.compile(r"^(-?\d+)([+\-*])(\d+)=(-?\d+)$")
 
 
+def final_answer(completion: str) -> str | None:
+    """The trace's final answer (the ``n`` of its closing ``. =n``), or None where it states none."""
+    final = _FINAL_RE.search(completion.strip())
+    return final.group(1) if final else None
+
+
 def score_trace(problem: str, completion: str, reference: str | None = None) -> Judgment:
     """Score one completion of ``problem`` (the truth is recomputed, so ``reference`` is not needed); a problem
     that is not chained arithmetic is a failure."""

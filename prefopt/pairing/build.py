@@ -53,6 +53,32 @@ def to_dataset(frame: pd.DataFrame) -> Dataset:
     return arrow_dataset(table)
 
 
+def _conversations(judgments: Dataset | pd.DataFrame) -> dict[str, list[dict]] | None:
+    """Each prompt's conversation (``prompt_messages``, role and content only) by prompt_id; None where the judgments
+    do not have them (the conversation is then the prompt alone)."""
+    columns = judgments.columns if isinstance(judgments, pd.DataFrame) else judgments.column_names
+    if "prompt_messages" not in columns:
+        return None
+    ids, conversations = judgments["prompt_id"], judgments["prompt_messages"]
+    out: dict[str, list[dict]] = {}
+    for prompt_id, conversation in zip(ids, conversations):
+        if conversation is not None and prompt_id not in out:
+            out[prompt_id] = [{"role": m["role"], "content": m["content"]} for m in conversation]
+    return out
+
+
+def with_conversations(frame: pd.DataFrame, conversations: dict[str, list[dict]] | None) -> pd.DataFrame:
+    """``frame`` (pairs or KTO examples) with each prompt's conversation as ``prompt_messages``, after ``prompt``."""
+    if conversations is None or "prompt_messages" in frame.columns:
+        return frame
+    frame = frame.copy()
+    values = [conversations.get(p) for p in frame["prompt_id"]]
+    frame.insert(
+        frame.columns.get_loc("prompt") + 1, "prompt_messages", pd.Series(values, index=frame.index, dtype=object)
+    )
+    return frame
+
+
 def _flat(judgments: Dataset | pd.DataFrame, max_samples: int | None = None) -> pd.DataFrame:
     """Judgments as a flat frame of the columns pairing reads (raw judge outputs and the like stay on disk),
     limited to each generator's first ``max_samples`` samples per prompt."""
@@ -97,7 +123,7 @@ def run_strategy(cfg: PairingConfig, judged: pd.DataFrame) -> Built:
 def base_pairs(cfg: PairingConfig, judgments: Dataset | pd.DataFrame) -> pd.DataFrame:
     """The pairs that margin_bayes selects from: the strategy's pairs after ties, the gate and the filter."""
     judged = _flat(judgments, cfg.max_samples)
-    return _gated(cfg, run_strategy(cfg, judged).frame, {})
+    return _gated(cfg, with_conversations(run_strategy(cfg, judged).frame, _conversations(judgments)), {})
 
 
 def _gated(cfg: PairingConfig, pairs: pd.DataFrame, stats: dict) -> pd.DataFrame:
@@ -183,8 +209,9 @@ def build_pairs(
         "unjudged_candidates": int(judged["aggregate"].isna().sum()),
         "prompts": int(judged["prompt_id"].nunique()),
     }
+    conversations = _conversations(judgments)
     if cfg.unpaired:
-        return _build_unpaired(cfg, judged, dims, stats)
+        return _build_unpaired(cfg, judged, dims, stats, conversations)
     built = run_strategy(cfg, judged)
     stats["prompts_too_few_candidates"] = len(built.short_prompts)
     stats["prompts_too_few_candidates_examples"] = built.short_prompts[:5]
@@ -195,7 +222,7 @@ def build_pairs(
             cfg.strategy,
             built.short_prompts[:3],
         )
-    pairs = built.frame
+    pairs = with_conversations(built.frame, conversations)
     stats["pairs_built"] = len(pairs)
     stats["mean_margin_built"] = mean(pairs["margin"])
     if cfg.strategy_entry.needs_generator_labels:
@@ -226,6 +253,11 @@ def build_pairs(
         ra = cfg.reward_augmented
         selected = len(pairs)
         pairs, clipped = reward_augment(pairs, ra.template, ra.placement, ra.score_range, ra.target_range, ra.decimals)
+        if ra.placement == "prefix" and "prompt_messages" in pairs.columns:  # the prefixed prompt is the last turn
+            pairs["prompt_messages"] = [
+                None if m is None else [*m[:-1], {"role": "user", "content": p}]
+                for m, p in zip(pairs["prompt_messages"], pairs["prompt"])
+            ]
         stats["reward_augmented_rows"] = len(pairs) - selected
         stats["reward_augmented_scores_clipped"] = clipped
         if clipped:
@@ -261,9 +293,11 @@ def build_pairs(
     return PairingResult(to_dataset(pairs), stats, built.frame, pairs, scored)
 
 
-def _build_unpaired(cfg: PairingConfig, judged: pd.DataFrame, dims: list[str], stats: dict) -> PairingResult:
+def _build_unpaired(
+    cfg: PairingConfig, judged: pd.DataFrame, dims: list[str], stats: dict, conversations: dict | None = None
+) -> PairingResult:
     built = run_strategy(cfg, judged)
-    frame, between = built.frame, built.unlabelled
+    frame, between = with_conversations(built.frame, conversations), built.unlabelled
     desirable = int(frame["label"].sum())
     stats.update(
         {

@@ -81,7 +81,10 @@ class ProxyConfig:
     trl: dict[str, Any] = described(
         "PrefDPOConfig fields of the proxy's DPO training (any trl.DPOConfig field).", default_factory=dict
     )
-    batch_size: int = described("Sequences per forward pass when scoring log-probabilities.", default=32)
+    batch_size: int = described(
+        "Pairs per forward pass on each device (every visible GPU, one rank each) when scoring the implicit margins.",
+        default=32,
+    )
 
     def __post_init__(self):
         if self.seed_pairs < 1 or self.batch_size < 1:

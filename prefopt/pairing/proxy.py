@@ -3,7 +3,9 @@ pair's implicit margin ``m_im = [log pi_1(y_w) - log pi_s(y_w)] - [log pi_1(y_l)
 
 Runs in place in its stage directory, each step resumable: ``seed_pairs/`` (written atomically), ``train/``
 (the DPO run; resumes from its checkpoints), ``data/`` (``pair_id``, the two log-ratios and
-``implicit_margin``, written atomically).
+``implicit_margin``, written atomically). Scoring runs ``batch_size`` pairs per forward pass on each visible GPU
+(one rank each; :func:`prefopt.training.implicit.score_pair_logratios`) and frees the proxy and its reference when
+done.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from prefopt.pairing.candidates import sort_pairs, tiebreak_keys
 from prefopt.pairing.config import ProxyConfig
 from prefopt.schemas import DATA_DIR, save_stage_dataset
 from prefopt.training.config import TrainingConfig
-from prefopt.training.implicit import pair_logratios
+from prefopt.training.implicit import score_pair_logratios
 from prefopt.training.launch import FINAL_MODEL_DIR, launch_training
 
 logger = logging.getLogger(__name__)
@@ -48,10 +50,13 @@ def run_proxy(cfg: ProxyConfig, pairs: pd.DataFrame, proxy_model: str, stage_dir
         launch_training(training, seed_dir, proxy_model, train_dir)
         mark_complete(train_dir, {"stage": "proxy train", "config": cfg})
     logger.info("[proxy] scoring the implicit margin of %d pairs", len(pairs))
-    chosen, rejected = pair_logratios(
+    chosen, rejected = score_pair_logratios(  # batch_size per device, every visible GPU; memory freed after
         str(train_dir / FINAL_MODEL_DIR),
         proxy_model,
-        Dataset.from_pandas(pairs[["prompt", "chosen", "rejected"]], preserve_index=False),
+        Dataset.from_pandas(
+            pairs[[c for c in ("prompt", "prompt_messages", "chosen", "rejected") if c in pairs.columns]],
+            preserve_index=False,
+        ),
         cfg.trl,
         cfg.batch_size,
     )

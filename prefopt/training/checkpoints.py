@@ -4,18 +4,22 @@ The Trainer writes ``checkpoint-N/`` file by file (weights, optimizer, scheduler
 during a save leaves a directory that looks like a checkpoint and is not one; ``get_last_checkpoint`` would resume
 from it and fail, or worse, resume from half of it. :class:`MarkCompleteCheckpoints` writes a marker into each
 checkpoint once the Trainer has saved it entirely (``on_save`` runs after the save and after old checkpoints are
-rotated out); :func:`resume_checkpoint` takes the newest marked checkpoint and removes unmarked ones, each with a
-warning line.
+rotated out): the files are flushed to disk first, and the marker records each file's size. :func:`resume_checkpoint`
+takes the newest checkpoint that is marked and whose files are all there with their recorded sizes, and removes
+newer unmarked or damaged ones, each with a warning line.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
 from pathlib import Path
 
 from transformers import TrainerCallback
+
+from prefopt.cache import atomic_write, fsync_tree
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +33,36 @@ class MarkCompleteCheckpoints(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if state.is_world_process_zero and folder.is_dir():
-            (folder / COMPLETE_MARKER).write_text(f"{state.global_step}\n")
+            mark_checkpoint(folder, state.global_step)
         return control
+
+
+def mark_checkpoint(folder: Path, step: int) -> None:
+    """Flush the checkpoint's files to disk, then write its marker (atomically) with every file's size."""
+    fsync_tree(folder)
+    files = {str(f.relative_to(folder)): f.stat().st_size for f in sorted(folder.rglob("*")) if f.is_file()}
+    files.pop(COMPLETE_MARKER, None)
+    text = json.dumps({"step": step, "files": files}, indent=1, sort_keys=True)
+    atomic_write(folder / COMPLETE_MARKER, lambda tmp: tmp.write_text(text))
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why ``folder`` is not a complete checkpoint (None: it is): no marker, or a recorded file missing or of
+    another size (a marker written by an older prefopt records no files and is trusted)."""
+    marker = folder / COMPLETE_MARKER
+    if not marker.is_file():
+        return "not saved completely (a kill during the save?)"
+    try:
+        recorded = json.loads(marker.read_text())
+    except ValueError:
+        return "its completion marker is unreadable"
+    for name, size in (recorded.get("files", {}) if isinstance(recorded, dict) else {}).items():
+        file = folder / name
+        if not file.is_file():
+            return f"damaged ({name} is missing)"
+        if file.stat().st_size != size:
+            return f"damaged ({name}: {file.stat().st_size} bytes, {size} recorded)"
+    return None
 
 
 def resume_checkpoint(output_dir: str | Path, remove_torn: bool = True) -> str | None:
@@ -43,15 +75,14 @@ def resume_checkpoint(output_dir: str | Path, remove_torn: bool = True) -> str |
         ((int(m[1]), p) for p in root.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))), reverse=True
     )
     newest = None
-    for step, path in found:
-        if (path / COMPLETE_MARKER).is_file():
-            newest = newest or str(path)
-        elif newest is None or step > int(Path(newest).name.split("-")[1]):
-            logger.warning(
-                "%s was not saved completely (a kill during the save?); %s",
-                path,
-                "removing it" if remove_torn else "ignoring it",
-            )
-            if remove_torn:
-                shutil.rmtree(path, ignore_errors=True)
+    for _step, path in found:
+        if newest is not None:  # older than the one resumed from: left as it is
+            break
+        problem = checkpoint_problem(path)
+        if problem is None:
+            newest = str(path)
+            continue
+        logger.warning("%s was %s; %s", path, problem, "removing it" if remove_torn else "ignoring it")
+        if remove_torn:
+            shutil.rmtree(path, ignore_errors=True)
     return newest

@@ -10,6 +10,28 @@ from prefopt.user_data import DatasetSpec
 
 
 @dataclass(frozen=True)
+class TrainingBudget:
+    """How much the policy trains, the same for every arm whatever its number of pairs: TRL's ``max_steps``, given
+    as optimizer steps or as tokens (converted with the training data's mean tokens per example and the effective
+    batch size; see :func:`prefopt.training.launch.budget_steps`)."""
+
+    steps: int | None = described("Optimizer steps.", default=None)
+    tokens: int | None = described(
+        "Tokens the forward passes process (a pair: prompt + chosen and prompt + rejected; a KTO example: prompt + "
+        "completion), rounded up to whole optimizer steps.",
+        default=None,
+    )
+
+    def __post_init__(self):
+        if (self.steps is None) == (self.tokens is None):
+            raise ValueError(f"set exactly one of steps and tokens, got steps={self.steps}, tokens={self.tokens}")
+        for name in ("steps", "tokens"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+@dataclass(frozen=True)
 class TrainingConfig:
     """The train stage: prefopt's DPO or KTO trainer (TRL subclasses) under ``accelerate launch``."""
 
@@ -48,3 +70,12 @@ class TrainingConfig:
         "revision, columns}. Set, `prefopt run` and `prefopt train` train on it, skipping generate, judge and pairs.",
         default=None,
     )
+    budget: TrainingBudget | None = described(
+        "Train every arm the same amount: {steps: N} or {tokens: N} (TRL's max_steps; epochs then no longer "
+        "decide). Unset: training.trl's num_train_epochs or max_steps.",
+        default=None,
+    )
+
+    def __post_init__(self):
+        if self.budget is not None and "max_steps" in self.trl:
+            raise ValueError("budget sets TRL's max_steps: drop trl.max_steps, or the budget")

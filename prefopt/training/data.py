@@ -5,7 +5,8 @@ Data is read with :func:`prefopt.user_data.load_user_dataset` and checked row by
 
 - lists of messages (TRL's conversational format, explicit or implicit prompt) go to TRL as they are;
 - text with a ``prompt`` column (TRL's standard format, and prefopt's own pairs and KTO examples) is read as a chat:
-  the prompt is the user's message (after a ``system`` column's system message) and each reply the assistant's, in
+  the prompt is the user's message (after a ``system`` column's system message), or the whole conversation of a
+  ``prompt_messages`` column where it has one (prefopt's pairs of chat prompts), and each reply the assistant's, in
   TRL's conversational format;
 - text without a ``prompt`` column (TRL's standard implicit-prompt format) goes to TRL as text: TRL splits off the
   shared start and trains on it with no chat template.
@@ -26,9 +27,9 @@ from typing import TYPE_CHECKING
 
 from datasets import Dataset
 
-from prefopt.cache import atomic_write
+from prefopt.cache import atomic_write, remove_stale_temporaries, temporary_path
 from prefopt.generation.engines import messages
-from prefopt.schemas import TrainingData, check_training_data, split_implicit_prompt
+from prefopt.schemas import TrainingData, check_training_data, prompt_conversation, split_implicit_prompt
 from prefopt.training.dpo_trainer import PrefDPOConfig
 from prefopt.training.kto_trainer import SCORE_KEY, PrefKTOConfig
 from prefopt.training.losses import PAIR_LOSSES
@@ -45,9 +46,16 @@ DATA_REPORT = "data_report.json"  # in the train stage: what the checks found
 TEXT_COLUMNS = ("prompt", "chosen", "rejected", "completion", "system")
 
 
-def prompt_messages(prompts: list[str], systems: list[str | None] | None = None) -> list[list[dict]]:
-    """Chat messages of each prompt: a system message where one is given, then the user turn."""
-    return [messages(p, s) for p, s in zip(prompts, systems or [None] * len(prompts))]
+def prompt_messages(
+    prompts: list[str], systems: list[str | None] | None = None, conversations: list[list[dict] | None] | None = None
+) -> list[list[dict]]:
+    """Chat messages of each text prompt: its conversation where one is given (a ``prompt_messages`` value), else
+    the user turn; after the system message where one is given (:func:`prefopt.schemas.prompt_conversation`)."""
+    n = len(prompts)
+    return [
+        messages(p, s) if m is None else prompt_conversation(p, m, s)
+        for p, s, m in zip(prompts, systems or [None] * n, conversations or [None] * n)
+    ]
 
 
 def _assistant(texts: list[str]) -> list[list[dict]]:
@@ -69,8 +77,9 @@ def to_conversational(pairs: Dataset, gap_column: str | None = "margin") -> Data
             f"{[c for c in flat.column_names if c == 'margin' or c.startswith('margins.')]}"
         )
     systems = pairs["system"] if "system" in pairs.column_names else None
+    conversations = pairs["prompt_messages"] if "prompt_messages" in pairs.column_names else None
     columns = {
-        "prompt": prompt_messages(pairs["prompt"], systems),
+        "prompt": prompt_messages(pairs["prompt"], systems, conversations),
         "chosen": _assistant(pairs["chosen"]),
         "rejected": _assistant(pairs["rejected"]),
     }
@@ -102,11 +111,13 @@ def to_kto_examples(
     scores: list[float] | None = None,
     systems: list[str | None] | None = None,
     chat: bool = True,
+    conversations: list[list[dict] | None] | None = None,
 ) -> Dataset:
     """TRL's unpaired format plus each example's judged score (where given), shuffled (KTO reads sequentially:
-    the two classes must be mixed). ``chat``: text prompts and completions become user and assistant turns."""
+    the two classes must be mixed). ``chat``: text prompts (or their ``conversations``) and completions become user
+    and assistant turns."""
     columns = {
-        "prompt": prompt_messages(prompts, systems) if chat else list(prompts),
+        "prompt": prompt_messages(prompts, systems, conversations) if chat else list(prompts),
         "completion": _assistant(completions) if chat else list(completions),
         "label": [bool(x) for x in labels],
     }
@@ -125,11 +136,16 @@ def _unpaired_rows(data: TrainingData) -> dict[str, list | None]:
         rows |= {column: [s[column] for s in split] for column in ("prompt", "chosen", "rejected")}
     ids, scored = {"chosen_id", "rejected_id"} <= set(rows), {"chosen_score", "rejected_score"} <= set(rows)
     systems = rows.get("system", [None] * len(rows["prompt"]))
-    out: dict[str, list] = {"prompt": [], "completion": [], "label": [], "score": [], "system": []}
+    conversations = rows.get("prompt_messages", [None] * len(rows["prompt"]))
+    out: dict[str, list] = {"prompt": [], "completion": [], "label": [], "score": [], "system": [], "conversation": []}
     seen: set[str] = set()
-    for i, (prompt, system) in enumerate(zip(rows["prompt"], systems)):
+    for i, (prompt, system, conversation) in enumerate(zip(rows["prompt"], systems, conversations)):
         for side, label in (("chosen", True), ("rejected", False)):
-            key = rows[f"{side}_id"][i] if ids else json.dumps([prompt, system, rows[side][i]], sort_keys=True)
+            key = (
+                rows[f"{side}_id"][i]
+                if ids
+                else json.dumps([prompt, system, conversation, rows[side][i]], sort_keys=True)
+            )
             if key not in seen:
                 seen.add(key)
                 for column, value in (
@@ -138,6 +154,7 @@ def _unpaired_rows(data: TrainingData) -> dict[str, list | None]:
                     ("label", label),
                     ("score", rows[f"{side}_score"][i] if scored else None),
                     ("system", system),
+                    ("conversation", conversation),
                 ):
                     out[column].append(value)
     repeated = 2 * len(rows["prompt"]) - len(out["label"])
@@ -159,10 +176,13 @@ def trl_examples(data: TrainingData) -> Dataset:
         rows = data.dataset.to_dict()
         rows.setdefault("score", None)
         rows.setdefault("system", None)
+        rows["conversation"] = rows.get("prompt_messages")
     chat = not data.conversational and not data.implicit_prompt
     if data.conversational:
         rows["prompt"], rows["completion"] = _role_and_content(rows["prompt"]), _role_and_content(rows["completion"])
-    return to_kto_examples(rows["prompt"], rows["completion"], rows["label"], rows["score"], rows["system"], chat)
+    return to_kto_examples(
+        rows["prompt"], rows["completion"], rows["label"], rows["score"], rows["system"], chat, rows["conversation"]
+    )
 
 
 def _uses_of_the_signal(method: str, trl: dict) -> list[str]:
@@ -208,7 +228,13 @@ def load_training_data(
     checked = check_training_data(data, spec.path, method, numeric, required)
     if method == "dpo" and gap_column not in data.flatten().column_names:
         logger.info("%s: no gap column %r: training without judged gaps", spec.path, gap_column)
-    used = (*TEXT_COLUMNS, "label", *numeric, *(("chosen_id", "rejected_id") if method == "kto" else ()))
+    used = (
+        *TEXT_COLUMNS,
+        "prompt_messages",
+        "label",
+        *numeric,
+        *(("chosen_id", "rejected_id") if method == "kto" else ()),
+    )
     unused = [c for c in data.flatten().column_names if c not in used]
     if unused and checked.implicit_prompt:  # a misnamed prompt column would otherwise go unnoticed
         logger.warning(
@@ -249,7 +275,8 @@ class DataArguments:
 
 def _save_once(dataset: Dataset, path: Path) -> None:
     """Save ``dataset`` to ``path`` unless another process (a rank) got there first with the same rows."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    remove_stale_temporaries(path)  # left by a killed run
+    tmp = temporary_path(path)
     shutil.rmtree(tmp, ignore_errors=True)
     dataset.save_to_disk(str(tmp))
     try:

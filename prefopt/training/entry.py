@@ -149,6 +149,7 @@ def train_and_save(trainer, tokenizer, output_dir: str, base_model: str) -> dict
     if trainer.accelerator.is_main_process:
         tokenizer.save_pretrained(final)
         (Path(output_dir) / SUMMARY).write_text(json.dumps(summary, indent=2))
+        trainer.state.save_to_json(str(Path(output_dir) / "trainer_state.json"))  # optimizer steps, for the tables
         logger.info(
             "Saved the aligned policy (%s) to %s", "a LoRA adapter" if summary["adapter"] else "full weights", final
         )

@@ -36,6 +36,8 @@ class TinyModelSpec:
     def __post_init__(self):
         if self.hidden_size % HEAD_DIM:
             raise ValueError(f"hidden_size must be a multiple of {HEAD_DIM}, got {self.hidden_size}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         for name in ("num_layers", "train_steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
