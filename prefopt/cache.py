@@ -218,6 +218,10 @@ def is_complete(path: str | Path) -> bool:
         if str(path) not in _reported:
             _reported.add(str(path))
             logger.warning("%s was finished but is damaged (%s%s); it is redone", path, problems[0], more)
+        for problem in problems:  # a recorded file that is not as recorded is never reused by the rerun
+            name, sep, _ = problem.partition(": ")
+            if sep and name != MANIFEST and (path / name).is_file():
+                (path / name).unlink()
     return not problems
 
 

@@ -349,6 +349,13 @@ def _truncate(file: Path) -> None:
     file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
 
 
+def _alter_readably(file: Path) -> None:
+    """Same size, same rows, other bytes: the writer's name in the footer changed (the file still reads whole)."""
+    data = file.read_bytes()
+    assert b"parquet-cpp-arrow" in data
+    file.write_bytes(data.replace(b"parquet-cpp-arrow", b"parquet-cpp-arrOw"))
+
+
 def _flip_a_byte(file: Path) -> None:
     data = bytearray(file.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -359,6 +366,13 @@ DAMAGE = {
     # fault -> (stages copied from the reference, the stage to rerun, what to damage in it, how, finished?)
     "generation unit truncated": (("generate",), "generate", "shards/strong/00001.parquet", _truncate, True),
     "generation unit corrupted": (("generate",), "generate", "shards/weak/00003.parquet", _flip_a_byte, True),
+    "generation unit altered, still readable": (
+        ("generate",),
+        "generate",
+        "shards/weak/00004.parquet",
+        _alter_readably,
+        True,
+    ),
     "generation unit truncated, run unfinished": (
         ("generate",),
         "generate",

@@ -128,8 +128,8 @@ def test_benchmark_files_are_checked_and_scored_with_math_verify(tmp_path):
     rows = [{"question": "2+2?", "answer": "2+2=4\n#### 4"}, {"question": "Half?", "answer": "\\frac{1}{2}"}]
     path.write_text("\n".join(json.dumps(r) for r in rows))
     bench = benchmark_set(BenchmarkFile(name="b", path=str(path)))
-    assert all(bench.correct(p, c, a) for p, c, a in zip(bench.problems, ["So 4.", "$0.5$"], bench.answers))
-    assert not bench.correct(bench.problems[0], "So 5.", bench.answers[0])
+    assert all(bench.judge(p, c, a)[0] for p, c, a in zip(bench.problems, ["So 4.", "$0.5$"], bench.answers))
+    assert not bench.judge(bench.problems[0], "So 5.", bench.answers[0])[0]
     path.write_text("\n".join(json.dumps(r) for r in rows + [{"question": "Cut?", "answer": "Working.\n####"}]))
     with pytest.raises(DataError, match="row 2: math-verify reads no answer in 'answer'"):
         benchmark_set(BenchmarkFile(name="b", path=str(path)))

@@ -267,8 +267,10 @@ def test_bad_model_fields_fail_at_recipe_load_in_one_line(tmp_path, model_args, 
     assert str(err.value).startswith(f"{tmp_path / 'recipe.yaml'}: training.")
 
 
-def test_recipe_model_block_and_template_file_reach_the_flat_train_config(tmp_path):
+def test_recipe_model_block_and_template_file_reach_the_flat_train_config(tmp_path, run_dir, tiny_models):
     from prefopt.training.launch import write_train_config
+
+    from conftest import ci_stage
 
     (tmp_path / "chat.jinja").write_text(TEMPLATE)
     recipe = yaml.safe_load(CI_RECIPE.read_text())
@@ -279,7 +281,8 @@ def test_recipe_model_block_and_template_file_reach_the_flat_train_config(tmp_pa
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     training = load_recipe(tmp_path / "recipe.yaml").training
     assert training.chat_template == TEMPLATE  # the file's text: the stage key follows edits to it
-    flat = yaml.safe_load(write_train_config(training, tmp_path / "pairs", "policy", tmp_path / "out").read_text())
+    pairs, policy = ci_stage(run_dir, "pairs"), tiny_models["policy"]  # the plan counts the pairs' tokens
+    flat = yaml.safe_load(write_train_config(training, pairs, policy, tmp_path / "out").read_text())
     assert (flat["use_peft"], flat["lora_r"], flat["lora_target_modules"], flat["chat_template"]) == (
         True,
         4,

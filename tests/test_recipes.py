@@ -172,6 +172,7 @@ def test_the_paper_readme_has_a_row_for_every_full_recipe():
         assert f"`{path.parent.name}/{path.name}`" in readme, path
 
 
+@pytest.mark.slow  # minutes: a real run (make test runs it within SLOW_BUDGET)
 def test_the_tiny_generator_gap_recipe_runs(tmp_path, model_cache):
     """The paper recipe itself, shrunk to CI size (fewer SFT steps, prompts and problems), first run and table."""
     data = yaml.safe_load((REPO / "recipes" / "paper" / "decomposing_delta" / "tiny_generator_gap.yaml").read_text())

@@ -82,6 +82,7 @@ def test_arm_intervals_stack_seeds_and_pair_problems():
     assert arm_intervals({"a": base, "c": short}, "a")["c"]["vs_baseline"] == {}
 
 
+@pytest.mark.slow  # minutes: a real run (make test runs it within SLOW_BUDGET)
 def test_a_seeded_sweep_reports_arms_with_intervals(tmp_path, run_dir, capsys):
     """Two arms x two seeds on the CI run's generation and judging: four trainings, one table of arms."""
     path = sweep_recipe(
