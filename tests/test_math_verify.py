@@ -80,7 +80,9 @@ def test_a_pathological_answer_is_a_recorded_timeout_not_a_hang(monkeypatch, com
     monkeypatch.setattr(math_verifier, "COMPARE_TIMEOUT_S", 1)
     start = time.monotonic()
     judgment = score_math("q", completion, "5")
-    assert time.monotonic() - start < 10
+    # A hang would never return. The 1 s alarm fires between Python steps, so one long C-level step inside math-verify
+    # can overrun it on a loaded machine (36 s seen once in a fresh-clone CI run): the bound is loose on purpose.
+    assert time.monotonic() - start < 120
     assert judgment.scores is None and judgment.status.startswith("timeout: math-verify's"), judgment
     assert score_math("q", "\\boxed{5}", "5").scores["correctness"] == 1.0  # the alarm is cleared afterwards
 
