@@ -38,7 +38,7 @@ from prefopt.cli import main
 from prefopt.pipeline import Pipeline
 from prefopt.recipe import load_recipe
 
-from conftest import CI_RECIPE
+from conftest import CI_RECIPE, alive, descendants
 
 # The CI recipe cut finer, so that there are moments to kill at: 12 generation units, 12 judged shards and a
 # checkpoint after each of 4 training steps.
@@ -161,30 +161,12 @@ def start(command: list[str], log: Path, file_size_limit: int | None = None) -> 
         )
 
 
-def _descendants(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout.split()
-    children: dict[int, list[int]] = {}
-    for child, parent in zip(map(int, out[::2]), map(int, out[1::2])):
-        children.setdefault(parent, []).append(child)
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
-    return bool(state) and not state.startswith("Z")
-
-
 def kill_tree(process: subprocess.Popen) -> None:
     """SIGKILL ``process`` and everything it started, all frozen first: a crash of the whole job."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGSTOP)
     frozen: set[int] = set()
-    while new := set(_descendants(process.pid)) - frozen:
+    while new := set(descendants(process.pid)) - frozen:
         for pid in new:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGSTOP)
@@ -196,7 +178,7 @@ def kill_tree(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=60)
     deadline = time.time() + 30
-    while [pid for pid in frozen if _alive(pid)]:
+    while [pid for pid in frozen if alive(pid)]:
         assert time.time() < deadline, "killed processes still running"
         time.sleep(0.05)
 

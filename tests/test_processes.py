@@ -1,12 +1,13 @@
 """No orphans: a child group started by prefopt dies with it, on SIGTERM (exit 143) and on SIGINT (exit 130)."""
 
-import os
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+
+from conftest import alive, descendants
 
 DRIVER = """
 import sys
@@ -23,40 +24,18 @@ except Terminated:
 """
 
 
-def _descendants(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout.split()
-    children: dict[int, list[int]] = {}
-    for child, parent in zip(map(int, out[::2]), map(int, out[1::2])):
-        children.setdefault(parent, []).append(child)
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
-    return bool(state) and not state.startswith("Z")
-
-
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_killing_prefopt_leaves_no_child_behind(sig, code):
     driver = subprocess.Popen([sys.executable, "-c", DRIVER])
     deadline = time.time() + 60
-    while len(_descendants(driver.pid)) < 2:  # the child and its grandchild are up
+    while len(descendants(driver.pid)) < 2:  # the child and its grandchild are up
         assert time.time() < deadline and driver.poll() is None
         time.sleep(0.1)
-    family = _descendants(driver.pid)
+    family = descendants(driver.pid)
     driver.send_signal(sig)  # to prefopt alone, as `kill PID` does (not to its process group)
     assert driver.wait(timeout=60) == code
     time.sleep(0.5)
-    assert not [pid for pid in family if _alive(pid)], "children outlived prefopt"
+    assert not [pid for pid in family if alive(pid)], "children outlived prefopt"
 
 
 def test_killing_prefopt_train_stops_its_accelerate_ranks(run_dir, tmp_path):
@@ -78,14 +57,14 @@ def test_killing_prefopt_train_stops_its_accelerate_ranks(run_dir, tmp_path):
     ]
     prefopt = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
-    while len(_descendants(prefopt.pid)) < 2:  # the accelerate launcher and its rank
+    while len(descendants(prefopt.pid)) < 2:  # the accelerate launcher and its rank
         assert time.time() < deadline and prefopt.poll() is None, "training did not start"
         time.sleep(0.2)
-    family = _descendants(prefopt.pid)
+    family = descendants(prefopt.pid)
     prefopt.send_signal(signal.SIGTERM)
     assert prefopt.wait(timeout=60) == 143
     time.sleep(0.5)
-    assert not [pid for pid in family if _alive(pid)], "accelerate or its ranks outlived prefopt"
+    assert not [pid for pid in family if alive(pid)], "accelerate or its ranks outlived prefopt"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the death signal (PR_SET_PDEATHSIG) is Linux's")
@@ -93,16 +72,16 @@ def test_a_sigkill_of_prefopt_still_stops_its_children():
     """No clean-up runs in a SIGKILLed prefopt: the supervisor leading the child group stops it when prefopt dies."""
     driver = subprocess.Popen([sys.executable, "-c", DRIVER])
     deadline = time.time() + 60
-    while len(_descendants(driver.pid)) < 3:  # the supervisor, the child and its grandchild are up
+    while len(descendants(driver.pid)) < 3:  # the supervisor, the child and its grandchild are up
         assert time.time() < deadline and driver.poll() is None
         time.sleep(0.1)
-    family = _descendants(driver.pid)
+    family = descendants(driver.pid)
     driver.kill()
     driver.wait(timeout=30)
     deadline = time.time() + 30
-    while [pid for pid in family if _alive(pid)] and time.time() < deadline:
+    while [pid for pid in family if alive(pid)] and time.time() < deadline:
         time.sleep(0.2)
-    assert not [pid for pid in family if _alive(pid)], "children outlived a SIGKILLed prefopt"
+    assert not [pid for pid in family if alive(pid)], "children outlived a SIGKILLed prefopt"
 
 
 def test_the_supervisor_passes_the_exit_code_through():
