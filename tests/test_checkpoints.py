@@ -1,6 +1,7 @@
 """Crash-safe training: kill -9 at any moment, a torn checkpoint left behind, rerun: the final weights equal an
 uninterrupted run's, bit for bit (CPU)."""
 
+import json
 import shutil
 import signal
 import subprocess
@@ -74,6 +75,43 @@ def test_resume_skips_and_removes_torn_checkpoints(tmp_path):
     assert resume_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
     assert not (tmp_path / "checkpoint-6").exists() and (tmp_path / "checkpoint-2").exists()
     assert resume_checkpoint(tmp_path / "missing") is None
+
+
+def test_a_checkpoint_at_the_last_step_is_not_resumed_from(tmp_path):
+    """The Trainer resumed at max_steps would take one more step; the checkpoint before it is resumed instead."""
+    for step in (3, 4):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / COMPLETE_MARKER).write_text(str(step))
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": step, "max_steps": 4}))
+    assert resume_checkpoint(tmp_path) == str(tmp_path / "checkpoint-3")
+    assert not (tmp_path / "checkpoint-4").exists()
+    shutil.rmtree(tmp_path / "checkpoint-3")
+    (tmp_path / "checkpoint-4").mkdir()
+    (tmp_path / "checkpoint-4" / COMPLETE_MARKER).write_text("4")
+    (tmp_path / "checkpoint-4" / "trainer_state.json").write_text(json.dumps({"global_step": 4, "max_steps": 4}))
+    assert resume_checkpoint(tmp_path) is None  # nothing before it: train from the start
+
+
+def test_killed_after_the_last_checkpoint_the_rerun_ends_at_max_steps(pairs, tiny_models, tmp_path):
+    """A kill between the last step's checkpoint and the final model (max_steps 6, not a whole number of the 8
+    steps of an epoch): the rerun ends at step 6 with the uninterrupted run's weights, no checkpoint-7."""
+    pairs_dir = tmp_path / "pairs"
+    pairs.save_to_disk(str(pairs_dir / "data"))
+    whole = tmp_path / "whole"
+    assert _train(_config(tmp_path, pairs_dir, tiny_models["policy"], whole, 6)).wait(timeout=600) == 0
+    killed = tmp_path / "killed"
+    shutil.copytree(whole, killed, ignore=shutil.ignore_patterns("model", "*.yaml"))
+    assert _train(_config(tmp_path, pairs_dir, tiny_models["policy"], killed, 6)).wait(timeout=600) == 0
+    assert sorted(p.name for p in killed.glob("checkpoint-*")) == sorted(p.name for p in whole.glob("checkpoint-*"))
+    assert json.loads((killed / "trainer_state.json").read_text())["global_step"] == 6
+    expected, resumed = (
+        load_file(whole / "model" / "model.safetensors"),
+        load_file(killed / "model" / "model.safetensors"),
+    )
+    assert resumed.keys() == expected.keys()
+    for name, tensor in expected.items():
+        assert resumed[name].equal(tensor), name
 
 
 @pytest.mark.slow

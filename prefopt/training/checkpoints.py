@@ -7,6 +7,12 @@ checkpoint once the Trainer has saved it entirely (``on_save`` runs after the sa
 rotated out): the files are flushed to disk first, and the marker records each file's size. :func:`resume_checkpoint`
 takes the newest checkpoint that is marked and whose files are all there with their recorded sizes, and removes
 newer unmarked or damaged ones, each with a warning line.
+
+A kill after the last step's checkpoint and before the final model is saved leaves a complete checkpoint at
+``max_steps``. The Trainer resumed from it takes one step before it checks ``max_steps`` whenever ``max_steps`` is
+not a whole number of epochs, so the run would end one step past the uninterrupted one (with an extra checkpoint).
+Resuming from the checkpoint before it retrains that last interval instead and ends exactly where an uninterrupted
+run ends.
 """
 
 from __future__ import annotations
@@ -65,24 +71,32 @@ def checkpoint_problem(folder: Path) -> str | None:
     return None
 
 
+def finished_training(folder: Path) -> bool:
+    """Whether the checkpoint in ``folder`` was saved at the run's last step (its trainer state's ``max_steps``)."""
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text())
+        return int(state["global_step"]) >= int(state["max_steps"]) > 0
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def resume_checkpoint(output_dir: str | Path, remove_torn: bool = True) -> str | None:
-    """The newest complete checkpoint in ``output_dir`` (None: start from scratch). Checkpoints without the marker,
-    torn by a kill during a save, are removed (``remove_torn``) so a later save to the same step starts clean."""
+    """The newest complete checkpoint in ``output_dir`` before the run's last step (None: start from scratch).
+    Checkpoints without the marker, torn by a kill during a save, are removed (``remove_torn``) so a later save to
+    the same step starts clean; so is a checkpoint at the last step, which the resumed run saves again."""
     root = Path(output_dir)
     if not root.is_dir():
         return None
     found = sorted(
         ((int(m[1]), p) for p in root.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))), reverse=True
     )
-    newest = None
     for _step, path in found:
-        if newest is not None:  # older than the one resumed from: left as it is
-            break
         problem = checkpoint_problem(path)
+        if problem is None and not finished_training(path):
+            return str(path)  # older ones are left as they are
         if problem is None:
-            newest = str(path)
-            continue
+            problem = "saved at the last step, but the final model was not (the trainer would step past max_steps)"
         logger.warning("%s was %s; %s", path, problem, "removing it" if remove_torn else "ignoring it")
         if remove_torn:
             shutil.rmtree(path, ignore_errors=True)
-    return newest
+    return None

@@ -138,8 +138,11 @@ def model_summary(trainer, base_model: str, final: Path) -> dict:
 def train_and_save(trainer, tokenizer, output_dir: str, base_model: str) -> dict:
     """Train (resuming from the last checkpoint in ``output_dir``, if any), save to ``output_dir/model`` (an
     adapter's own files where the policy trains one, as TRL saves it) and return its summary."""
-    last = resume_checkpoint(output_dir, remove_torn=trainer.accelerator.is_main_process)
+    main = trainer.accelerator.is_main_process
+    last = resume_checkpoint(output_dir) if main else None  # the main process removes what is not resumable first
     trainer.accelerator.wait_for_everyone()
+    if not main:
+        last = resume_checkpoint(output_dir, remove_torn=False)
     if last:
         logger.info("Resuming from %s", last)
     trainer.train(resume_from_checkpoint=last)
