@@ -77,20 +77,22 @@ def test_resume_skips_and_removes_torn_checkpoints(tmp_path):
     assert resume_checkpoint(tmp_path / "missing") is None
 
 
-def test_a_checkpoint_at_the_last_step_is_not_resumed_from(tmp_path):
+def test_a_checkpoint_at_max_steps_is_not_resumed_from(tmp_path):
     """The Trainer resumed at max_steps would take one more step; the checkpoint before it is resumed instead."""
-    for step in (3, 4):
-        folder = tmp_path / f"checkpoint-{step}"
-        folder.mkdir()
-        (folder / COMPLETE_MARKER).write_text(str(step))
-        (folder / "trainer_state.json").write_text(json.dumps({"global_step": step, "max_steps": 4}))
-    assert resume_checkpoint(tmp_path) == str(tmp_path / "checkpoint-3")
+
+    def checkpoint(step: int) -> None:
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / COMPLETE_MARKER).write_text(str(step))
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+
+    checkpoint(3), checkpoint(4)
+    assert resume_checkpoint(tmp_path, max_steps=6) == str(tmp_path / "checkpoint-4")  # training goes on
+    assert resume_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")  # epochs, not max_steps, end the run
+    assert resume_checkpoint(tmp_path, max_steps=4) == str(tmp_path / "checkpoint-3")
     assert not (tmp_path / "checkpoint-4").exists()
     shutil.rmtree(tmp_path / "checkpoint-3")
-    (tmp_path / "checkpoint-4").mkdir()
-    (tmp_path / "checkpoint-4" / COMPLETE_MARKER).write_text("4")
-    (tmp_path / "checkpoint-4" / "trainer_state.json").write_text(json.dumps({"global_step": 4, "max_steps": 4}))
-    assert resume_checkpoint(tmp_path) is None  # nothing before it: train from the start
+    checkpoint(4)
+    assert resume_checkpoint(tmp_path, max_steps=4) is None  # nothing before it: train from the start
 
 
 def test_killed_after_the_last_checkpoint_the_rerun_ends_at_max_steps(pairs, tiny_models, tmp_path):

@@ -71,17 +71,19 @@ def checkpoint_problem(folder: Path) -> str | None:
     return None
 
 
-def finished_training(folder: Path) -> bool:
-    """Whether the checkpoint in ``folder`` was saved at the run's last step (its trainer state's ``max_steps``)."""
+def finished_training(folder: Path, max_steps: int) -> bool:
+    """Whether the checkpoint in ``folder`` was saved at (or past) ``max_steps`` (none when ``max_steps`` <= 0: the
+    run ends with its epochs, where the Trainer resumed at the end takes no further step)."""
     try:
-        state = json.loads((folder / "trainer_state.json").read_text())
-        return int(state["global_step"]) >= int(state["max_steps"]) > 0
+        return (
+            max_steps > 0 and int(json.loads((folder / "trainer_state.json").read_text())["global_step"]) >= max_steps
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
 
-def resume_checkpoint(output_dir: str | Path, remove_torn: bool = True) -> str | None:
-    """The newest complete checkpoint in ``output_dir`` before the run's last step (None: start from scratch).
+def resume_checkpoint(output_dir: str | Path, remove_torn: bool = True, max_steps: int = -1) -> str | None:
+    """The newest complete checkpoint in ``output_dir`` before step ``max_steps`` (None: start from scratch).
     Checkpoints without the marker, torn by a kill during a save, are removed (``remove_torn``) so a later save to
     the same step starts clean; so is a checkpoint at the last step, which the resumed run saves again."""
     root = Path(output_dir)
@@ -92,10 +94,10 @@ def resume_checkpoint(output_dir: str | Path, remove_torn: bool = True) -> str |
     )
     for _step, path in found:
         problem = checkpoint_problem(path)
-        if problem is None and not finished_training(path):
+        if problem is None and not finished_training(path, max_steps):
             return str(path)  # older ones are left as they are
         if problem is None:
-            problem = "saved at the last step, but the final model was not (the trainer would step past max_steps)"
+            problem = f"saved at max_steps ({max_steps}), but the final model was not (the Trainer would step past it)"
         logger.warning("%s was %s; %s", path, problem, "removing it" if remove_torn else "ignoring it")
         if remove_torn:
             shutil.rmtree(path, ignore_errors=True)

@@ -139,10 +139,11 @@ def train_and_save(trainer, tokenizer, output_dir: str, base_model: str) -> dict
     """Train (resuming from the last checkpoint in ``output_dir``, if any), save to ``output_dir/model`` (an
     adapter's own files where the policy trains one, as TRL saves it) and return its summary."""
     main = trainer.accelerator.is_main_process
-    last = resume_checkpoint(output_dir) if main else None  # the main process removes what is not resumable first
+    max_steps = trainer.args.max_steps
+    last = resume_checkpoint(output_dir, max_steps=max_steps) if main else None  # the main process removes first
     trainer.accelerator.wait_for_everyone()
     if not main:
-        last = resume_checkpoint(output_dir, remove_torn=False)
+        last = resume_checkpoint(output_dir, remove_torn=False, max_steps=max_steps)
     if last:
         logger.info("Resuming from %s", last)
     trainer.train(resume_from_checkpoint=last)
