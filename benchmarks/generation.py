@@ -18,7 +18,9 @@ from pathlib import Path
 
 import torch
 
-from prefopt.generation.engines import SamplingParams, TransformersEngine, VLLMEngine
+from prefopt.engines.base import SamplingParams
+from prefopt.engines.transformers import TransformersEngine
+from prefopt.engines.vllm import VLLMEngine
 from prefopt.world.models import TinyModelSpec, build_tiny_model, llama_config
 from prefopt.world.tasks import Difficulty, sample_problems
 from prefopt.world.tokenizer import build_tokenizer

@@ -181,7 +181,9 @@ def part_generation(s: Settings, model: str) -> None:
         return
     import random
 
-    from prefopt.generation.engines import SamplingParams, TransformersEngine, VLLMEngine
+    from prefopt.engines.base import SamplingParams
+    from prefopt.engines.transformers import TransformersEngine
+    from prefopt.engines.vllm import VLLMEngine
 
     rng = random.Random(1)
     prompts = [random_text(rng, 32, s.shape.vocab) for _ in range(s.prompts)]
@@ -444,7 +446,8 @@ def part_judge(s: Settings, model: str) -> None:
         why = f"needs {', '.join(lacking)}" if lacking else "needs a CUDA GPU"
         s.rows.append(Row("judge", "JSON-schema outputs valid", why, "100%", "skipped"))
         return
-    from prefopt.generation.engines import SamplingParams, VLLMEngine
+    from prefopt.engines.base import SamplingParams
+    from prefopt.engines.vllm import VLLMEngine
 
     engine = VLLMEngine(model, max_model_len=2048)
     params = SamplingParams(n=2, temperature=1.0, max_new_tokens=64, seed=0, json_schema=JUDGE_SCHEMA)

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from prefopt.generation.engines import VLLMEngine
+from prefopt.engines.vllm import VLLMEngine
 from prefopt.judging.base import JudgeItem
 from prefopt.judging.config import LLMJudgeConfig
-from prefopt.judging.llm_judge import LLMJudge
+from prefopt.judging.judges.llm import LLMJudge
 from prefopt.judging.rubrics import load_rubric
 from prefopt.world.tasks import Difficulty, sample_problems, sample_trace
 

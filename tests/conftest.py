@@ -61,7 +61,7 @@ SMALL_VLLM = {"kv_cache_memory_bytes": 256 * 2**20, "max_model_len": 256}  # tin
 @pytest.fixture(scope="session")
 def vllm_engine(tiny_models):
     """The one offline vLLM engine (CPU build here) of the session, serving the CI strong model."""
-    from prefopt.generation.engines import VLLMEngine
+    from prefopt.engines.vllm import VLLMEngine
 
     engine = VLLMEngine(tiny_models["strong"], **SMALL_VLLM)
     yield engine
@@ -71,7 +71,7 @@ def vllm_engine(tiny_models):
 @pytest.fixture(scope="session")
 def hf_engine(tiny_models):
     """transformers' generate on the same model."""
-    from prefopt.generation.engines import TransformersEngine
+    from prefopt.engines.transformers import TransformersEngine
 
     engine = TransformersEngine(tiny_models["strong"])
     yield engine

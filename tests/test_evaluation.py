@@ -5,10 +5,10 @@ import json
 import pandas as pd
 import pytest
 
+from prefopt.engines.base import SamplingParams, render_prompts
 from prefopt.evaluation.accuracy import evaluate_model
 from prefopt.evaluation.config import BenchmarkFile, EvaluationConfig
 from prefopt.evaluation.report import results_markdown
-from prefopt.generation.engines import SamplingParams, render_prompts
 from prefopt.judging.math_verifier import score_math
 from prefopt.schemas import DataError
 from prefopt.world.config import WorldConfig
@@ -43,7 +43,7 @@ def test_benchmark_files_are_scored_by_the_math_verifier(benchmark_files, vllm_e
             BenchmarkFile(name="math500", path=str(math500), prompt_field="problem", domain="out_of_domain"),
         ],
     )
-    predictions, summary = evaluate_model(tiny_models["strong"], WorldConfig(), cfg, engine=vllm_engine)
+    predictions, summary = evaluate_model(tiny_models["strong"], {}, cfg, engine=vllm_engine)
     frame = predictions.to_pandas()
     assert summary["gsm8k"]["n"] == 8 and summary["math500"]["n"] == 4
     assert summary["math500"]["domain"] == "out_of_domain"
@@ -79,16 +79,16 @@ def test_bad_benchmark_files_name_the_file_row_and_column(tmp_path, tiny_models,
     path.write_text(content)
     cfg = EvaluationConfig(tiny_world=False, benchmarks=[BenchmarkFile(name="b", path=str(path), **field)])
     with pytest.raises(DataError, match=message) as err:
-        evaluate_model(tiny_models["strong"], WorldConfig(), cfg)
+        evaluate_model(tiny_models["strong"], {}, cfg)
     assert str(path) in str(err.value)
 
 
 def test_unsupported_and_missing_files(tmp_path, tiny_models):
-    for path, message in ((tmp_path / "b.csv", "unsupported file type"), (tmp_path / "none.jsonl", "file not found")):
-        path.write_text("x") if path.suffix == ".csv" else None
+    for path, message in ((tmp_path / "b.txt", "unsupported file type"), (tmp_path / "none.jsonl", "no such file")):
+        path.write_text("x") if path.suffix == ".txt" else None
         cfg = EvaluationConfig(tiny_world=False, benchmarks=[BenchmarkFile(name="b", path=str(path))])
         with pytest.raises(DataError, match=message):
-            evaluate_model(tiny_models["strong"], WorldConfig(), cfg)
+            evaluate_model(tiny_models["strong"], {}, cfg)
 
 
 def test_results_table_has_a_column_per_set_and_domain_means():
@@ -145,16 +145,16 @@ def test_the_trained_system_prompt_reaches_only_the_trained_policy(run_dir):
 def test_sampled_evaluation_scores_pass_at_k_and_maj_at_k_from_its_samples(tiny_models):
     import numpy as np
 
+    from prefopt.engines.registry import make_engine
     from prefopt.evaluation.metrics import maj_at_k, pass_at_k
-    from prefopt.generation.engines import make_engine
 
     world = WorldConfig()
     greedy = EvaluationConfig(num_problems=4, max_new_tokens=32)
     sampled = EvaluationConfig(num_problems=4, max_new_tokens=32, samples=4, temperature=1.5, k=[1, 2, 4])
     engine = make_engine("transformers", tiny_models["weak"])
     try:
-        plain, plain_summary = evaluate_model(tiny_models["weak"], world, greedy, engine=engine)
-        predictions, summary = evaluate_model(tiny_models["weak"], world, sampled, engine=engine)
+        plain, plain_summary = evaluate_model(tiny_models["weak"], {"tiny_world": world}, greedy, engine=engine)
+        predictions, summary = evaluate_model(tiny_models["weak"], {"tiny_world": world}, sampled, engine=engine)
     finally:
         engine.close()
     frame = predictions.to_pandas()
@@ -289,7 +289,7 @@ class CannedEngine:
         self.greedy, self.sampled, self.prompts = greedy, sampled, []
 
     def generate(self, prompts, params, system=None):
-        from prefopt.generation.engines import Completion
+        from prefopt.engines.base import Completion
 
         self.prompts += prompts
         key = {p.split("\n\n")[0]: p for p in prompts}
@@ -351,7 +351,7 @@ def test_gsm8k_and_math500_formats_with_presets_and_sampled_math_answers(tmp_pat
         ],
     )
     engine = CannedEngine(greedy, sampled)
-    predictions, summary = evaluate_model("canned", WorldConfig(), cfg, engine=engine)
+    predictions, summary = evaluate_model("canned", {}, cfg, engine=engine)
     assert all(p.endswith("put your final answer within \\boxed{}.") for p in engine.prompts)
     assert summary["gsm8k"] == {
         "accuracy": 0.5, "n": 2, "domain": "in_domain", "samples": 3,

@@ -2,8 +2,9 @@ import json
 
 import pytest
 
+from prefopt.engines.base import SamplingParams
+from prefopt.engines.transformers import TransformersEngine
 from prefopt.generation.config import GenerationConfig, GeneratorConfig, PromptSource
-from prefopt.generation.engines import SamplingParams, TransformersEngine
 from prefopt.generation.generate import load_prompts, run_generation
 from prefopt.schemas import CANDIDATES, DataError
 from prefopt.world.config import WorldConfig
@@ -179,7 +180,7 @@ def test_compact_json_regex_matches_exactly_the_compact_objects_of_a_flat_schema
     import json
     import re
 
-    from prefopt.generation.engines import compact_json_regex
+    from prefopt.engines.server import compact_json_regex
 
     schema = {
         "type": "object",

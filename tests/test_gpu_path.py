@@ -231,7 +231,7 @@ def test_no_gpu_or_no_main_address_is_a_one_line_error():
 def test_engines_default_to_bf16_on_cuda_and_fp32_on_cpu(monkeypatch):
     import torch
 
-    from prefopt.generation.engines import default_torch_dtype
+    from prefopt.engines.base import default_torch_dtype
 
     assert default_torch_dtype("cpu") == torch.float32
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
@@ -243,7 +243,7 @@ def test_engines_default_to_bf16_on_cuda_and_fp32_on_cpu(monkeypatch):
 def test_the_transformers_engine_loads_fp32_on_cpu(tiny_models):
     import torch
 
-    from prefopt.generation.engines import TransformersEngine
+    from prefopt.engines.transformers import TransformersEngine
 
     engine = TransformersEngine(tiny_models["weak"], device="cpu")
     assert next(engine.model.parameters()).dtype == torch.float32
@@ -255,7 +255,7 @@ def test_the_transformers_engine_loads_fp32_on_cpu(tiny_models):
 def test_the_transformers_engine_loads_bf16_on_cuda(tiny_models):
     import torch
 
-    from prefopt.generation.engines import TransformersEngine
+    from prefopt.engines.transformers import TransformersEngine
 
     engine = TransformersEngine(tiny_models["weak"])
     assert next(engine.model.parameters()).dtype == torch.bfloat16

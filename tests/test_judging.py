@@ -98,11 +98,16 @@ def test_quality_figures_of_a_verifier_run(run_dir):
     assert ranking["first_higher"] + ranking["equal"] + ranking["second_higher"] == pytest.approx(1.0)
 
 
-def test_every_judge_is_registered_once_with_its_capabilities():
-    from prefopt.judging.registry import JUDGES
+def test_every_judge_is_one_declared_file_with_its_capabilities():
+    import pkgutil
 
-    assert JUDGES.names() == ["tiny_world_verifier", "math_verifier", "llm", "reward_model"]
-    assert JUDGES.names(is_verifier=True) == ["tiny_world_verifier", "math_verifier"]
+    import prefopt.judging.judges as judges
+    from prefopt.judging.registry import JUDGES, judge_factory
+
+    modules = sorted(m.name for m in pkgutil.iter_modules(judges.__path__))
+    assert JUDGES.names() == modules == ["llm", "math_verifier", "reward_model", "tiny_world_verifier"]
+    assert all(callable(judge_factory(name)) for name in modules)  # each file's make
+    assert JUDGES.names(is_verifier=True) == ["math_verifier", "tiny_world_verifier"]
     assert JUDGES.names(needs_reference=True) == ["math_verifier"]
     assert {e.name: e.config_section for e in JUDGES if e.is_model} == {"llm": "llm", "reward_model": "reward_model"}
     for name, prompt, completion, reference in [
@@ -110,7 +115,7 @@ def test_every_judge_is_registered_once_with_its_capabilities():
         ("math_verifier", "q", "\\boxed{25}", "25"),
     ]:
         entry = JUDGES.get(name)
-        judge = entry.target(JudgingConfig(judge=name), lambda ref: ref)
+        judge = judge_factory(name)(JudgingConfig(judge=name), lambda ref: ref)
         [j] = judge.score([JudgeItem(prompt, completion, reference)])
         assert judge.name == name and judge.dimensions == entry.dimensions and tuple(j.scores) == entry.dimensions
         low, high = entry.score_range
@@ -131,13 +136,13 @@ def test_the_judge_registry_imports_nothing_heavy():
 @pytest.mark.parametrize(
     "fields, message",
     [
-        ({"judge": "gpt"}, "judging.judge: unknown judge 'gpt'; expected one of ['tiny_world_verifier', "),
+        ({"judge": "gpt"}, "judging.judge: unknown judge 'gpt'; expected one of ['llm', "),
         ({"judge": "llm"}, "needs its section (judging.llm)"),
         ({"judge": "reward_model"}, "needs its section (judging.reward_model)"),
         ({"judge": "math_verifier", "pairwise": {"generators": ["a", "b"]}}, "pairwise comparisons need judge: llm"),
         (
             {"reference_judge": "llm"},
-            "judging.reference_judge: expected a verifier, one of ['tiny_world_verifier', 'math_verifier'], got 'llm'",
+            "judging.reference_judge: expected a verifier, one of ['math_verifier', 'tiny_world_verifier'], got 'llm'",
         ),
         ({"reference_judge": "gpt"}, "judging.reference_judge: expected a verifier"),
         ({"judge": "llm", "llm": {"model": "m", "engine": "vlm"}}, "judging.llm.engine: unknown engine 'vlm'"),

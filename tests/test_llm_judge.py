@@ -6,11 +6,11 @@ import json
 import pytest
 from datasets import Dataset
 
-from prefopt.generation.engines import Completion, SamplingParams
+from prefopt.engines.base import Completion, SamplingParams
 from prefopt.judging.base import JudgeItem
 from prefopt.judging.config import JudgingConfig, LLMJudgeConfig
 from prefopt.judging.judge import judge_candidates
-from prefopt.judging.llm_judge import LLMJudge
+from prefopt.judging.judges.llm import LLMJudge
 from prefopt.judging.quality import judge_quality, pairwise_quality
 from prefopt.judging.rubrics import load_rubric
 

@@ -14,8 +14,9 @@ from peft import AutoPeftModelForCausalLM
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from prefopt.engines.base import SamplingParams
+from prefopt.engines.transformers import TransformersEngine
 from prefopt.errors import ConfigError
-from prefopt.generation.engines import SamplingParams, TransformersEngine
 from prefopt.recipe import load_recipe
 from prefopt.training.dpo_trainer import PrefDPOTrainer
 from prefopt.world.tasks import Difficulty, sample_problems
@@ -366,5 +367,5 @@ def test_a_lora_recipe_trains_an_adapter_through_the_train_stage_and_evaluates_i
     assert manifest["config"]["model_args"]["use_peft"] is True
     assert json.loads((out / "model_summary.json").read_text())["adapter"] is True
     recipe = load_recipe(CI_RECIPE)
-    predictions, summary = evaluate_model(str(out / "model"), recipe.world, recipe.evaluation)
+    predictions, summary = evaluate_model(str(out / "model"), {"tiny_world": recipe.world}, recipe.evaluation)
     assert len(predictions) == 32 and set(summary) == {"in_domain", "out_of_domain"}

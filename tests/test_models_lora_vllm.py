@@ -5,7 +5,9 @@ import yaml
 from datasets import Dataset
 from test_models_lora import BASE, TEMPLATE
 
-from prefopt.generation.engines import SamplingParams, TransformersEngine, VLLMEngine
+from prefopt.engines.base import SamplingParams
+from prefopt.engines.transformers import TransformersEngine
+from prefopt.engines.vllm import VLLMEngine
 from prefopt.world.tasks import Difficulty, sample_problems
 
 from conftest import SMALL_VLLM

@@ -23,7 +23,7 @@ from prefopt.generation.config import PromptSource
 from prefopt.generation.generate import load_prompts
 from prefopt.judging.config import RewardModelConfig
 from prefopt.judging.judge import items_of
-from prefopt.judging.reward_model import RewardModelJudge
+from prefopt.judging.judges.reward_model import RewardModelJudge
 from prefopt.pairing.build import build_pairs
 from prefopt.pairing.config import GeneratorPair, KTOLabelConfig, PairingConfig, RewardAugmentConfig
 from prefopt.schemas import check_training_data

@@ -29,10 +29,12 @@ def stand_in_prompts(runs, directory: Path) -> None:
 
 def test_the_recipes_are_laid_out_by_purpose():
     studies = {p.parent.name for p in (REPO / "recipes" / "paper").glob("*/*.yaml")}
-    assert studies == {"decomposing_delta", "sweet_spot", "less_is_more", "reward_augmented", "hybrid_dpo_sft"}
+    papers = {"decomposing_delta", "sweet_spot", "less_is_more", "reward_augmented", "hybrid_dpo_sft"}
+    assert studies == papers | {"iterative"}
     for study in studies:
         names = [p.name for p in (REPO / "recipes" / "paper" / study).glob("*.yaml")]
-        assert any(n.startswith("tiny") for n in names) and any(n.startswith("full") for n in names), study
+        full = study == "iterative" or any(n.startswith("full") for n in names)  # iterative rounds: an extension, tiny
+        assert any(n.startswith("tiny") for n in names) and full, study
     assert (REPO / "recipes" / "demo" / "tiny.yaml").is_file()
 
 
@@ -181,11 +183,14 @@ def test_the_tiny_generator_gap_recipe_runs(tmp_path, model_cache):
     data["output_dir"] = str(tmp_path / "out")
     data["generation"]["prompts"]["num_prompts"] = 32
     data["evaluation"].update(num_problems=16, batch_size=16)
-    data["training"]["trl"].update(max_steps=3)
+    data["training"]["budget"] = {"steps": 3}
     data["pairing"]["drop_ties"] = False  # models this small tie on almost every pair
     path = tmp_path / "gap.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     assert main(["sweep", str(path), "--run", "0"]) == 0
     assert main(["sweep", str(path), "--collect"]) == 0
     table = (tmp_path / "out" / "sweeps" / "generator_gap" / "results.md").read_text()
-    assert "| sibling dpo+sft |" in table and "Not finished: sibling dpo, mid dpo+sft" in table
+    assert (
+        "| sibling dpo+sft,seed=0 |" in table
+        and "Not finished: sibling dpo+sft,seed=1, sibling dpo+sft,seed=2" in table
+    )

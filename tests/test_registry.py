@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from prefopt.engines.registry import ENGINES
 from prefopt.errors import ConfigError
-from prefopt.generation.registry import ENGINES, engine_class
 from prefopt.recipe import load_recipe
 from prefopt.registry import Registry, UnknownName, load_target, lookup
 
@@ -63,13 +63,27 @@ def test_mistakes_in_registering_are_caught():
 
 def test_engine_targets_resolve_to_their_classes():
     for entry in ENGINES:
-        cls = engine_class(entry.name)
+        cls = load_target(entry)
         assert cls.__name__.lower().startswith(entry.name) and callable(cls.generate)
     assert ENGINES.names(runs_local_weights=False) == ["server"]
 
 
+def test_every_engine_is_one_declared_file_and_the_shared_modules_are_not_engines():
+    import pkgutil
+
+    import prefopt.engines as engines
+
+    modules = sorted(m.name for m in pkgutil.iter_modules(engines.__path__))
+    assert ENGINES.names() == sorted(
+        set(modules) - set(ENGINES.shared)
+    )  # each file declares the engine it is named after
+    assert set(ENGINES.shared) <= set(modules)
+    for entry in ENGINES:
+        assert load_target(entry).__module__ == f"prefopt.engines.{entry.name}"
+
+
 def test_engine_registry_imports_no_torch():
-    code = "import sys, prefopt.generation.registry; print('torch' in sys.modules)"
+    code = "import sys, prefopt.engines.registry; print('torch' in sys.modules)"
     assert (
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
         == "False"
@@ -82,7 +96,7 @@ def test_engine_registry_imports_no_torch():
         (
             "generation.engine=vlm",
             "generation.engine: unknown engine 'vlm' (did you mean 'vllm'?); expected one of "
-            "['transformers', 'vllm', 'server']",
+            "['server', 'transformers', 'vllm']",
         ),
         (
             "evaluation.engine=server",
@@ -165,3 +179,43 @@ def test_every_strategy_is_one_declared_file_whose_run_builds_pairs():
     modules = sorted(m.name for m in pkgutil.iter_modules(strategies.__path__))
     assert STRATEGIES.names() == modules  # each file declares the strategy it is named after
     assert all(callable(strategy_function(name)) for name in modules)
+
+
+def test_a_declared_plugin_names_its_entry_and_the_shared_modules_are_skipped(tmp_path, monkeypatch):
+    package = tmp_path / "entry_plugins"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "base.py").write_text("import this_module_does_not_exist  # what the plugins share\n")
+    (package / "kind_a.py").write_text("KIND = {'name': 'a'}\ndef make():\n    return 'made a'\n")
+    (package / "kind_b.py").write_text("KIND = {'name': 'b', 'entry': 'B'}\nclass B:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    kinds = Registry("kind", plugins="entry_plugins", declared="KIND", entry="make", shared=("base",))
+    assert kinds.names() == ["a", "b"] and "entry_plugins.base" not in sys.modules
+    assert load_target(kinds.get("a"))() == "made a" and load_target(kinds.get("b")).__name__ == "B"
+    with pytest.raises(TypeError, match=r"^entry_plugins.base: a plugin module declares itself as KIND"):
+        Registry("kind", plugins="entry_plugins", declared="KIND").names()  # base is not listed as shared
+
+
+@pytest.mark.parametrize(
+    "declaration, error",
+    [
+        ("KIND = {'help': 'no name'}", r"kind_c: a plugin module declares itself as KIND = \{'name': \.\.\., \.\.\.\}"),
+        (
+            "KIND = {'name': 'c', 'fsat': True}",
+            r"kind_c: kind 'c': unknown capabilities \['fsat'\]; known: \['fast'\]$",
+        ),
+        ("KIND = {'name': 'a'}", r"kind_c: kind 'a' is registered twice$"),
+        ("KIND = ['c']", r"kind_c: a plugin module declares itself as KIND = "),
+        ("", r"kind_c: a plugin module declares itself as KIND = "),
+    ],
+)
+def test_a_malformed_declaration_is_one_line_naming_its_module(tmp_path, monkeypatch, declaration, error):
+    name = "plugins_" + tmp_path.name.replace("[", "_").replace("]", "_").replace("-", "_")
+    package = tmp_path / name
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "kind_a.py").write_text("KIND = {'name': 'a'}\n")
+    (package / "kind_c.py").write_text(declaration + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises((TypeError, ValueError), match=f"^{name}.{error}"):
+        Registry("kind", plugins=name, declared="KIND", fast=False).names()

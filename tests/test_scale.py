@@ -9,10 +9,11 @@ import json
 import pytest
 import torch
 
-from prefopt.generation.engines import SamplingParams, TransformersEngine, render_prompts
+from prefopt.engines.base import SamplingParams, render_prompts
+from prefopt.engines.transformers import TransformersEngine
 from prefopt.judging.base import JudgeItem
 from prefopt.judging.config import LLMJudgeConfig
-from prefopt.judging.llm_judge import LLMJudge
+from prefopt.judging.judges.llm import LLMJudge
 from prefopt.world.tokenizer import CHAT_TEMPLATE
 
 ITEMS = [JudgeItem("7*3+4", "7*3=21;21+4=25. =25"), JudgeItem("2+2", "2+2=4. =4"), JudgeItem("9-8", "garbage")]
@@ -71,7 +72,7 @@ def test_a_servers_separate_reasoning_is_never_parsed():
     """vLLM's reasoning parsers (and DeepSeek's API) return the thoughts as reasoning_content beside the content."""
     from openai.types.chat import ChatCompletion
 
-    from prefopt.generation.engines import _reasoning_text
+    from prefopt.engines.server import _reasoning_text
     from prefopt.judging.parsing import final_answer
 
     decoy, answer = "correctness: 1, step_accuracy: 1, format: 1", '{"correctness": 5}'
@@ -185,7 +186,7 @@ def pool(engine="vllm", dp=2, **per_generator):
 
 
 def test_each_generator_takes_its_own_gpus_per_replica():
-    from prefopt.pipeline import ParallelPhase, parallel_layout
+    from prefopt.generation.parallel import ParallelPhase, parallel_layout
 
     g = pool(big={"tensor_parallel_size": 2}, small={}, deep={"tensor_parallel_size": 2, "pipeline_parallel_size": 2})
     gpus = [str(i) for i in range(8)]
@@ -205,7 +206,7 @@ def test_each_generator_takes_its_own_gpus_per_replica():
 
 def test_a_layout_that_does_not_fit_the_gpus_is_one_line():
     from prefopt.errors import ConfigError
-    from prefopt.pipeline import parallel_layout
+    from prefopt.generation.parallel import parallel_layout
 
     g = pool(big={"tensor_parallel_size": 4}, small={})
     with pytest.raises(ConfigError) as err:
@@ -244,8 +245,8 @@ def test_phased_workers_give_the_candidates_of_a_single_process(ci_recipe, tiny_
 def test_a_misspelt_vllm_option_is_refused_when_the_recipe_loads(tmp_path):
     import yaml
 
+    from prefopt.engines.vllm import vllm_keywords
     from prefopt.errors import ConfigError
-    from prefopt.generation.vllm_options import vllm_keywords
     from prefopt.recipe import load_recipe
 
     from conftest import CI_RECIPE
@@ -284,7 +285,7 @@ def test_the_keywords_read_from_vllm_source_are_those_vllm_takes():
     from vllm import LLM
     from vllm.engine.arg_utils import EngineArgs
 
-    from prefopt.generation.vllm_options import vllm_keywords
+    from prefopt.engines.vllm import vllm_keywords
 
     parameters = inspect.signature(LLM.__init__).parameters.values()
     imported = {p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)} - {"self"}

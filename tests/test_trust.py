@@ -19,8 +19,8 @@ from prefopt.cache import (
     verify_output,
 )
 from prefopt.cli import main
+from prefopt.engines.server import ServerEngine
 from prefopt.errors import ConfigError
-from prefopt.generation.engines import ServerEngine
 from prefopt.pipeline import Pipeline
 from prefopt.recipe import load_recipe
 

@@ -27,7 +27,7 @@ def test_reward_model_scores_are_batch_independent_and_equal_a_direct_forward(ti
 
     from prefopt.judging.base import JudgeItem
     from prefopt.judging.config import RewardModelConfig
-    from prefopt.judging.reward_model import RewardModelJudge
+    from prefopt.judging.judges.reward_model import RewardModelJudge
 
     items = [
         JudgeItem("7*3+4", "7*3=21;21+4=25. =25"),
@@ -68,7 +68,7 @@ def three_head_model(tiny_reward_model, tmp_path_factory):
 def test_a_classifier_with_several_unnamed_heads_is_refused_in_one_line(three_head_model):
     from prefopt.errors import ConfigError
     from prefopt.judging.config import RewardModelConfig
-    from prefopt.judging.reward_model import RewardModelJudge
+    from prefopt.judging.judges.reward_model import RewardModelJudge
 
     with pytest.raises(ConfigError, match=r"has 3 output heads and none is named .*\[head_0, head_1, head_2\]") as err:
         RewardModelJudge(three_head_model, RewardModelConfig(model="rm"))
@@ -84,7 +84,7 @@ def test_a_multi_objective_reward_model_scores_each_head_and_the_recipe_combines
     from prefopt.judging.base import JudgeItem
     from prefopt.judging.config import JudgingConfig, RewardModelConfig
     from prefopt.judging.judge import judge_candidates
-    from prefopt.judging.reward_model import RewardModelJudge
+    from prefopt.judging.judges.reward_model import RewardModelJudge
 
     names = ["helpful", "correct", "concise"]
     items = [JudgeItem("7*3+4", "7*3=21;21+4=25. =25"), JudgeItem("2+2", "4"), JudgeItem("9-8", "9-8=1. =1")]
@@ -122,7 +122,7 @@ def test_reward_model_scores_do_not_depend_on_the_batch_size_and_close_releases_
 
     from prefopt.judging.base import JudgeItem
     from prefopt.judging.config import RewardModelConfig
-    from prefopt.judging.reward_model import RewardModelJudge
+    from prefopt.judging.judges.reward_model import RewardModelJudge
 
     items = [JudgeItem(f"{a}+{a}", f"{a}+{a}={2 * a}. ={2 * a}" + " and more" * a) for a in range(7)]
     scores = []
@@ -146,7 +146,7 @@ def test_non_finite_rewards_are_recorded_failures_not_scores(tiny_reward_model, 
 
     from prefopt.judging.base import JudgeItem
     from prefopt.judging.config import RewardModelConfig
-    from prefopt.judging.reward_model import RewardModelJudge
+    from prefopt.judging.judges.reward_model import RewardModelJudge
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_reward_model)
     with torch.no_grad():

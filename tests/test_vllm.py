@@ -10,7 +10,8 @@ import urllib.request
 
 import pytest
 
-from prefopt.generation.engines import SamplingParams, ServerEngine
+from prefopt.engines.base import SamplingParams
+from prefopt.engines.server import ServerEngine
 
 PROMPTS = ["1+2", "3*4-1", "9-8*2", "7*7+7", "5-9", "2*3*4", "8+1-6", "6*6"]
 

@@ -1,36 +1,37 @@
-"""Accuracy of a model on evaluation sets (the tiny world's splits and local benchmark files): greedy, and with
+"""Accuracy of a model on evaluation sets (tasks' own sets and benchmarks): greedy, and with
 ``evaluation.samples > 1`` sampled answers scored by pass@1, unbiased pass@k and maj@k.
 
-The tiny world's ``in_domain`` and ``out_of_domain`` problems come from their own seed (``evaluation.seed``),
-apart from the generation prompts, and are scored by the step verifier's correctness. A benchmark file
-(GSM8K, MATH-500 or alike) is scored by the math verifier (math-verify) against its answer column; a
-reference it cannot read is an error naming the row. Output: per-problem
-predictions (``prefopt.schemas.EVAL_PREDICTIONS``, with :data:`SAMPLED_COLUMNS` when sampling) and
+A task's own sets (:mod:`prefopt.tasks`; the tiny world's ``in_domain`` and ``out_of_domain`` problems, from their
+own seed ``evaluation.seed``, apart from the generation prompts) are scored as the task scores them (the tiny world:
+the step verifier's correctness). A benchmark (GSM8K,
+MATH-500 or alike; a local file or a Hub dataset) is scored by the math verifier (math-verify) against its answer
+column; a reference it cannot read is an error naming the row. Output: per-problem predictions
+(``prefopt.schemas.EVAL_PREDICTIONS``, with :data:`SAMPLED_COLUMNS` when sampling) and
 ``{set: {accuracy, n, domain}}`` (with ``samples``, ``pass@1``, ``pass@<k>`` and ``maj@<k>`` when sampling).
 
-maj@k votes on each sample's extracted answer: the tiny world's final ``. =<n>``; math-verify's parse of a
-benchmark answer, as a string (answers equal only up to math-verify's equivalence vote apart).
+maj@k votes on each sample's extracted answer: as the task extracts it (the tiny world: the final ``. =<n>``);
+math-verify's parse of a benchmark answer, as a string (answers equal only up to math-verify's equivalence vote
+apart).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Mapping
+from typing import Any
 
 from datasets import Dataset
 from tqdm.auto import tqdm
 
+from prefopt.engines.base import GenerationEngine, SamplingParams
+from prefopt.engines.registry import make_engine
 from prefopt.evaluation.config import BenchmarkFile, EvaluationConfig
 from prefopt.evaluation.metrics import maj_at_k, pass_at_1, pass_at_k
-from prefopt.generation.engines import GenerationEngine, SamplingParams, make_engine
-from prefopt.generation.generate import read_table
 from prefopt.judging.math_verifier import VerifierFailure, parse_reference, score_math
-from prefopt.judging.verifier import final_answer, score_trace
 from prefopt.schemas import DataError
-from prefopt.world.config import WorldConfig
-from prefopt.world.tasks import sample_problems
+from prefopt.tasks.registry import EvalSet, task
+from prefopt.user_data import load_user_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -41,20 +42,6 @@ SAMPLED_COLUMNS = {
     "sample_correct": "each sampled completion's correctness",
     "sample_answers": "each sampled completion's extracted answer (maj@k's vote; null: none found)",
 }
-
-
-@dataclass(frozen=True)
-class EvalSet:
-    name: str
-    domain: str
-    prompts: list[str]  # as the model is asked
-    problems: list[str]  # as recorded
-    answers: list[str]
-    judge: Callable[[str, str, str], tuple[bool, str | None]]  # (problem, completion, answer) -> correct, answer
-
-
-def _tiny_judge(problem: str, completion: str, answer: str) -> tuple[bool, str | None]:
-    return bool(score_trace(problem, completion).scores["correctness"]), final_answer(completion)
 
 
 def _math_judge(problem: str, completion: str, answer: str) -> tuple[bool, str | None]:
@@ -69,18 +56,10 @@ def _math_judge(problem: str, completion: str, answer: str) -> tuple[bool, str |
     return bool(judgment.scores["correctness"]), json.loads(judgment.raw)["answer"]
 
 
-def tiny_world_sets(world: WorldConfig, cfg: EvaluationConfig) -> list[EvalSet]:
-    sets = []
-    for i, split in enumerate(DOMAINS):
-        rows = sample_problems(cfg.num_problems, getattr(world, split), seed=cfg.seed + i)
-        problems = [r["problem"] for r in rows]
-        sets.append(EvalSet(split, split, problems, problems, [r["answer"] for r in rows], _tiny_judge))
-    return sets
-
-
 def benchmark_set(bench: BenchmarkFile) -> EvalSet:
-    """A local benchmark file; every row must have a non-empty problem and answer."""
-    ds = read_table(bench.path, f"evaluation.benchmarks[{bench.name}]")
+    """A benchmark (a local file or a Hub dataset, read as generation.prompts is); every row must have a non-empty
+    problem and answer."""
+    ds = load_user_dataset(bench.dataset_spec(), (bench.prompt_field, bench.answer_field))
     for column in (bench.prompt_field, bench.answer_field):
         if column not in ds.column_names:
             raise DataError(
@@ -110,18 +89,25 @@ def benchmark_set(bench: BenchmarkFile) -> EvalSet:
     return EvalSet(bench.name, bench.domain, prompts, problems, [str(a) for a in answers], _math_judge)
 
 
-def eval_sets(world: WorldConfig, cfg: EvaluationConfig) -> list[EvalSet]:
-    return (tiny_world_sets(world, cfg) if cfg.tiny_world else []) + [benchmark_set(b) for b in cfg.benchmarks]
+def eval_sets(tasks: Mapping[str, Any], cfg: EvaluationConfig) -> list[EvalSet]:
+    """The own sets of ``tasks`` (task name -> its settings), then ``cfg``'s benchmarks; set names must be unique."""
+    sets = [s for name, settings in tasks.items() for s in task(name).eval_sets(settings, cfg)]
+    sets += [benchmark_set(b) for b in cfg.benchmarks]
+    names = [s.name for s in sets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"evaluation set names must be unique, got {names}")
+    return sets
 
 
 def evaluate_model(
     model_path: str,
-    world: WorldConfig,
+    tasks: Mapping[str, Any],
     cfg: EvaluationConfig,
     engine: GenerationEngine | None = None,
     system: str | None = None,
 ) -> tuple[Dataset, dict[str, dict]]:
-    """Greedy-decode every evaluation problem (and with ``cfg.samples > 1`` sample that many answers too); return
+    """Greedy-decode every problem of the own sets of ``tasks`` (task name -> its settings; the pipeline gives those
+    of ``cfg.tasks``) and of ``cfg``'s benchmarks (and with ``cfg.samples > 1`` sample that many answers too); return
     predictions and ``{set: {accuracy, n, domain}}`` (see :func:`summarize`).
 
     ``engine`` (already serving ``model_path``) is used as it is; otherwise one is made and closed again.
@@ -129,7 +115,7 @@ def evaluate_model(
     ``cfg.seed`` and their position, so a rerun with the same engine draws the same samples.
     """
     system = cfg.system_prompt if system is None else system
-    sets = eval_sets(world, cfg)  # read (and checked) before any model is loaded
+    sets = eval_sets(tasks, cfg)  # read (and checked) before any model is loaded
     own = engine is None
     engine = make_engine(cfg.engine, model_path, **cfg.engine_options) if own else engine
     params = SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.max_new_tokens)

@@ -1,4 +1,5 @@
-"""The eval stage's recipe section: the tiny world's splits, local benchmark files, greedy and sampled decoding."""
+"""The eval stage's recipe section: the tiny world's splits, benchmarks (files or Hub datasets), greedy and sampled
+decoding."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from prefopt.config_base import described
-from prefopt.generation.registry import ENGINES
+from prefopt.engines.registry import ENGINES
 from prefopt.registry import lookup
+from prefopt.tasks.registry import TASKS
+from prefopt.user_data import DatasetSpec
 
-# Benchmark formats as their Hub datasets ship them (load once with `datasets`, save a split as .jsonl/.parquet or
-# with save_to_disk): the columns, and the prompt the papers use (the final answer in \boxed{}, read by math-verify).
+# Benchmark formats as their Hub datasets ship them (read from the Hub, or a split saved as .jsonl/.parquet or with
+# save_to_disk): the columns, and the prompt the papers use (the final answer in \boxed{}, read by math-verify).
 BOXED = "{prompt}\n\nPlease reason step by step, and put your final answer within \\boxed{}."
 PRESETS = {
     "gsm8k": {"prompt_field": "question", "answer_field": "answer", "prompt_template": BOXED},  # openai/gsm8k main
@@ -25,11 +28,23 @@ PRESETS = {
 
 @dataclass(frozen=True)
 class BenchmarkFile:
-    """A local evaluation set (GSM8K, MATH-500 or alike: .jsonl, .json, .parquet or a saved dataset), scored by
-    the math verifier against its answer column."""
+    """An evaluation set (GSM8K, MATH-500 or alike): a local file, a saved dataset or a Hub dataset, read as
+    generation.prompts is read (``datasets.load_dataset``), scored by the math verifier against its answer column."""
 
     name: str = described("Column name in the results table, e.g. 'gsm8k'.")
-    path: str = described("The file or saved dataset directory.")
+    path: str = described(
+        "A .jsonl/.json, .parquet or .csv file, a saved dataset directory, or a Hub dataset id (e.g. openai/gsm8k)."
+    )
+    config: str | None = described("Hub dataset: its config (subset), e.g. 'main' for openai/gsm8k.", default=None)
+    split: str | None = described(
+        "The split to evaluate (slices work: 'test[:100]'); needed for a Hub dataset (e.g. 'test'); a single "
+        "local file is the split 'train'.",
+        default=None,
+    )
+    revision: str | None = described(
+        "Hub dataset: a commit, tag or branch (default: main); the eval stage's key follows the commit it resolves to.",
+        default=None,
+    )
     prompt_field: str = described("Column holding the problem.", default="question")
     answer_field: str = described(
         "Column holding the gold answer (a bare answer or a solution ending in '#### x' or \\boxed{x}).",
@@ -53,6 +68,14 @@ class BenchmarkFile:
             raise ValueError("prompt_template must contain '{prompt}'")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
+        if self.dataset_spec().is_local and (self.config or self.revision):
+            raise ValueError(f"config, revision: for a Hub dataset id; {self.path} is a local path")
+        if not self.dataset_spec().is_local and self.split is None:
+            raise ValueError(f"split: {self.path} is read from the Hub: name the split to evaluate, e.g. split: test")
+
+    def dataset_spec(self) -> DatasetSpec:
+        """Where the set lies, as prefopt.user_data reads it (a single local file's split is 'train')."""
+        return DatasetSpec(self.path, self.config, self.split or "train", self.revision)
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(BenchmarkFile)}
@@ -60,14 +83,14 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(BenchmarkFile)}
 
 @dataclass(frozen=True)
 class EvaluationConfig:
-    """The eval stage: greedy accuracy on the tiny world's splits and on local benchmark files, and with
+    """The eval stage: greedy accuracy on the tiny world's splits and on benchmarks, and with
     ``samples > 1`` pass@1, pass@k and maj@k of sampled answers."""
 
     tiny_world: bool = described("Evaluate the tiny world's in-domain and out-of-domain splits.", default=True)
     num_problems: int = described("Tiny-world problems per split.", default=200)
     seed: int = described("Seed of the tiny-world problems (keep it apart from the prompt seed).", default=12345)
     benchmarks: list[BenchmarkFile] = described(
-        "Local benchmark files, scored by the math verifier.", default_factory=list
+        "Benchmarks (local files or Hub datasets), scored by the math verifier.", default_factory=list
     )
     system_prompt: str | None = described(
         "A system message before every problem, for every model evaluated.", default=None
@@ -98,6 +121,12 @@ class EvaluationConfig:
     )
 
     @property
+    def tasks(self) -> list[str]:
+        """The tasks (prefopt.tasks) whose own evaluation sets are evaluated: the tiny world's, where ``tiny_world``
+        (the recipe's switch for them) is on."""
+        return ["tiny_world"] if self.tiny_world else []
+
+    @property
     def ks(self) -> list[int]:
         """The k of pass@k and maj@k: ``k``, or ``[samples]``; none when evaluating greedily only."""
         return [] if self.samples == 1 else sorted(set(self.k or [self.samples]))
@@ -122,8 +151,8 @@ class EvaluationConfig:
         bad = [k for k in self.k if not 1 <= k <= self.samples]
         if bad:
             raise ValueError(f"k must be between 1 and samples ({self.samples}), got {bad}")
-        if not self.tiny_world and not self.benchmarks:
+        if not self.tasks and not self.benchmarks:
             raise ValueError("nothing to evaluate: set tiny_world: true or list benchmarks")
-        names = [b.name for b in self.benchmarks] + (["in_domain", "out_of_domain"] if self.tiny_world else [])
+        names = [b.name for b in self.benchmarks] + [s for t in self.tasks for s in TASKS.get(t).eval_sets]
         if len(set(names)) != len(names):
             raise ValueError(f"evaluation set names must be unique, got {names}")

@@ -6,17 +6,20 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from prefopt.config_base import check_name, described
-from prefopt.generation.registry import ENGINES
+from prefopt.engines.registry import ENGINES
 from prefopt.registry import lookup
+from prefopt.tasks.registry import TASKS
 from prefopt.user_data import DatasetSpec
 
 
 @dataclass(frozen=True)
 class PromptSource:
-    """Where generation prompts come from: the tiny world, or the user's dataset (text or chat messages)."""
+    """Where generation prompts come from: a task (prefopt.tasks), e.g. the tiny world or the user's dataset (text or
+    chat messages)."""
 
-    source: Literal["tiny_world", "file"] = described(
-        "'tiny_world' samples problems; 'file' reads the user's dataset (path: a file, a directory or a Hub id).",
+    source: str = described(
+        "The task whose prompts are generated from: 'tiny_world' samples problems; 'file' reads the user's dataset "
+        "(path: a file, a directory or a Hub id); any name in prefopt.tasks.registry.TASKS that supplies prompts.",
         default="tiny_world",
     )
     split: Literal["in_domain", "out_of_domain"] = described("Tiny-world split to sample.", default="in_domain")
@@ -44,6 +47,10 @@ class PromptSource:
     )
 
     def __post_init__(self):
+        if not lookup(TASKS, self.source, "source", ValueError).prompts:
+            raise ValueError(
+                f"source: task {self.source!r} supplies no prompts; expected one of {TASKS.names(prompts=True)}"
+            )
         if self.source == "file" and not self.path:
             raise ValueError("source 'file' needs a path")
         if self.num_prompts < 1:
@@ -100,7 +107,7 @@ class GenerationConfig:
     prompts: PromptSource = described("Prompt source.", default_factory=PromptSource)
     engine: str = described(
         "'vllm' (offline vllm.LLM), 'server' (an OpenAI-compatible server) or 'transformers' (generate); any name in "
-        "prefopt.generation.registry.ENGINES.",
+        "prefopt.engines.registry.ENGINES.",
         default="transformers",
     )
     engine_options: dict[str, Any] = described(

@@ -18,20 +18,20 @@ import zlib
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
-from datasets import Dataset, load_dataset, load_from_disk
 from tqdm.auto import tqdm
 
 from prefopt.cache import atomic_write, sound_shard, write_parquet
+from prefopt.engines.base import GenerationEngine, SamplingParams
+from prefopt.engines.registry import make_engine
 from prefopt.generation.config import GenerationConfig, GeneratorConfig, PromptSource
-from prefopt.generation.engines import GenerationEngine, SamplingParams, make_engine
 from prefopt.schemas import DATA_DIR, DataError, arrow_dataset, prompt_problem
-from prefopt.user_data import file_problem, load_user_dataset
-from prefopt.world.config import WorldConfig
-from prefopt.world.tasks import sample_problems
+from prefopt.tasks.registry import task
+from prefopt.user_data import load_user_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -65,25 +65,12 @@ CANDIDATE_SCHEMA = pa.schema(
 )
 
 
-def load_prompts(source: PromptSource, world: WorldConfig) -> list[dict]:
-    """Prompts as rows ``{"prompt_id", "prompt", "prompt_messages", "reference"}``: ``prompt_messages`` is the
-    conversation the generators answer (``source.system_prompt`` first where it has no system turn of its own),
-    ``prompt`` the text of its last, user turn."""
-    if source.source == "tiny_world":
-        difficulty = world.in_domain if source.split == "in_domain" else world.out_of_domain
-        rows = sample_problems(source.num_prompts, difficulty, seed=source.seed)
-        return [
-            {
-                "prompt_id": f"{source.split}-{i:06d}",
-                "prompt": r["problem"],
-                "prompt_messages": with_system_prompt(
-                    [{"role": "user", "content": r["problem"]}], source.system_prompt
-                ),
-                "reference": r["answer"],
-            }
-            for i, r in enumerate(rows)
-        ]
-    return _prompts_from_file(source)
+def load_prompts(source: PromptSource, settings: Any = None) -> list[dict]:
+    """Prompts of the task ``source.source`` names (:mod:`prefopt.tasks`), given its settings (its recipe section, e.g.
+    the tiny world's ``world``), as rows ``{"prompt_id", "prompt", "prompt_messages", "reference"}``:
+    ``prompt_messages`` is the conversation the generators answer (``source.system_prompt`` first where it has no
+    system turn of its own), ``prompt`` the text of its last, user turn."""
+    return task(source.source).prompts(source, settings)
 
 
 def with_system_prompt(conversation: list[dict], system_prompt: str | None) -> list[dict]:
@@ -93,27 +80,7 @@ def with_system_prompt(conversation: list[dict], system_prompt: str | None) -> l
     return [{"role": "system", "content": system_prompt}, *conversation]
 
 
-def read_table(path: str | Path, where: str) -> Dataset:
-    """A .jsonl, .json or .parquet file, or a saved dataset directory, as a Dataset; ``where`` names the recipe
-    field in errors."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found ({where})")
-    if path.is_dir():
-        return load_from_disk(str(path))
-    kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(path.suffix)
-    if kind is None:
-        raise DataError(
-            f"{path}: unsupported file type ({where}); expected .jsonl, .json, .parquet or a saved dataset directory"
-        )
-    try:
-        return load_dataset(kind, data_files=str(path), split="train")
-    except Exception as err:  # datasets raises several kinds for a malformed file
-        problem = file_problem(path)  # its first bad line, where one is found
-        raise DataError(f"{path}: {problem or f'could not be read as {kind}: {err}'} ({where})") from None
-
-
-def _prompts_from_file(source: PromptSource) -> list[dict]:
+def prompts_from_file(source: PromptSource) -> list[dict]:
     """The user's prompts, checked row by row: a one-line error names the data, the row and the column."""
     spec = source.dataset_spec()
     name = spec.path

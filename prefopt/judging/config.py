@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefopt.config_base import described
+from prefopt.engines.registry import ENGINES
 from prefopt.errors import ConfigError
-from prefopt.generation.registry import ENGINES
 from prefopt.judging.parsing import REASONING_MODES
 from prefopt.judging.registry import JUDGES
 from prefopt.registry import Entry, lookup
@@ -35,9 +35,7 @@ class LLMJudgeConfig:
     """An LLM that scores every candidate on a rubric's dimensions."""
 
     model: str = described("'world:<name>' (a tiny judge), a local model directory, or the model a server serves.")
-    engine: str = described(
-        "Engine that runs the judge: a name in prefopt.generation.registry.ENGINES.", default="vllm"
-    )
+    engine: str = described("Engine that runs the judge: a name in prefopt.engines.registry.ENGINES.", default="vllm")
     engine_options: dict[str, Any] = described(
         "Engine arguments, as in generation.engine_options (for vLLM e.g. enable_prefix_caching, max_model_len).",
         default_factory=dict,

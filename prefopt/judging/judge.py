@@ -30,7 +30,7 @@ from prefopt.errors import ConfigError
 from prefopt.judging.base import Judge, JudgeItem, Judgment
 from prefopt.judging.config import JudgingConfig
 from prefopt.judging.quality import judge_quality, pairwise_quality, quality_markdown, reference_agreement
-from prefopt.judging.registry import JUDGES
+from prefopt.judging.registry import JUDGES, judge_factory
 from prefopt.plots import plot_scores
 from prefopt.schemas import DATA_DIR, DataError, arrow_dataset
 
@@ -68,7 +68,7 @@ def check_aggregate_rule(cfg: JudgingConfig, dimensions: tuple[str, ...], judge_
 def make_judge(cfg: JudgingConfig, model_path: Callable[[str], str] = lambda ref: ref) -> Judge:
     """The recipe's judge, made by its registry entry; ``model_path`` resolves its model reference. Close it when
     done."""
-    return JUDGES.get(cfg.judge).target(cfg, model_path)
+    return judge_factory(cfg.judge)(cfg, model_path)
 
 
 def check_references(cfg: JudgingConfig, candidates: Dataset) -> None:
@@ -267,7 +267,7 @@ def write_quality(cfg: JudgingConfig, judged: Dataset, stage_dir: Path) -> dict:
 
 def _reference_frame(cfg: JudgingConfig, candidates: Dataset) -> pd.DataFrame:
     """The reference verifier's scores and aggregate (same rule as the judge's where it applies, else mean)."""
-    verifier = JUDGES.get(cfg.reference_judge).target(cfg, lambda ref: ref)
+    verifier = judge_factory(cfg.reference_judge)(cfg, lambda ref: ref)
     dims = verifier.dimensions
     rule = cfg.aggregate if cfg.aggregate == "mean" or cfg.aggregate in dims else "mean"
     rows = []

@@ -1,9 +1,10 @@
-"""The judge registry: every judge kind, registered once with its capabilities, its implementation imported lazily.
+"""The judge registry: every judge kind with its capabilities, its implementation imported only when a judge is made.
 
 ``JUDGES.get(name)`` answers what callers ask (does it need the prompt's reference, does it run a model, which
-``judging`` section configures it, its dimensions and score range where they are fixed); its ``target``
-makes the judge from the ``judging`` config and a model-path resolver. This module imports nothing heavy (no
-torch, no math-verify, no prefopt.recipe), so the judging config validates ``judging.judge`` against it.
+``judging`` section configures it, its dimensions and score range where they are fixed). Each judge is a module of
+:mod:`prefopt.judging.judges` that declares itself (``JUDGE = {"name": ..., <capabilities>}``) and defines
+``make(cfg, model_path) -> Judge``; the registry reads the declarations without importing the modules, so the
+judging config validates ``judging.judge`` with no torch, no math-verify, no prefopt.recipe.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from prefopt.registry import Registry
+from prefopt.registry import Registry, load_target
 
 if TYPE_CHECKING:
     from prefopt.judging.base import Judge
@@ -19,8 +20,11 @@ if TYPE_CHECKING:
 
 ModelPath = Callable[[str], str]
 
-JUDGES: Registry[Callable[[JudgingConfig, ModelPath], Judge]] = Registry(
+JUDGES: Registry[str] = Registry(
     "judge",
+    plugins="prefopt.judging.judges",  # each module there declares its judge (JUDGE = {...}) and its make
+    declared="JUDGE",
+    entry="make",
     needs_reference=False,  # scores need the prompt's reference answer
     is_verifier=False,  # a rule-based checker: usable as judging.reference_judge
     is_model=False,  # runs a model (named in its config section)
@@ -31,53 +35,6 @@ JUDGES: Registry[Callable[[JudgingConfig, ModelPath], Judge]] = Registry(
 )
 
 
-@JUDGES.register(
-    "tiny_world_verifier",
-    help="The tiny world's step checker.",
-    is_verifier=True,
-    dimensions=("correctness", "step_accuracy", "format"),
-    score_range=(0.0, 1.0),
-)
-def _tiny_world_verifier(cfg: JudgingConfig, model_path: ModelPath) -> Judge:
-    from prefopt.judging.base import FunctionJudge
-    from prefopt.judging.verifier import score_trace
-
-    return FunctionJudge("tiny_world_verifier", JUDGES.get("tiny_world_verifier").dimensions, score_trace)
-
-
-@JUDGES.register(
-    "math_verifier",
-    help="The final answer against the prompt's reference, with math-verify.",
-    is_verifier=True,
-    needs_reference=True,
-    dimensions=("correctness", "answer_found"),
-    score_range=(0.0, 1.0),
-)
-def _math_verifier(cfg: JudgingConfig, model_path: ModelPath) -> Judge:
-    from prefopt.judging.base import FunctionJudge
-    from prefopt.judging.math_verifier import score_math
-
-    return FunctionJudge("math_verifier", JUDGES.get("math_verifier").dimensions, score_math)
-
-
-@JUDGES.register(
-    "llm", help="An LLM judge on a rubric (judging.llm).", is_model=True, config_section="llm", supports_pairwise=True
-)
-def _llm(cfg: JudgingConfig, model_path: ModelPath) -> Judge:
-    from prefopt.generation.engines import make_engine
-    from prefopt.judging.llm_judge import LLMJudge
-
-    engine = make_engine(cfg.llm.engine, model_path(cfg.llm.model), **cfg.llm.engine_options)
-    return LLMJudge(cfg.llm, engine, owns_engine=True)
-
-
-@JUDGES.register(
-    "reward_model",
-    help="A sequence-classification reward model (judging.reward_model).",
-    is_model=True,
-    config_section="reward_model",
-)
-def _reward_model(cfg: JudgingConfig, model_path: ModelPath) -> Judge:
-    from prefopt.judging.reward_model import RewardModelJudge
-
-    return RewardModelJudge(model_path(cfg.reward_model.model), cfg.reward_model)
+def judge_factory(name: str) -> Callable[[JudgingConfig, ModelPath], Judge]:
+    """The ``make(cfg, model_path) -> Judge`` of judge ``name`` (imported now, with what it needs)."""
+    return load_target(JUDGES.get(name))

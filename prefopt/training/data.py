@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from datasets import Dataset
 
 from prefopt.cache import atomic_write, remove_stale_temporaries, temporary_path
-from prefopt.generation.engines import messages
+from prefopt.engines.base import messages
 from prefopt.schemas import TrainingData, check_training_data, prompt_conversation, split_implicit_prompt
 from prefopt.training.dpo_trainer import PrefDPOConfig
 from prefopt.training.kto_trainer import SCORE_KEY, PrefKTOConfig

@@ -5,8 +5,9 @@ The entry points take a whole prefopt recipe as ``--config``:
     accelerate launch --config_file accelerate_configs/X.yaml -m prefopt.training.dpo --config RECIPE.yaml [--flag v]
 
 A recipe is resolved to the flat train config that its train stage would write (pairs from the recipe's
-pairs stage, the policy from ``training.model``, output into the train stage's directory), and the
-command-line flags override it as usual. Run without overrides, the train stage is marked complete at the
+pairs stage, the policy from ``training.model``, output into the train stage's directory) by ``prefopt train RECIPE
+--config-only`` in a child process (stage keys are the pipeline's, a layer above training), and the command-line
+flags override it as usual. Run without overrides, the train stage is marked complete at the
 end, so `prefopt run` then skips it; with overrides it is not (the result no longer matches the recipe).
 
 The policy loads as TRL's own ``trl dpo`` script loads it: ``trl.ModelConfig`` fields (flat in the config, or
@@ -23,6 +24,7 @@ import dataclasses
 import gc
 import json
 import logging
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -32,16 +34,16 @@ from datasets import Dataset
 from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
 from prefopt.cache import mark_complete
+from prefopt.engines.base import adapter_config, load_chat_tokenizer
 from prefopt.errors import ConfigError
-from prefopt.generation.engines import adapter_config, load_chat_tokenizer
-from prefopt.pipeline import Pipeline
-from prefopt.recipe import load_recipe
 from prefopt.tracking import add_stage_statistics
 from prefopt.training.checkpoints import MarkCompleteCheckpoints, resume_checkpoint
+from prefopt.training.config import TrainingConfig
 from prefopt.training.launch import FINAL_MODEL_DIR, checked_model_args, default_dtype, model_fields
 
 logger = logging.getLogger(__name__)
 SUMMARY = "model_summary.json"
+_DEFAULT_METHOD = next(f.default for f in dataclasses.fields(TrainingConfig) if f.name == "method")
 
 # trl.ModelConfig's fields (model_name_or_path is the script's), dtype unset by default, and the chat template.
 ModelArguments = dataclasses.make_dataclass(
@@ -76,16 +78,24 @@ def resolve_recipe_argv(argv: list[str] | None, method: str) -> tuple[list[str],
     index = argv.index("--config") + 1
     if index >= len(argv) or not is_recipe(argv[index]):
         return argv, None
-    recipe = load_recipe(argv[index])
-    if recipe.training.method != method:
-        raise SystemExit(
-            f"{argv[index]}: training.method is {recipe.training.method!r}; launch "
-            f"-m prefopt.training.{recipe.training.method} instead"
-        )
-    train_config = Pipeline(recipe).write_train_config()
+    train_config = recipe_train_config(argv[index])  # the recipe checked, as prefopt checks it
+    given = yaml.safe_load(Path(argv[index]).read_text())["training"].get("method", _DEFAULT_METHOD)
+    if given != method:
+        raise SystemExit(f"{argv[index]}: training.method is {given!r}; launch -m prefopt.training.{given} instead")
     argv[index] = str(train_config)
     overridden = len(argv) > 2
     return argv, None if overridden else train_config.parent
+
+
+def recipe_train_config(recipe: str) -> Path:
+    """The flat train config of ``recipe``'s train stage, written by ``prefopt train RECIPE --config-only`` (its
+    errors, one line, on this process's stderr; their exit code is this one's)."""
+    child = subprocess.run(
+        [sys.executable, "-m", "prefopt.cli", "train", recipe, "--config-only"], stdout=subprocess.PIPE, text=True
+    )
+    if child.returncode != 0:
+        raise SystemExit(child.returncode)
+    return Path(child.stdout.strip().splitlines()[-1])
 
 
 def load_policy_tokenizer(

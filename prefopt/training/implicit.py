@@ -28,7 +28,7 @@ from transformers import AutoTokenizer
 from trl.trainer.utils import create_model_from_path
 
 from prefopt.cache import atomic_write
-from prefopt.generation.engines import release_memory
+from prefopt.engines.base import release_memory
 from prefopt.processes import ChildFailed, run_child
 from prefopt.training.data import to_conversational
 from prefopt.training.dpo_trainer import PrefDPOConfig, PrefDPOTrainer

@@ -17,13 +17,24 @@ import copy
 import json
 import math
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
 
-from prefopt.generation.engines import release_memory
+from prefopt.engines.base import release_memory
 from prefopt.judging.base import JudgeItem, Judgment
-from prefopt.judging.config import RewardModelConfig
+from prefopt.judging.config import JudgingConfig, RewardModelConfig
+
+if TYPE_CHECKING:
+    from prefopt.judging.registry import ModelPath
+
+JUDGE = {
+    "name": "reward_model",
+    "is_model": True,
+    "config_section": "reward_model",
+    "help": "A sequence-classification reward model (judging.reward_model).",
+}
 
 
 def scoring_devices(device: str | list[str] | None = None) -> list[str]:
@@ -114,3 +125,7 @@ class RewardModelJudge:
         """Release every replica's memory (the judge cannot score afterwards)."""
         self.models.clear()
         release_memory()
+
+
+def make(cfg: JudgingConfig, model_path: ModelPath) -> RewardModelJudge:
+    return RewardModelJudge(model_path(cfg.reward_model.model), cfg.reward_model)

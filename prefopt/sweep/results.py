@@ -1,188 +1,21 @@
-"""Sweeps: a recipe's ``sweep:`` block expands into runs that share every cached stage they have in common.
-
-    prefopt sweep RECIPE.yaml              # every run in turn, then the results table and plot
-    prefopt sweep RECIPE.yaml --dry-run    # the runs and the stages they share; nothing is run
-    prefopt sweep RECIPE.yaml --slurm      # Slurm jobs: shared stages once, then each run's pairs, train, eval; collect
-    prefopt sweep RECIPE.yaml --slurm --dry-run   # print every script and the resources, write nothing
-    prefopt sweep RECIPE.yaml --run 3      # run 3 only (under Slurm: what run 3's eval job does)
-    prefopt sweep RECIPE.yaml --collect    # the table and plot of the runs finished so far
-
-Runs are the base recipe with the swept fields set (``mode: product`` or ``zip``); they write into the same
-``output_dir``, where stage keys hash each stage's inputs, so a stage that no swept field reaches (say, generating
-and judging the candidates) runs once for the whole sweep. Results go to ``<output_dir>/sweeps/<name>/``:
-``results.md``, ``results.csv``, ``results.json``, ``accuracy.png`` and each run's own report under ``runs/``.
-With ``sweep.seeds`` every arm (a combination of swept values) runs once per seed, and ``results.md`` adds the
-arms' table (intervals over problems and seeds, paired differences from the baseline arm) and ``intervals.png``.
-"""
+"""A sweep's results: a row per finished run and a row per arm (its seeds' intervals), written as ``results.md``,
+``results.csv`` and ``results.json`` with the plots ``accuracy.png`` and ``intervals.png``."""
 
 from __future__ import annotations
 
-import copy
 import csv
-import itertools
 import json
-import logging
-import re
-import shlex
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prefopt.cache import is_complete
-from prefopt.config_base import from_dict
-from prefopt.errors import ConfigError
 from prefopt.evaluation.accuracy import domain_means
 from prefopt.evaluation.report import arm_intervals, arms_markdown, load_scores
 from prefopt.pipeline import Pipeline
 from prefopt.plots import plot_arms, plot_sweep
-from prefopt.recipe import (
-    Recipe,
-    SweepConfig,
-    check_trainer_configs,
-    read_recipe_data,
-    recipe_from_data,
-    set_path,
-)
-from prefopt.slurm import Rendered, render_sweep, resources_table
+from prefopt.recipe import SweepConfig
+from prefopt.sweep.runs import SweepRun, sweep_dir, value_text
 from prefopt.tables import num, pct, pp
-
-logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SweepRun:
-    index: int
-    label: str
-    values: dict[str, Any]  # swept field -> its value in this run
-    recipe: Recipe
-    data: dict = field(default_factory=dict, compare=False, repr=False)  # the run's raw recipe (no sweep section)
-    arm: str = ""  # the label of its swept values (runs of one arm differ only in seed); "" before seeds existed
-    seed: int | None = None  # sweep.seeds: training.trl.seed and pairing.seed
-
-    @property
-    def slug(self) -> str:
-        """The run's directory name: its label with anything but ``\\w . = , + -`` as ``_``, never starting with a dot
-        (a label ``..`` must not reach the sweep's own directory)."""
-        slug = re.sub(r"[^\w.=,+-]+", "_", self.label)[:120]
-        return f"_{slug}" if not slug or slug.startswith(".") else slug
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-
-
-def expand(
-    path: str | Path, overrides: list[str] | None = None, output_dir: str | None = None
-) -> tuple[SweepConfig, list[SweepRun]]:
-    """The sweep of a recipe file and its runs, each validated (an error names the run)."""
-    data = read_recipe_data(path, overrides)
-    if output_dir:
-        data["output_dir"] = output_dir
-    if "sweep" not in data:
-        raise ConfigError(f"{path}: no sweep section; `prefopt run` runs a single recipe")
-    try:
-        sweep = from_dict(SweepConfig, data.pop("sweep"), "sweep")
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
-    keys = list(sweep.parameters)
-    lists = [sweep.parameters[k] for k in keys]
-    combos = list(zip(*lists)) if sweep.mode == "zip" else list(itertools.product(*lists))
-    runs = []
-    arms = []
-    for a, combo in enumerate(combos):
-        values = dict(zip(keys, combo))
-        arm = (
-            sweep.labels[a]
-            if sweep.labels
-            else ",".join(f"{k.split('.')[-1]}={_text(v)}" for k, v in values.items()) or "recipe"
-        )
-        arms.append(arm)
-        for seed in sweep.seeds or [None]:
-            i = len(runs)
-            label = arm if seed is None else (f"{arm},seed={seed}" if values or sweep.labels else f"seed={seed}")
-            run = copy.deepcopy(data)
-            run["name"] = f"{data.get('name', 'sweep')}/{label}"
-            try:
-                for key, value in values.items():
-                    set_path(run, key, copy.deepcopy(value))
-                if seed is not None:
-                    set_path(run, "training.trl.seed", seed)
-                    set_path(run, "pairing.seed", seed)
-                recipe = recipe_from_data(run)
-                check_trainer_configs(recipe)
-            except ConfigError as err:
-                raise ConfigError(f"{path}: sweep run {i} ({label}): {err}") from None
-            runs.append(SweepRun(i, label, values, recipe, run, arm, seed))
-    if sweep.baseline is not None and sweep.baseline not in arms:
-        raise ConfigError(f"{path}: sweep.baseline: {sweep.baseline!r} is not one of the arms {arms}")
-    slugs = [run.slug for run in runs]
-    if len(set(slugs)) != len(slugs):
-        twice = sorted({s for s in slugs if slugs.count(s) > 1})
-        raise ConfigError(
-            f"{path}: sweep: runs {[r.label for r in runs if r.slug in twice]} would share the directory "
-            f"{twice[0]!r}; give them distinct sweep.labels"
-        )
-    return sweep, runs
-
-
-def sweep_dir(sweep: SweepConfig, runs: list[SweepRun]) -> Path:
-    return Path(runs[0].recipe.output_dir) / "sweeps" / sweep.name
-
-
-def stage_keys(run: SweepRun) -> dict[str, str]:
-    pipeline = Pipeline(run.recipe)
-    return {stage: getattr(pipeline, f"{stage}_key")() for stage in ("generate", "judge", "pairs", "train")}
-
-
-def describe(sweep: SweepConfig, runs: list[SweepRun]) -> str:
-    """The runs, their fields, and how many distinct outputs each stage has (fewer than runs: shared)."""
-    keys = [stage_keys(run) for run in runs]
-    lines = [
-        f"Sweep {sweep.name!r}: {len(runs)} runs ({sweep.mode} of {', '.join(sweep.parameters)})",
-        "",
-        "| # | run | " + " | ".join(sweep.parameters) + " | generate | judge | pairs | train |",
-        "| --- " * (len(sweep.parameters) + 6) + "|",
-    ]
-    for run, k in zip(runs, keys):
-        lines.append(
-            f"| {run.index} | {run.label} | "
-            + " | ".join(_text(v) for v in run.values.values())
-            + " | "
-            + " | ".join(k[s] for s in ("generate", "judge", "pairs", "train"))
-            + " |"
-        )
-    shared = ", ".join(f"{stage}: {len({k[stage] for k in keys})}" for stage in ("generate", "judge", "pairs", "train"))
-    lines += ["", f"Distinct stage outputs: {shared} (for {len(runs)} runs)."]
-    lines += ["", "Resources of each job under Slurm (`--slurm`; the recipe's resources section):", ""]
-    lines.append(resources_table(runs[0].recipe).rstrip("\n"))
-    return "\n".join(lines) + "\n"
-
-
-def run_one(sweep: SweepConfig, runs: list[SweepRun], index: int) -> Path:
-    """Run one run of the sweep (every stage, cached ones skipped); its report goes under the sweep's runs/."""
-    run = runs[index]
-    logger.info("[sweep %s] run %d of %d: %s", sweep.name, index + 1, len(runs), run.label)
-    return Pipeline(run.recipe).run(report_dir=sweep_dir(sweep, runs) / "runs" / run.slug)
-
-
-def prepare(runs: list[SweepRun]) -> None:
-    """What every run reads besides its own pairs and training, done once here so that parallel runs find it done:
-    generation and judging, the policy's model, and the evaluations of the generators and of the untrained policy
-    (each run's table needs them; cached by model, so runs that share a model share its evaluation)."""
-    for run in runs:
-        pipeline = Pipeline(run.recipe)
-        if run.recipe.training.dataset is None:
-            pipeline.generate()
-            pipeline.judge()
-        pipeline.model_path(run.recipe.training.model)
-        for label, (ref, policy) in pipeline.evaluated_models().items():
-            pipeline.evaluate_model(label, pipeline.model_path(ref), pipeline.model_key(ref), policy=policy)
-
-
-def run_all(sweep: SweepConfig, runs: list[SweepRun]) -> Path:
-    for run in runs:
-        run_one(sweep, runs, run.index)
-    return collect(sweep, runs)
 
 
 def _policy_labels(accuracy: dict) -> tuple[str, str] | None:
@@ -193,7 +26,7 @@ def _policy_labels(accuracy: dict) -> tuple[str, str] | None:
 
 def result_row(run: SweepRun, results: dict) -> dict:
     """One run's line of the sweep table: its fields, pair counts and judged gaps, accuracy before and after."""
-    row: dict[str, Any] = {"run": run.label, **{k: _text(v) for k, v in run.values.items()}}
+    row: dict[str, Any] = {"run": run.label, **{k: value_text(v) for k, v in run.values.items()}}
     accuracy, stats = results["accuracy"], results.get("pairs") or {}
     pairing = run.recipe.pairing
     if pairing.strategy_entry.needs_generator_labels:
@@ -243,7 +76,7 @@ def x_axis(sweep: SweepConfig, runs: list[SweepRun], rows: dict[int, dict]) -> t
 def series_of(sweep: SweepConfig, run: SweepRun) -> str:
     """The values of the swept fields other than the x one: runs sharing them form one line of the plot."""
     key = sweep.x or next(iter(sweep.parameters), None)
-    others = [f"{k.split('.')[-1]}={_text(v)}" for k, v in run.values.items() if k != key]
+    others = [f"{k.split('.')[-1]}={value_text(v)}" for k, v in run.values.items() if k != key]
     return ", ".join(others) if sweep.mode == "product" and others else "runs"
 
 
@@ -396,15 +229,3 @@ def sweep_markdown(sweep: SweepConfig, rows: list[dict], missing: list[str]) -> 
     if missing:
         lines += ["", f"Not finished: {', '.join(missing)}."]
     return "\n".join(lines) + "\n"
-
-
-def slurm_scripts(
-    recipe_path: str | Path,
-    sweep: SweepConfig,
-    runs: list[SweepRun],
-    sbatch_args: str = "",
-    extra: list[str] | None = None,
-) -> Rendered:
-    """The sweep's Slurm jobs (:func:`prefopt.slurm.render_sweep`) in ``<sweep dir>/slurm/``: write them with
-    ``.write()`` (it returns submit.sh) or print ``.text()``. ``sbatch_args`` go on every sbatch call."""
-    return render_sweep(recipe_path, sweep, runs, sweep_dir(sweep, runs) / "slurm", extra, shlex.split(sbatch_args))

@@ -21,16 +21,29 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
-from prefopt.generation.engines import GenerationEngine, SamplingParams
+from prefopt.engines.base import GenerationEngine, SamplingParams
+from prefopt.engines.registry import make_engine
 from prefopt.judging.base import JudgeItem, Judgment
-from prefopt.judging.config import LLMJudgeConfig
+from prefopt.judging.config import JudgingConfig, LLMJudgeConfig
 from prefopt.judging.parsing import final_answer, parse_choice, parse_scores
 from prefopt.judging.rubrics import Rubric, load_rubric
 
+if TYPE_CHECKING:
+    from prefopt.judging.registry import ModelPath
+
 logger = logging.getLogger(__name__)
+
+JUDGE = {
+    "name": "llm",
+    "is_model": True,
+    "config_section": "llm",
+    "supports_pairwise": True,
+    "help": "An LLM judge on a rubric (judging.llm).",
+}
 
 
 @dataclass(frozen=True)
@@ -193,3 +206,8 @@ class LLMJudge:
     def close(self) -> None:
         if self.owns_engine:
             self.engine.close()
+
+
+def make(cfg: JudgingConfig, model_path: ModelPath) -> LLMJudge:
+    engine = make_engine(cfg.llm.engine, model_path(cfg.llm.model), **cfg.llm.engine_options)
+    return LLMJudge(cfg.llm, engine, owns_engine=True)

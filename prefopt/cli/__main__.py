@@ -1,0 +1,7 @@
+"""``python -m prefopt.cli``."""
+
+import sys
+
+from prefopt.cli import main
+
+sys.exit(main())
