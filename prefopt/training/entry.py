@@ -64,9 +64,12 @@ ModelArguments = dataclasses.make_dataclass(
 )
 
 
-def is_recipe(path: str) -> bool:
+def recipe_method(path: str) -> str | None:
+    """A recipe's ``training.method`` (the default where unset); None when ``path`` is a flat train config."""
     data = yaml.safe_load(Path(path).read_text())
-    return isinstance(data, dict) and "training" in data and "name" in data
+    if not (isinstance(data, dict) and "training" in data and "name" in data):
+        return None
+    return (data["training"] or {}).get("method", _DEFAULT_METHOD)
 
 
 def resolve_recipe_argv(argv: list[str] | None, method: str) -> tuple[list[str], Path | None]:
@@ -76,10 +79,10 @@ def resolve_recipe_argv(argv: list[str] | None, method: str) -> tuple[list[str],
     if "--config" not in argv:
         return argv, None
     index = argv.index("--config") + 1
-    if index >= len(argv) or not is_recipe(argv[index]):
+    given = recipe_method(argv[index]) if index < len(argv) else None
+    if given is None:
         return argv, None
     train_config = recipe_train_config(argv[index])  # the recipe checked, as prefopt checks it
-    given = yaml.safe_load(Path(argv[index]).read_text())["training"].get("method", _DEFAULT_METHOD)
     if given != method:
         raise SystemExit(f"{argv[index]}: training.method is {given!r}; launch -m prefopt.training.{given} instead")
     argv[index] = str(train_config)
