@@ -63,6 +63,35 @@ def test_the_tiny_world_prompts_and_sets_are_what_the_pipeline_made_before(ci_re
     )
 
 
+def test_the_tiny_world_judge_learns_the_rubric_answered_by_the_verifier(ci_recipe, monkeypatch, tmp_path):
+    """The task makes its judges' training rows (pinned by a digest of the rows the world's model builder made before
+    they moved here) and passes them to the builder; the world itself imports nothing of judging."""
+    import random
+
+    import prefopt.world.models
+    from prefopt.judging.rubrics import load_rubric
+    from prefopt.tasks.tiny_world import judge_rows
+    from prefopt.world.tasks import Difficulty
+
+    rows = judge_rows(sample_problems(40, Difficulty(), seed=0), random.Random(0))
+    assert digest(rows) == "fad2d22ef6b340c8"
+    rubric = load_rubric("tiny_world")
+    pairwise = [r for r in rows if r["solution"] in ("A", "B")]
+    assert 0 < len(pairwise) < len(rows)
+    for r in rows:
+        if r not in pairwise:
+            scores = json.loads(r["solution"])
+            assert list(scores) == [d.name for d in rubric.dimensions]
+            assert all(rubric.low <= v <= rubric.high and v == int(v) for v in scores.values())
+
+    calls = []
+    monkeypatch.setattr(prefopt.world.models, "build_tiny_model", lambda *args, **kwargs: calls.append(kwargs))
+    world = ci_recipe.world
+    world = dataclasses.replace(world, models={"judge": dataclasses.replace(world.models["weak"], task="judge")})
+    task("tiny_world").build_model("judge", world, tmp_path, build=True)
+    assert calls == [{"desc": "world:judge", "judge_rows": judge_rows}]
+
+
 def test_stage_keys_are_computed_as_before_tasks(ci_recipe, tmp_path):
     """The generate and eval keys hash what they hashed before (the world's splits), so no cache is invalidated."""
     world, g = ci_recipe.world, ci_recipe.generation

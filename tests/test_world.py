@@ -73,6 +73,22 @@ def test_models_are_cached_by_config_hash(tmp_path):
     assert model.config.head_dim == 32 and tok.chat_template
 
 
+def test_a_judge_is_trained_on_the_rows_its_caller_passes_in(tmp_path):
+    """The world knows nothing of judging: a judge spec without ``judge_rows`` is refused before anything is written;
+    with them it learns from what they return for each step's problems."""
+    spec = TinyModelSpec(num_layers=1, hidden_size=32, train_steps=3, batch_size=4, seed=5, task="judge")
+    with pytest.raises(ValueError, match=r"judge_rows="):
+        build_tiny_model(spec, tmp_path)
+    assert not any(tmp_path.iterdir())
+    seen = []
+
+    def judge_rows(problems, rng):
+        seen.append(len(problems))
+        return [{"problem": p["problem"], "solution": "A" if rng.random() < 0.5 else "B"} for p in problems]
+
+    assert is_complete(build_tiny_model(spec, tmp_path, judge_rows=judge_rows)) and seen == [4, 4, 4]
+
+
 def test_strong_model_beats_weak_model(tiny_models):
     """The generator delta exists: more SFT gives lower loss on held-out problems."""
     tok = build_tokenizer()

@@ -1,8 +1,11 @@
 """The tiny arithmetic world as a task (:mod:`prefopt.world`): prompts sampled from a split, the step verifier,
-the in-domain and out-of-domain evaluation sets, and the tiny models of the recipe's ``world.models``."""
+the in-domain and out-of-domain evaluation sets, and the tiny models of the recipe's ``world.models``, its judges
+trained on the rows of :func:`judge_rows` (the rubric's prompts answered by the verifier)."""
 
 from __future__ import annotations
 
+import json
+import random
 from pathlib import Path
 
 from prefopt.tasks.registry import EvalSet
@@ -23,6 +26,38 @@ def _judge(problem: str, completion: str, answer: str) -> tuple[bool, str | None
     from prefopt.judging.verifier import final_answer, score_trace
 
     return bool(score_trace(problem, completion).scores["correctness"]), final_answer(completion)
+
+
+def judge_rows(problems: list[dict], rng: random.Random, pairwise_share: float = 0.3) -> list[dict]:
+    """SFT rows for the tiny judge on the tiny_world rubric's prompts: for one trace, the verifier's scores on the
+    rubric's scale as the compact JSON a constrained decoder writes; for two traces (``pairwise_share`` of the
+    rows), "A" or "B", whichever the verifier scores higher on the mean of its dimensions. The world's model
+    builder (:func:`prefopt.world.models.train_tiny_model`) calls it each step with that step's problems."""
+    from prefopt.judging.rubrics import load_rubric
+    from prefopt.judging.verifier import score_trace
+    from prefopt.world.tasks import sample_trace
+
+    rubric = load_rubric("tiny_world")
+
+    def scores(problem: str, trace: str) -> dict[str, float]:
+        return score_trace(problem, trace).scores
+
+    rows = []
+    for p in problems:
+        problem, trace = p["problem"], sample_trace(rng, p["problem"])
+        if rng.random() < pairwise_share:
+            other = sample_trace(rng, problem)
+            gap = sum(scores(problem, trace).values()) - sum(scores(problem, other).values())
+            if gap:
+                rows.append(
+                    {"problem": rubric.pairwise_prompt(problem, trace, other), "solution": "A" if gap > 0 else "B"}
+                )
+                continue
+        target = {d: round(rubric.low + (rubric.high - rubric.low) * v) for d, v in scores(problem, trace).items()}
+        rows.append(
+            {"problem": rubric.pointwise_prompt(problem, trace), "solution": json.dumps(target, separators=(",", ":"))}
+        )
+    return rows
 
 
 class Task:
@@ -76,4 +111,4 @@ class Task:
             raise FileNotFoundError(f"world:{name} is not built yet; `prefopt run` or `prefopt train` builds it")
         from prefopt.world.models import build_tiny_model  # torch
 
-        return build_tiny_model(spec, cache_dir, desc=f"world:{name}"), cached
+        return build_tiny_model(spec, cache_dir, desc=f"world:{name}", judge_rows=judge_rows), cached

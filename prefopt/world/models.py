@@ -2,19 +2,20 @@
 
 Solvers (``task: solver``) learn to write worked traces; strength is set by size and training steps: a
 strong generator, a weak generator and the SFT policy to be aligned are three :class:`TinyModelSpec` values.
-A judge (``task: judge``) learns to answer the ``tiny_world`` rubric's prompt for a trace (right, or wrong the
-ways tiny models are) with the step verifier's scores on the rubric's 1-5 scale, as JSON: an LLM judge that
-the real LLM-judge machinery (prompts, structured output, parsing, quality figures) runs on. Training is
-deterministic from the seed, streams fresh data every step (no epochs, no overfitting), and saves a standard
+A judge (``task: judge``) learns from the rows of the ``judge_rows`` function its caller passes in: the
+``tiny_world`` task's, which asks the rubric's prompts about traces and answers them with the step verifier's
+scores, so that the world, the lowest layer, knows nothing of judging. It is an LLM judge that the real
+LLM-judge machinery (prompts, structured output, parsing, quality figures) runs on. Training is deterministic
+from the seed, streams fresh data every step (no epochs, no overfitting), and saves a standard
 ``save_pretrained`` directory that transformers, TRL and vLLM load like any hub model.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -23,10 +24,22 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from prefopt.cache import atomic_output_dir, default_cache_dir, is_complete
 from prefopt.world.specs import HEAD_DIM, WORLD_VERSION, TinyModelSpec
-from prefopt.world.tasks import sample_problems, sample_trace
+from prefopt.world.tasks import sample_problems
 from prefopt.world.tokenizer import build_tokenizer
 
 logger = logging.getLogger(__name__)
+
+JudgeRows = Callable[[list[dict], random.Random], list[dict]]
+"""``judge_rows(problems, rng) -> rows``: a judge's SFT rows ``{"problem", "solution"}`` for one step's sampled
+problems, drawing its traces from ``rng`` (the same generator every step, so the data is the seed's)."""
+
+
+def _require_judge_rows(spec: TinyModelSpec, judge_rows: JudgeRows | None) -> None:
+    if spec.task == "judge" and judge_rows is None:
+        raise ValueError(
+            f"the tiny judge {spec.cache_key()} (task: judge) needs judge_rows=, the function that makes its "
+            "training rows; the tiny_world task passes its own (build it as world:<name> through that task)"
+        )
 
 
 def llama_config(spec: TinyModelSpec, vocab_size: int, tokenizer) -> LlamaConfig:
@@ -65,37 +78,11 @@ def sft_batch(tokenizer, rows: list[dict]) -> dict[str, torch.Tensor]:
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
 
 
-def judge_rows(problems: list[dict], rng: random.Random, pairwise_share: float = 0.3) -> list[dict]:
-    """SFT rows for the tiny judge on the tiny_world rubric's prompts: for one trace, the verifier's scores on the
-    rubric's scale as the compact JSON a constrained decoder writes; for two traces (``pairwise_share`` of the
-    rows), "A" or "B", whichever the verifier scores higher on the mean of its dimensions."""
-    from prefopt.judging.rubrics import load_rubric
-    from prefopt.judging.verifier import score_trace
-
-    rubric = load_rubric("tiny_world")
-
-    def scores(problem: str, trace: str) -> dict[str, float]:
-        return score_trace(problem, trace).scores
-
-    rows = []
-    for p in problems:
-        problem, trace = p["problem"], sample_trace(rng, p["problem"])
-        if rng.random() < pairwise_share:
-            other = sample_trace(rng, problem)
-            gap = sum(scores(problem, trace).values()) - sum(scores(problem, other).values())
-            if gap:
-                rows.append(
-                    {"problem": rubric.pairwise_prompt(problem, trace, other), "solution": "A" if gap > 0 else "B"}
-                )
-                continue
-        target = {d: round(rubric.low + (rubric.high - rubric.low) * v) for d, v in scores(problem, trace).items()}
-        rows.append(
-            {"problem": rubric.pointwise_prompt(problem, trace), "solution": json.dumps(target, separators=(",", ":"))}
-        )
-    return rows
-
-
-def train_tiny_model(spec: TinyModelSpec, output_dir: Path, desc: str = "tiny model") -> None:
+def train_tiny_model(
+    spec: TinyModelSpec, output_dir: Path, desc: str = "tiny model", judge_rows: JudgeRows | None = None
+) -> None:
+    """Train ``spec`` into ``output_dir``; a judge's rows come from ``judge_rows`` (required for ``task: judge``)."""
+    _require_judge_rows(spec, judge_rows)
     torch.manual_seed(spec.seed)
     tokenizer = build_tokenizer()
     model = LlamaForCausalLM(llama_config(spec, len(tokenizer), tokenizer))
@@ -124,12 +111,19 @@ def train_tiny_model(spec: TinyModelSpec, output_dir: Path, desc: str = "tiny mo
     tokenizer.save_pretrained(output_dir)
 
 
-def build_tiny_model(spec: TinyModelSpec, cache_dir: str | Path | None = None, desc: str = "tiny model") -> Path:
-    """Return the directory of the model for ``spec``, training it first unless it is cached."""
+def build_tiny_model(
+    spec: TinyModelSpec,
+    cache_dir: str | Path | None = None,
+    desc: str = "tiny model",
+    judge_rows: JudgeRows | None = None,
+) -> Path:
+    """Return the directory of the model for ``spec``, training it first unless it is cached; a judge that is not
+    cached needs ``judge_rows`` (see :func:`train_tiny_model`)."""
     path = Path(cache_dir or default_cache_dir()) / "models" / spec.cache_key()
     if is_complete(path):
         logger.info("Using cached %s at %s", desc, path)
         return path
+    _require_judge_rows(spec, judge_rows)
     logger.info(
         "Training %s (%s, %d layers, hidden %d, %d steps) into %s",
         desc,
@@ -140,5 +134,5 @@ def build_tiny_model(spec: TinyModelSpec, cache_dir: str | Path | None = None, d
         path,
     )
     with atomic_output_dir(path, {"spec": dataclasses.asdict(spec), "world_version": WORLD_VERSION}) as tmp:
-        train_tiny_model(spec, tmp, desc)
+        train_tiny_model(spec, tmp, desc, judge_rows)
     return path
