@@ -3,7 +3,8 @@
 # (Qwen2.5-0.5B's shape, random weights, a tokenizer made here) and prints each figure beside its goal:
 #   generation  vLLM vs transformers tokens/s, same model and sampling   (goal: vLLM >= 20x)
 #   dpo         PrefDPOTrainer in bf16 at sequence 1024: tokens/s, MFU  (goal: >= 40%); its step vs TRL's (<= 1.02x)
-#   save        FSDP2 and ZeRO-3 under accelerate launch: save_model, reload, same logits
+#   precision   the pair log-ratio h under bf16 against fp32: prefopt's head (TF32, IEEE) and TRL's
+#   save        FSDP2 and ZeRO-3 under accelerate launch: save_model, reload, the same weights exactly
 #   judge       JSON-schema structured output through vLLM: every output valid
 # A part whose packages (trl, datasets, vllm, deepspeed) or GPU are missing is reported as skipped, with the reason.
 #

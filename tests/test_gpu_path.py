@@ -357,7 +357,7 @@ def gpu_check(tmp_path, *args: str) -> list[dict]:
 def test_gpu_check_smoke_runs_and_skips_what_it_cannot(tmp_path):
     import torch
 
-    rows = gpu_check(tmp_path, "--parts", "generation,dpo,judge")
+    rows = gpu_check(tmp_path, "--parts", "generation,dpo,precision,judge")
     by_part = {}
     for row in rows:
         by_part.setdefault(row["part"], []).append(row)
@@ -367,8 +367,16 @@ def test_gpu_check_smoke_runs_and_skips_what_it_cannot(tmp_path):
         assert by_part["generation"][0]["value"].startswith("needs ")
         assert [r["verdict"] for r in by_part["judge"]] == ["skipped"]
     figures = {r["figure"]: r["value"] for r in by_part["dpo"]}
-    assert float(figures["PrefDPOTrainer tokens/s"].replace(",", "")) > 0
-    assert figures["PrefDPO / TRL median step"].endswith("x")
+    head = "PrefDPOTrainer (TF32 head)" if torch.cuda.is_available() else "PrefDPOTrainer (fp32 head)"
+    assert float(figures[f"{head} tokens/s"].replace(",", "")) > 0
+    assert figures[f"{head} / TRL median step"].endswith("x")
+    assert figures["PrefDPOTrainer (IEEE fp32 head, tf32: false) / TRL median step"].endswith("x")
+    # the pair log-ratio under bf16 against fp32: prefopt's head within what TRL's head as shipped gives
+    errors = {
+        r["figure"]: float(r["value"].split()[0]) for r in by_part["precision"] if "max |h - h_fp32|" in r["figure"]
+    }
+    ours = next(v for k, v in errors.items() if "prefopt" in k)
+    assert 0 < ours <= next(v for k, v in errors.items() if "TRL's head" in k)
 
 
 @pytest.mark.slow

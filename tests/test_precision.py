@@ -14,6 +14,8 @@ from trl.trainer.utils import add_fused_lm_head, create_model_from_path
 
 from prefopt.training.data import to_conversational
 from prefopt.training.dpo_trainer import PrefDPOConfig, PrefDPOTrainer
+from prefopt.training.kto_trainer import PrefKTOConfig
+from prefopt.training.trainer_base import tf32_default
 from prefopt.world.tasks import Difficulty, sample_problems
 
 from conftest import trainer_config as config
@@ -70,3 +72,22 @@ def test_a_policy_equal_to_its_reference_has_margin_zero_under_bf16(tiny_models,
     """Policy and reference go through the very same computation, so equal weights give h = 0 exactly."""
     bf16_trainer = trainer(tiny_models, pairs, tmp_path, None, bf16=True, use_cpu=True)
     assert torch.equal(margins(bf16_trainer), torch.zeros(len(pairs)))
+
+
+@pytest.mark.parametrize(
+    ("tf32", "mixed", "available", "expected"),
+    [
+        (None, True, True, True),  # bf16/fp16 on a GPU with TF32: the fp32 head's matmuls on tensor cores
+        (None, True, False, None),  # a CPU or an older GPU: left unset
+        (None, False, True, None),  # fp32 training: every matmul stays IEEE fp32
+        (False, True, True, False),  # an explicit choice is kept
+        (True, False, True, True),
+    ],
+)
+def test_tf32_default(tf32, mixed, available, expected):
+    assert tf32_default(tf32, mixed, available) is expected
+
+
+def test_configs_leave_tf32_unset_without_a_gpu(tmp_path):
+    for cls in (PrefDPOConfig, PrefKTOConfig):
+        assert cls(output_dir=str(tmp_path), bf16=True, use_cpu=True, report_to="none").tf32 is None

@@ -31,6 +31,7 @@ from prefopt.training.trainer_base import (
     NORMALIZE_HELP,
     ExtraColumnMixin,
     WindowWeightsMixin,
+    apply_tf32_default,
     check_weight_knobs,
     fp32_fused_lm_heads,
     require_finite_column,
@@ -104,6 +105,7 @@ class PrefDPOConfig(DPOConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        apply_tf32_default(self)
         lookup(L.PAIR_LOSSES, self.pref_loss, "pref_loss", ValueError)
         for loss_type in self.loss_type:
             lookup(TRL_DPO_LOSSES, loss_type, "loss_type", ValueError)

@@ -17,6 +17,7 @@ from prefopt.training.trainer_base import (
     NORMALIZE_HELP,
     ExtraColumnMixin,
     WindowWeightsMixin,
+    apply_tf32_default,
     check_weight_knobs,
     fp32_fused_lm_heads,
     require_finite_column,
@@ -59,6 +60,7 @@ class PrefKTOConfig(KTOConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        apply_tf32_default(self)
         loss = lookup(TRL_KTO_LOSSES, self.loss_type, "loss_type", ValueError)
         check_weight_knobs(self)
         if self.score_weighting and not loss.score_weighting:

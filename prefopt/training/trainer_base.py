@@ -1,6 +1,7 @@
 """What prefopt's DPO and KTO trainers share: an extra dataset column carried past TRL's column filter and
 collator, per-example weights normalised over each gradient-accumulation window on all ranks, and TRL's fused
-LM head in fp32. See :mod:`prefopt.training.dpo_trainer` and :mod:`prefopt.training.kto_trainer`.
+LM head in fp32 (with TF32 matmuls on GPUs that have them, unless ``tf32`` is set).
+See :mod:`prefopt.training.dpo_trainer` and :mod:`prefopt.training.kto_trainer`.
 """
 
 from __future__ import annotations
@@ -73,6 +74,26 @@ def require_finite_column(dataset, key: str, why: str) -> None:
             f"{key}: {len(bad)} of {len(values)} values are not finite (first at row {int(bad[0])}: "
             f"{values[bad[0]].item()}); expected finite numbers ({why})"
         )
+
+
+def tf32_default(tf32: bool | None, mixed_precision: bool, available: bool) -> bool | None:
+    """``tf32`` as the trainers use it: left unset (None) under bf16 or fp16 mixed precision on a GPU with TF32,
+    True. Autocast runs the model's matmuls in 16 bits, so this changes only the fp32 LM head
+    (:func:`fp32_fused_lm_heads`), whose projection then runs on tensor cores with fp32 output: in IEEE fp32 it made
+    a DPO step 2.4x TRL's on an H200 (Qwen2.5-0.5B's shape, sequence 1024; README, GPU check)."""
+    return True if tf32 is None and mixed_precision and available else tf32
+
+
+def apply_tf32_default(args) -> None:
+    """Set ``args.tf32`` by :func:`tf32_default` after TrainingArguments' own ``__post_init__`` (which applies an
+    explicit value), and turn TF32 on when it is the default that set it."""
+    if args.tf32 is not None or not (args.bf16 or args.fp16):
+        return
+    from transformers.utils.import_utils import enable_tf32, is_torch_tf32_available
+
+    if tf32_default(None, True, is_torch_tf32_available()):
+        args.tf32 = True
+        enable_tf32(True)
 
 
 @contextlib.contextmanager
