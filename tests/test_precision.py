@@ -91,3 +91,14 @@ def test_tf32_default(tf32, mixed, available, expected):
 def test_configs_leave_tf32_unset_without_a_gpu(tmp_path):
     for cls in (PrefDPOConfig, PrefKTOConfig):
         assert cls(output_dir=str(tmp_path), bf16=True, use_cpu=True, report_to="none").tf32 is None
+
+
+def test_fp32_lm_head_false_is_trls_head_as_shipped(tiny_models, pairs, tmp_path):
+    """``fp32_lm_head: false`` gives exactly the margins of TRL's own head under bf16 autocast."""
+    shipped = trainer(tiny_models, pairs, tmp_path / "a", "strong", bf16=True, use_cpu=True, fp32_lm_head=False)
+    patched = trainer(tiny_models, pairs, tmp_path / "b", "strong", bf16=True, use_cpu=True)
+    ours = margins(patched)
+    for model in (patched.model, patched.ref_model):
+        add_fused_lm_head(model)  # TRL's head, reinstalled without the fp32 cast
+    assert torch.equal(margins(shipped), margins(patched))
+    assert not torch.equal(margins(shipped), ours)

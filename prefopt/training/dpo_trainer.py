@@ -26,6 +26,7 @@ from trl import DPOConfig, DPOTrainer
 from prefopt.registry import Registry, lookup
 from prefopt.training import losses as L
 from prefopt.training.trainer_base import (
+    FP32_LM_HEAD_HELP,
     GAP_KEY,
     MAX_WEIGHT_HELP,
     NORMALIZE_HELP,
@@ -98,6 +99,7 @@ class PrefDPOConfig(DPOConfig):
     curriculum: bool = field(
         default=False, metadata={"help": "Train easy to hard: pairs in descending gap order, no shuffling."}
     )
+    fp32_lm_head: bool = field(default=True, metadata={"help": FP32_LM_HEAD_HELP})
     gap_bucket_edges: list[float] = field(
         default_factory=lambda: [0.25, 0.5, 0.75],
         metadata={"help": "Edges of the gap buckets for which reward accuracy and margin are logged."},
@@ -160,7 +162,7 @@ class PrefDPOTrainer(ExtraColumnMixin, WindowWeightsMixin, DPOTrainer):
             )
         if args is not None and args.curriculum and train_dataset is not None:
             train_dataset = train_dataset.sort(GAP_KEY, reverse=True)
-        with fp32_fused_lm_heads(trl_dpo_trainer):
+        with fp32_fused_lm_heads(trl_dpo_trainer, getattr(args, "fp32_lm_head", True)):
             super().__init__(model, ref_model=ref_model, args=args, train_dataset=train_dataset, **kwargs)
         self._wrap_collator()
         self.pair_loss = L.PAIR_LOSSES.get(self.args.pref_loss)

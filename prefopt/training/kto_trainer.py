@@ -13,6 +13,7 @@ from trl import KTOConfig, KTOTrainer
 from prefopt.registry import Registry, lookup
 from prefopt.training import losses as L
 from prefopt.training.trainer_base import (
+    FP32_LM_HEAD_HELP,
     MAX_WEIGHT_HELP,
     NORMALIZE_HELP,
     ExtraColumnMixin,
@@ -57,6 +58,7 @@ class PrefKTOConfig(KTOConfig):
         default=False,
         metadata={"help": "Set desirable_weight and undesirable_weight so both classes contribute equally."},
     )
+    fp32_lm_head: bool = field(default=True, metadata={"help": FP32_LM_HEAD_HELP})
 
     def __post_init__(self):
         super().__post_init__()
@@ -90,7 +92,7 @@ class PrefKTOTrainer(ExtraColumnMixin, WindowWeightsMixin, KTOTrainer):
     def __init__(self, model, ref_model=None, args: PrefKTOConfig | None = None, train_dataset=None, **kwargs):
         if args is not None and args.score_weighting and train_dataset is not None:
             require_finite_column(train_dataset, SCORE_KEY, "each example's judged score, for score_weighting")
-        with fp32_fused_lm_heads(trl_kto_trainer):
+        with fp32_fused_lm_heads(trl_kto_trainer, getattr(args, "fp32_lm_head", True)):
             super().__init__(model, ref_model=ref_model, args=args, train_dataset=train_dataset, **kwargs)
         self._wrap_collator()
         if self.args.auto_class_balance and train_dataset is not None:

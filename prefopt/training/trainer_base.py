@@ -96,11 +96,22 @@ def apply_tf32_default(args) -> None:
         enable_tf32(True)
 
 
+FP32_LM_HEAD_HELP = (
+    "Project onto the vocabulary and log-softmax in fp32 (TF32 matmuls on GPUs that have them), for the policy "
+    "and the reference alike. false: TRL's head as shipped, bf16 logits under bf16 autocast: TRL's step time, a "
+    "larger error in the pair log-ratio (README, 'One fp32 log-probability path')."
+)
+
+
 @contextlib.contextmanager
-def fp32_fused_lm_heads(trl_module):
-    """While active, the fused LM heads that ``trl_module``'s trainer adds in its ``__init__`` project and
-    log-softmax in fp32 outside autocast (TRL's own ``cast_lm_head_to_fp32``), for the policy and the reference.
+def fp32_fused_lm_heads(trl_module, enabled: bool = True):
+    """While active (and ``enabled``), the fused LM heads that ``trl_module``'s trainer adds in its ``__init__``
+    project and log-softmax in fp32 outside autocast (TRL's own ``cast_lm_head_to_fp32``), for the policy and the
+    reference.
     They are patched before accelerate wraps the models, so autocast still covers the rest of the forward."""
+    if not enabled:
+        yield
+        return
     original = trl_module.add_fused_lm_head
     trl_module.add_fused_lm_head = functools.partial(original, cast_lm_head_to_fp32=True)
     try:
