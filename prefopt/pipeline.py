@@ -44,31 +44,31 @@ class Pipeline(StageKeys):
             )
         return path
 
-    def _run(self, stage: Stage, source, output: str | Path | None) -> Path:
+    def _execute(self, stage: Stage, source, output: str | Path | None) -> Path:
         return execute(stage, self, source, Path(output) if output else self.output_dir(stage))
 
     def generate(self, output: str | Path | None = None, shard: int = 0, num_shards: int = 1) -> Path:
         """Generate (resumable); with ``num_shards > 1`` as one worker of many (:class:`Generate`)."""
-        return self._run(Generate(shard, num_shards), None, output)
+        return self._execute(Generate(shard, num_shards), None, output)
 
     def judge(self, input: str | Path | None = None, output: str | Path | None = None) -> Path:
         stage = UNITS["judge"]
-        return self._run(stage, self._source(stage, input), output)
+        return self._execute(stage, self._source(stage, input), output)
 
     def proxy(self, source: Path) -> Path:
         """margin_bayes's proxy stage on ``source``, the judgments the pairs stage reads."""
-        return self._run(UNITS["proxy"], source, None)
+        return self._execute(UNITS["proxy"], source, None)
 
     def pairs(self, input: str | Path | None = None, output: str | Path | None = None) -> Path:
         """Pairs; with margin_bayes, after the proxy stage (run only while the pairs are not complete)."""
         source = self._source(UNITS["pairs"], input)
         out = Path(output) if output else self.output_dir(UNITS["pairs"])
         proxy = self.proxy(source) if self.recipe.pairing.margin_bayes is not None and not is_complete(out) else None
-        return self._run(Pairs(proxy), source, out)
+        return self._execute(Pairs(proxy), source, out)
 
     def train(self, input: str | Path | None = None, output: str | Path | None = None) -> Path:
         stage = UNITS["train"]
-        return self._run(stage, self._source(stage, input), output)
+        return self._execute(stage, self._source(stage, input), output)
 
     def write_train_config(self) -> Path:
         """The flat train config for this recipe's train stage, for launching its entry point by hand.

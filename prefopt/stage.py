@@ -31,8 +31,7 @@ class StageContext(Protocol):
     """What a stage may ask of the run it is part of."""
 
     recipe: Any
-    cache_dir: Path
-    outcomes: list[StageOutcome]
+    outcomes: list[StageOutcome]  # what ran or was found complete, in order
 
     def model_path(self, ref: str, build: bool = True) -> str: ...
     def model_key(self, ref: str) -> str: ...
