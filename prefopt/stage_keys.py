@@ -1,6 +1,7 @@
 """The identity of a recipe's stages, running nothing: each stage's key, output directory and models, and the plan.
 
-A stage's key is a content hash of its own config section, a per-stage format version, and the identity of
+The stages are the units of :mod:`prefopt.stage` (``prefopt/<stage>/stage.py``), ordered here. A stage's key is a
+content hash of its own config section, a per-stage format version, and the identity of
 everything it reads: its input stage's key (or, for an ``--input`` given by hand or a ``training.dataset``, that
 data's content fingerprint), the models it uses (tiny-world specs, or a local directory's content), and the files
 its config names (prompt files, rubric files, benchmark files). So a rerun of an unchanged recipe on unchanged inputs
@@ -11,13 +12,10 @@ Keys and plans (``prefopt plan``) need no torch.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import prefopt
 from prefopt.cache import (
     MANIFEST,
     cached_fingerprint,
@@ -27,26 +25,24 @@ from prefopt.cache import (
     is_complete,
     output_problems,
 )
+from prefopt.evaluation.stage import Evaluate
+from prefopt.generation.stage import Generate
 from prefopt.hub import looks_like_hub_id, resolve_revision
+from prefopt.judging.stage import Judge
 from prefopt.layout import FINAL_MODEL_DIR, stage_dir
+from prefopt.pairing.stage import Pairs, Proxy
+from prefopt.stage import Stage, StageOutcome
 from prefopt.tasks.registry import TASKS, model_task, task, task_settings
+from prefopt.training.stage import Train
 from prefopt.user_data import source_key
 
 if TYPE_CHECKING:
     from prefopt.recipe import Recipe
     from prefopt.rounds import Rounds
 
-# Bump a stage's number when what it writes changes for the same config: its cached outputs are then redone.
-FORMAT_VERSIONS = {"generate": 2, "judge": 2, "pairs": 2, "proxy": 2, "train": 2, "eval": 2}
-# 2: strict judge parsing and math-verify; exact fraction counts and seeded ties; bounded, step-normalised gap
-# weights and one fp32 log-prob path. generate 2: candidates keep the conversation (prompt_messages).
-
-
-@dataclass(frozen=True)
-class StageOutcome:
-    name: str
-    path: Path
-    status: str  # "ran" or "cached"
+ORDER = (Generate(), Judge(), Proxy(), Pairs(), Train())  # the stages of one round, in the order they run
+UNITS: dict[str, Stage] = {stage.name: stage for stage in (*ORDER, Evaluate())}
+FORMAT_VERSIONS = {name: stage.version for name, stage in UNITS.items()}
 
 
 class StageKeys:
@@ -64,7 +60,7 @@ class StageKeys:
         self._model_paths: dict[str, str] = {}
         self._content: dict[object, str] = {}  # content fingerprints, computed once: inputs do not change mid-run
 
-    def _once(self, key: object, compute: Callable[[], str]) -> str:
+    def once(self, key: object, compute: Callable[[], str]) -> str:
         """``compute()`` the first time ``key`` is asked for, then the remembered value (keys chain: every later
         stage's key recomputes the earlier ones, and hashing a large input each time is real I/O)."""
         if key not in self._content:
@@ -73,7 +69,7 @@ class StageKeys:
 
     def fingerprint(self, path: str | Path) -> str:
         """:func:`file_fingerprint` of ``path``, once per pipeline."""
-        return self._once(("file", str(Path(path).resolve())), lambda: file_fingerprint(path))
+        return self.once(("file", str(Path(path).resolve())), lambda: file_fingerprint(path))
 
     # -- models ---------------------------------------------------------------------------------------------
     def model_key(self, ref: str) -> str:
@@ -82,13 +78,13 @@ class StageKeys:
         or a served model's name as given."""
         built = self._task_model(ref)
         if built is not None:
-            return task(built[0]).model_key(built[1], self._settings(built[0]))
+            return task(built[0]).model_key(built[1], self.settings(built[0]))
         if Path(ref).name == FINAL_MODEL_DIR and Path(ref).parent.parent == self.root / "train":
             return content_hash("trained", Path(ref).parent.name)
         if Path(ref).exists():
             return content_hash("local", cached_fingerprint(ref, self.cache_dir))
         if looks_like_hub_id(ref):
-            return content_hash("id", ref, self._once(("hub", ref), lambda: resolve_revision(ref)))
+            return content_hash("id", ref, self.once(("hub", ref), lambda: resolve_revision(ref)))
         return content_hash("id", ref)  # the name a server serves
 
     def input_key(self, given: str | Path) -> str:
@@ -112,82 +108,56 @@ class StageKeys:
         if ref in self._model_paths:
             return self._model_paths[ref]
         owner, name = built
-        path, cached = task(owner).build_model(name, self._settings(owner), self.cache_dir, build)
+        path, cached = task(owner).build_model(name, self.settings(owner), self.cache_dir, build)
         self.outcomes.append(StageOutcome(f"model {name}", path, "cached" if cached else "ran"))
         self._model_paths[ref] = str(path)
         return str(path)
 
     # -- keys -----------------------------------------------------------------------------------------------
-    def _key(self, stage: str, *parts) -> str:
-        return content_hash(stage, prefopt.__version__, FORMAT_VERSIONS[stage], *parts)
-
-    def generate_key(self) -> str:
-        g = self.recipe.generation
-        models = {gen.name: self.model_key(gen.model) for gen in g.generators}
-        p = g.prompts  # the task's identity of its prompts: an edited prompt file is new input, a Hub dataset its id,
-        # config, split and revision; the tiny world's splits
-        source = self._once(("prompts", repr(p)), lambda: task(p.source).prompts_key(p, self._settings(p.source)))
-        return self._key("generate", g, models, source)
-
-    def _settings(self, name: str):
+    def settings(self, name: str):
         """Task ``name``'s settings: its section of the recipe."""
         return task_settings(self.recipe, name)
 
-    def _upstream(self, stage: str, default: Callable[[], str]) -> str:
-        """The identity of what ``stage`` reads: data given by hand, else the previous stage's key."""
-        return self.input_key(self.inputs[stage]) if stage in self.inputs else default()
+    def key(self, stage: Stage, upstream: str | None = None) -> str:
+        """``stage``'s key over ``upstream`` (an evaluated model's key), by default the identity of what it reads:
+        data given by hand, else data the recipe names for it, else the key of the stage whose output it reads."""
+        if upstream is None and stage.reads is not None:
+            given = self.inputs.get(stage.given_as or stage.name)
+            spec = stage.dataset(self)
+            if given is not None:
+                upstream = self.input_key(given)
+            elif spec is not None:
+                upstream = self.once(("dataset", repr(spec)), lambda: source_key(spec))
+            else:
+                upstream = self.key(UNITS[stage.reads])
+        return stage.key(self, upstream)
+
+    def output_dir(self, stage: Stage) -> Path:
+        """``stage``'s output directory for this recipe."""
+        return self.stage_dir(stage.name, self.key(stage))
+
+    def generate_key(self) -> str:
+        return self.key(UNITS["generate"])
 
     def judge_key(self) -> str:
-        j = self.recipe.judging
-        models = [self.model_key(ref) for ref in j.model_refs]
-        rubric = self.fingerprint(j.llm.rubric) if j.llm is not None and Path(j.llm.rubric).is_file() else None
-        return self._key("judge", j, self._upstream("judge", self.generate_key), models, rubric)
+        return self.key(UNITS["judge"])
 
     def pairs_key(self) -> str:
-        return self._key("pairs", self.recipe.pairing, self._upstream("pairs", self.judge_key))
+        return self.key(UNITS["pairs"])
 
-    def proxy_key(self, upstream: str) -> str:
-        """The proxy depends on the pairs it is trained on and scores, not on how margin_bayes then selects."""
-        p = self.recipe.pairing
-        base = dataclasses.replace(p, margin_bayes=None, reward_augmented=None)
-        return self._key("proxy", base, p.margin_bayes.proxy, upstream, self.model_key(p.margin_bayes.proxy.model))
+    def proxy_key(self) -> str:
+        return self.key(UNITS["proxy"])
 
     def train_key(self) -> str:
-        t = self.recipe.training
-        default = (
-            self.pairs_key
-            if t.dataset is None
-            else lambda: self._once(("dataset", repr(t.dataset)), lambda: source_key(t.dataset))
-        )
-        return self._key("train", t, self._upstream("train", default), self.model_key(t.model))
+        return self.key(UNITS["train"])
+
+    def eval_key(self, model_key: str, trained: bool = False, policy: bool = False) -> str:
+        return self.key(Evaluate(trained, policy), model_key)
 
     def stage_dir(self, name: str, key: str) -> Path:
         return stage_dir(self.root, name, key)
 
     # -- evaluations ----------------------------------------------------------------------------------------
-    def _eval_settings(self, trained: bool, policy: bool = False):
-        """The evaluation config as one model gets it: the trained policy may have its own system message, and the
-        policy (before and after training) the chat template it is trained with, so both are asked alike."""
-        cfg = self.recipe.evaluation
-        system = cfg.trained_system_prompt if trained and cfg.trained_system_prompt is not None else cfg.system_prompt
-        options = cfg.engine_options
-        if (policy or trained) and self.recipe.training.chat_template is not None:
-            options = {**options, "chat_template": self.recipe.training.chat_template}
-        return dataclasses.replace(cfg, system_prompt=system, trained_system_prompt=None, engine_options=options)
-
-    def eval_key(self, model_key: str, trained: bool = False, policy: bool = False) -> str:
-        """The evaluation settings, the identity of the own sets of every task the recipe holds a section for
-        (evaluated or not, as it always was: the tiny world's splits), the benchmarks' data and the model."""
-        cfg = self.recipe.evaluation
-        tasks = [e.name for e in TASKS if e.section is not None and e.eval_sets]
-        own = [part for name in tasks for part in task(name).eval_key(self._settings(name))]
-        specs = [b.dataset_spec() for b in cfg.benchmarks]  # a file by its content, a Hub id by its commit
-        sources = [
-            self.fingerprint(s.path) if s.is_local else self._once(("dataset", repr(s)), lambda s=s: source_key(s))
-            for s in specs
-        ]
-        return self._key("eval", self._eval_settings(trained, policy), *own, sources, model_key)
-
     def model_labels(self) -> tuple[str, str]:
         """Labels of the policy before and after training, e.g. 'policy (before DPO)'."""
         method = self.recipe.training.method.upper()
@@ -230,13 +200,7 @@ class StageKeys:
         so far) or ``missing``."""
         if (rounds := self.round_loop()) is not None:
             return rounds.plan()
-        stages = []
-        if self.recipe.training.dataset is None:  # else training reads that dataset: no generate, judge or pairs
-            stages = [("generate", self.generate_key()), ("judge", self.judge_key())]
-            if self.recipe.pairing.margin_bayes is not None:
-                stages.append(("proxy", self.proxy_key(self._upstream("pairs", self.judge_key))))
-            stages.append(("pairs", self.pairs_key()))
-        stages.append(("train", self.train_key()))
+        stages = [(stage.name, self.key(stage)) for stage in ORDER if stage.used(self.recipe)]
         evals = [(f"eval {label}", key) for label, key in self.eval_keys().items()]
         rows = []
         for name, key in stages + evals:

@@ -993,6 +993,7 @@ CASES = [
 def no_work(monkeypatch):
     """Every way into a model, a generation or a training run raises WouldRun: a case never starts work."""
     import prefopt.generation.generate
+    import prefopt.generation.parallel
     import prefopt.judging.judge
     import prefopt.pairing.build
     import prefopt.pipeline
@@ -1010,7 +1011,7 @@ def no_work(monkeypatch):
     monkeypatch.setattr(datasets, "enable_progress_bars", lambda: None)
     for module, name in (
         (prefopt.pipeline.Pipeline, "model_path"),
-        (prefopt.pipeline, "run_data_parallel"),
+        (prefopt.generation.parallel, "run_data_parallel"),
         (prefopt.generation.generate, "run_generation"),
         (prefopt.judging.judge, "run_judging"),
         (prefopt.pairing.build, "build_pairs"),

@@ -1,12 +1,23 @@
-"""Generation's data-parallel layout: which generators run together as ``data_parallel_size`` workers, on which
-GPUs (:func:`prefopt.pipeline.run_data_parallel` starts them)."""
+"""Generation's data-parallel workers: which generators run together as ``data_parallel_size`` workers, on which
+GPUs (:func:`parallel_layout`), and starting them (:func:`run_data_parallel`)."""
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
+import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefopt.errors import ConfigError
 from prefopt.generation.config import GenerationConfig, GeneratorConfig
+from prefopt.processes import ChildFailed
+
+if TYPE_CHECKING:
+    from prefopt.stage import StageContext
+
+logger = logging.getLogger(__name__)
 
 
 def replica_gpus(g: GenerationConfig, gen: GeneratorConfig) -> int:
@@ -53,3 +64,64 @@ def parallel_layout(g: GenerationConfig, gpus: list[str]) -> list[ParallelPhase]
             devices = tuple(",".join(gpus[i * per_replica : (i + 1) * per_replica]) for i in range(workers))
         phases.append(ParallelPhase(tuple(names), devices))
     return phases
+
+
+def _generate_worker(
+    ctx: StageContext,
+    output: Path,
+    shard: int,
+    num_shards: int,
+    devices: str | None,
+    generators: tuple[str, ...],
+) -> None:
+    if devices is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = devices  # before anything initialises CUDA in this process
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s prefopt[{shard}] %(levelname)s %(message)s")
+    from prefopt.generation.generate import load_prompts, run_generation
+
+    g = ctx.recipe.generation
+    prompts = load_prompts(g.prompts, ctx.settings(g.prompts.source))
+    run_generation(g, prompts, ctx.model_path, output, shard, num_shards, generators)
+
+
+def run_data_parallel(ctx: StageContext, output: Path) -> None:
+    """``data_parallel_size`` generation workers at a time, in parallel, each with its own engine and GPUs: one
+    phase per group of generators that take the same number of GPUs per replica (:func:`parallel_layout`). Every
+    sample's seed follows its prompt and sample index, so the candidates equal a single process's."""
+    g = ctx.recipe.generation
+    workers = g.data_parallel_size
+    import torch
+
+    gpus: list[str] = []
+    if torch.cuda.is_available():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        gpus = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
+    phases = parallel_layout(g, gpus)  # every phase checked before any worker starts
+    context = multiprocessing.get_context("spawn")
+    for phase in phases:
+        processes = [
+            context.Process(
+                target=_generate_worker,
+                args=(ctx, output, i, workers, phase.devices[i], phase.generators),
+            )
+            for i in range(workers)
+        ]
+        on = f" on GPUs {list(phase.devices)}" if phase.devices[0] is not None else ""
+        logger.info("Starting %d generation workers for %s%s", workers, list(phase.generators), on)
+        try:
+            for p in processes:
+                p.start()
+            for p in processes:
+                p.join()
+        except BaseException:  # interrupted or terminated: no worker outlives prefopt (finished shards are kept)
+            for p in processes:
+                if p.is_alive():
+                    p.terminate()
+            for p in processes:
+                p.join(timeout=30)
+                if p.is_alive():
+                    p.kill()
+            raise
+        failed = [i for i, p in enumerate(processes) if p.exitcode != 0]
+        if failed:
+            raise ChildFailed(f"generation workers {failed} failed; rerun to resume (finished shards are kept)")
