@@ -59,6 +59,10 @@ class Stage:
         """Its section of the recipe."""
         raise NotImplementedError
 
+    def output_schema(self, recipe: Any) -> str | None:
+        """The column set of its output dataset for ``recipe`` (:attr:`schema` unless the recipe decides it)."""
+        return self.schema
+
     def dataset(self, ctx: StageContext) -> Any:
         """Data the recipe names for this stage instead of the output of ``reads`` (a ``DatasetSpec``), or None."""
         return None

@@ -79,3 +79,10 @@ def test_a_stage_written_whole_leaves_nothing_when_it_fails(tmp_path):
 def test_the_key_hashes_name_version_and_parts():
     assert Toy().key(context(), "up") == Toy().key(context(), "up") != Toy().key(context(), "other")
     assert ResumableToy().key(context(), "up") == Toy().key(context(), "up")  # same name, version and parts
+
+
+@pytest.mark.parametrize(("strategy", "schema"), [("kto_unpaired", "UNPAIRED"), ("generator_delta", "PAIRS")])
+def test_the_pairs_schema_follows_the_strategy(strategy, schema):
+    recipe = SimpleNamespace(pairing=SimpleNamespace(strategy=strategy))
+    assert UNITS["pairs"].output_schema(recipe) == schema
+    assert UNITS["judge"].output_schema(recipe) == "JUDGMENTS"

@@ -51,8 +51,14 @@ class Pairs(Stage):
     name = "pairs"
     version = 2  # exact fraction counts and seeded ties
     reads = "judge"
-    schema = "PAIRS"  # UNPAIRED for kto_unpaired
+    schema = "PAIRS"
     proxy: Path | None = None
+
+    def output_schema(self, recipe) -> str:
+        """UNPAIRED when the strategy makes KTO examples (``kto_unpaired``), else PAIRS."""
+        from prefopt.pairing.registry import STRATEGIES
+
+        return "UNPAIRED" if STRATEGIES.get(recipe.pairing.strategy).unpaired else "PAIRS"
 
     def used(self, recipe) -> bool:
         return recipe.training.dataset is None  # else training reads that dataset
