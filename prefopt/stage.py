@@ -50,10 +50,12 @@ class Stage:
     given_as: ClassVar[str | None] = None  # the stage whose --input it reads, when not its own name (proxy: pairs)
     schema: ClassVar[str | None] = None  # the column set of its output dataset in prefopt.schemas (None: no dataset)
     resumable: ClassVar[bool] = False  # works in its output directory, keeping partial progress for a rerun
+    makes_training_data: ClassVar[bool] = False  # on the way to the pairs: not run when training.dataset is set
 
     def used(self, recipe: Any) -> bool:
-        """Whether ``recipe`` runs this stage."""
-        return True
+        """Whether ``recipe`` runs this stage: one that makes the training data does not when training reads the
+        recipe's own ``training.dataset``."""
+        return not (self.makes_training_data and recipe.training.dataset is not None)
 
     def config(self, ctx: StageContext) -> Any:
         """Its section of the recipe."""

@@ -86,3 +86,18 @@ def test_the_pairs_schema_follows_the_strategy(strategy, schema):
     recipe = SimpleNamespace(pairing=SimpleNamespace(strategy=strategy))
     assert UNITS["pairs"].output_schema(recipe) == schema
     assert UNITS["judge"].output_schema(recipe) == "JUDGMENTS"
+
+
+@pytest.mark.parametrize(
+    ("dataset", "margin_bayes", "used"),
+    [
+        (None, None, ["generate", "judge", "pairs", "train"]),
+        (None, object(), ["generate", "judge", "proxy", "pairs", "train"]),
+        ("pairs.jsonl", object(), ["train"]),  # training reads the recipe's own data: nothing makes it
+    ],
+)
+def test_the_stages_a_recipe_runs(dataset, margin_bayes, used):
+    recipe = SimpleNamespace(
+        training=SimpleNamespace(dataset=dataset), pairing=SimpleNamespace(margin_bayes=margin_bayes)
+    )
+    assert [stage.name for stage in ORDER if stage.used(recipe)] == used

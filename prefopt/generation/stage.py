@@ -19,11 +19,9 @@ class Generate(Stage):
     version = 2  # candidates keep the conversation (prompt_messages)
     schema = "CANDIDATES"
     resumable = True
+    makes_training_data = True
     shard: int = 0
     num_shards: int = 1
-
-    def used(self, recipe) -> bool:
-        return recipe.training.dataset is None  # else training reads that dataset
 
     def config(self, ctx: StageContext):
         return ctx.recipe.generation

@@ -17,9 +17,7 @@ class Judge(Stage):
     reads = "generate"
     schema = "JUDGMENTS"
     resumable = True
-
-    def used(self, recipe) -> bool:
-        return recipe.training.dataset is None  # else training reads that dataset
+    makes_training_data = True
 
     def config(self, ctx: StageContext):
         return ctx.recipe.judging

@@ -20,9 +20,10 @@ class Proxy(Stage):
     reads = "judge"
     given_as = "pairs"
     resumable = True
+    makes_training_data = True
 
     def used(self, recipe) -> bool:
-        return recipe.training.dataset is None and recipe.pairing.margin_bayes is not None
+        return super().used(recipe) and recipe.pairing.margin_bayes is not None
 
     def config(self, ctx: StageContext):
         return ctx.recipe.pairing.margin_bayes.proxy
@@ -52,6 +53,7 @@ class Pairs(Stage):
     version = 2  # exact fraction counts and seeded ties
     reads = "judge"
     schema = "PAIRS"
+    makes_training_data = True
     proxy: Path | None = None
 
     def output_schema(self, recipe) -> str:
@@ -59,9 +61,6 @@ class Pairs(Stage):
         from prefopt.pairing.registry import STRATEGIES
 
         return "UNPAIRED" if STRATEGIES.get(recipe.pairing.strategy).unpaired else "PAIRS"
-
-    def used(self, recipe) -> bool:
-        return recipe.training.dataset is None  # else training reads that dataset
 
     def config(self, ctx: StageContext):
         return ctx.recipe.pairing
