@@ -85,7 +85,7 @@ def test_a_policy_equal_to_its_reference_has_margin_zero_under_bf16(tiny_models,
     ],
 )
 def test_tf32_default(tf32, mixed, available, expected):
-    assert tf32_default(tf32, mixed, available) is expected
+    assert tf32_default(tf32, mixed, lambda: available) is expected
 
 
 def test_configs_leave_tf32_unset_without_a_gpu(tmp_path):

@@ -10,6 +10,7 @@ import contextlib
 import functools
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -76,23 +77,23 @@ def require_finite_column(dataset, key: str, why: str) -> None:
         )
 
 
-def tf32_default(tf32: bool | None, mixed_precision: bool, available: bool) -> bool | None:
+def tf32_default(tf32: bool | None, mixed_precision: bool, available: Callable[[], bool]) -> bool | None:
     """``tf32`` as the trainers use it: left unset (None) under bf16 or fp16 mixed precision on a GPU with TF32,
     True. Autocast runs the model's matmuls in 16 bits, so this changes only the fp32 LM head
     (:func:`fp32_fused_lm_heads`), whose projection then runs on tensor cores with fp32 output: in IEEE fp32 it made
-    a DPO step 2.4x TRL's on an H200 (Qwen2.5-0.5B's shape, sequence 1024; README, GPU check)."""
-    return True if tf32 is None and mixed_precision and available else tf32
+    a DPO step 2.4x TRL's on an H200 (Qwen2.5-0.5B's shape, sequence 1024; README, GPU check). ``available`` is
+    asked (it looks at the GPU) only when the rest would set it."""
+    return True if tf32 is None and mixed_precision and available() else tf32
 
 
 def apply_tf32_default(args) -> None:
     """Set ``args.tf32`` by :func:`tf32_default` after TrainingArguments' own ``__post_init__`` (which applies an
     explicit value), and turn TF32 on when it is the default that set it."""
-    if args.tf32 is not None or not (args.bf16 or args.fp16):
-        return
     from transformers.utils.import_utils import enable_tf32, is_torch_tf32_available
 
-    if tf32_default(None, True, is_torch_tf32_available()):
-        args.tf32 = True
+    tf32 = tf32_default(args.tf32, bool(args.bf16 or args.fp16), is_torch_tf32_available)
+    if tf32 != args.tf32:
+        args.tf32 = tf32
         enable_tf32(True)
 
 
